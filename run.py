@@ -1,0 +1,24 @@
+"""Entry point: compose the config with Hydra and run one unlearning experiment (see README)."""
+import hydra
+from omegaconf import DictConfig
+
+import unlearn.config  # noqa: F401  (registers the resolvers the config uses)
+from unlearn.config import CONFIG_DIR
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
+def main(cfg: DictConfig) -> None:
+    from unlearn.pipeline import report_run, run
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    record = run(cfg)
+    report_run(record)
+    # A failed single run exits non-zero; in a sweep the failure is recorded and the sweep goes on.
+    if record["status"] == "failed" and HydraConfig.get().mode == RunMode.RUN:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

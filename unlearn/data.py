@@ -1,0 +1,71 @@
+"""QA examples -> token features with TOFU's exact masking, and a padding collator.
+
+TOFU ``data_module.convert_raw_data_to_model_format``: the full text is tokenized with special
+tokens (BOS) and truncated to ``max_length``; labels are ``input_ids + [EOS]`` (EOS is scored)
+unless the text filled ``max_length``; the first ``len(tokenize(prompt))`` label positions are
+-100. We keep the appended EOS position as an input position with attention 0 (as TOFU's EOS
+padding does), so the shifted loss scores EOS from the last answer token.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Sequence
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from unlearn.models import PromptTemplate
+
+Feature = dict[str, list[int]]
+
+
+def encode_qa(
+    tokenizer: PreTrainedTokenizerBase,
+    template: PromptTemplate,
+    question: str,
+    answer: str,
+    max_length: int,
+) -> Feature:
+    full = template.full(question, answer)
+    ids = tokenizer(full, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]
+    n_prompt = len(tokenizer(template.prompt(question), add_special_tokens=True)["input_ids"])
+    if len(ids) < max_length:
+        input_ids = ids + [tokenizer.eos_token_id]
+        attention = [1] * len(ids) + [0]
+        labels = ids + [tokenizer.eos_token_id]
+    else:  # truncated: no EOS, as in TOFU
+        input_ids, attention, labels = list(ids), [1] * len(ids), list(ids)
+    n_mask = min(n_prompt, len(labels))
+    labels = [-100] * n_mask + labels[n_mask:]
+    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+
+def encode_text(tokenizer: PreTrainedTokenizerBase, text: str, max_length: int) -> Feature:
+    """A raw-text chunk for causal-LM training: every token after BOS is scored."""
+    ids = tokenizer(text, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": [-100] + ids[1:]}
+
+
+def encode_rows(
+    tokenizer: PreTrainedTokenizerBase,
+    template: PromptTemplate,
+    rows: Iterable[Mapping[str, str]],
+    max_length: int,
+    answer_key: str = "answer",
+) -> list[Feature]:
+    return [encode_qa(tokenizer, template, r["question"], r[answer_key], max_length) for r in rows]
+
+
+def collate(features: Sequence[Feature], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest feature: pad id with attention 0, labels -100."""
+    n = max(len(f["input_ids"]) for f in features)
+    out = {
+        "input_ids": torch.full((len(features), n), pad_id, dtype=torch.long),
+        "attention_mask": torch.zeros((len(features), n), dtype=torch.long),
+        "labels": torch.full((len(features), n), -100, dtype=torch.long),
+    }
+    for i, f in enumerate(features):
+        k = len(f["input_ids"])
+        out["input_ids"][i, :k] = torch.tensor(f["input_ids"])
+        out["attention_mask"][i, :k] = torch.tensor(f["attention_mask"])
+        out["labels"][i, :k] = torch.tensor(f["labels"])
+    return out

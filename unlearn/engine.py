@@ -1,0 +1,251 @@
+"""The unlearning loop: forget/retain pairing, per-task gradients, directions, GeN probes, logs.
+
+One step (DESIGN.md §5):
+1. set the scheduler's learning rate;
+2. take the next forget batch and a seeded random retain batch (TOFU pairs every forget example
+   with a random retain example; each process draws its own retain samples, seeded by rank);
+3. per-task losses and gradients -> the method's direction d, handed to the optimizer as the
+   gradient (scalarizations may instead use one backward of their weighted sum);
+4. a non-finite loss stops the run before the update (status ``diverged``);
+5. GeN probe steps measure the fitted loss at w0 + delta and w0 - delta and update the rate;
+6. one JSONL row: task losses, task gradient norms, cos(g_F, g_R), <d, g_t>, lr, step time.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from unlearn.data import Feature, collate
+from unlearn.gradients import collect_task_gradients, set_gradient, trainable_parameters
+from unlearn.losses import Batch, lm_loss
+from unlearn.methods import Method
+from unlearn.schedulers import Scheduler
+
+log = logging.getLogger(__name__)
+
+FIT_LOSSES = ("retain", "forget", "objective")
+
+
+@dataclass
+class EngineResult:
+    status: str  # "ok" or "diverged"
+    steps: int
+    total_steps: int
+    diverged_at: int | None = None
+    reason: str | None = None
+    final: dict[str, float] = field(default_factory=dict)
+    trajectory: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class PairedBatches:
+    """Epochs over the forget set, each forget batch paired with random retain examples.
+
+    The global forget batch is split across processes (process r takes items r, r+N, ...);
+    retain indices are drawn with a generator seeded by (seed, rank), so processes differ.
+    """
+
+    def __init__(
+        self,
+        forget: Sequence[Feature],
+        retain: Sequence[Feature],
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+    ) -> None:
+        if not forget:
+            raise ValueError("the forget set is empty")
+        if not retain:
+            raise ValueError("the retain set is empty")
+        if batch_size % world:
+            raise ValueError(f"batch_size {batch_size} is not divisible by the {world} processes")
+        self.forget, self.retain = forget, retain
+        self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
+        self.retain_gen = torch.Generator().manual_seed(seed * 1_000_003 + 7919 * (rank + 1))
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.forget) / self.batch_size)
+
+    def epoch(self, epoch: int):
+        order = torch.randperm(len(self.forget), generator=torch.Generator().manual_seed(self.seed + 104729 * epoch)).tolist()
+        for i in range(0, len(order), self.batch_size):
+            mine = order[i : i + self.batch_size][self.rank :: self.world]
+            r = torch.randint(len(self.retain), (len(mine),), generator=self.retain_gen).tolist()
+            yield [self.forget[j] for j in mine], [self.retain[j] for j in r]
+
+
+def _to(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def build_optimizer(params: Sequence[torch.nn.Parameter], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+    name = str(cfg.get("optimizer", "adamw"))
+    lr, wd = float(cfg["lr"]), float(cfg.get("weight_decay", 0.0))
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=float(cfg.get("momentum", 0.0)))
+    raise ValueError(f"unknown optimizer {name!r}; valid: adamw, sgd")
+
+
+def fit_loss_value(kind: str, losses: Mapping[str, float]) -> float:
+    """The scalar GeN fits along the step: L_R, -L_F (the ascent objective) or L_R - L_F."""
+    if kind == "retain":
+        return losses["retain"]
+    if kind == "forget":
+        return -losses["forget"]
+    if kind == "objective":
+        return losses["retain"] - losses["forget"]
+    raise ValueError(f"unknown gen fit loss {kind!r}; valid: {', '.join(FIT_LOSSES)}")
+
+
+def unlearn(
+    model: torch.nn.Module,
+    method: Method,
+    scheduler_factory: Callable[[int], Scheduler],
+    forget: Sequence[Feature],
+    retain: Sequence[Feature],
+    cfg: Mapping[str, Any],
+    *,
+    pad_id: int,
+    seed: int,
+    log_path: str | Path,
+    accelerator: Accelerator | None = None,
+    fit: str = "retain",
+    trajectory: Callable[[int, torch.nn.Module], dict[str, Any]] | None = None,
+    trajectory_every: int = 0,
+) -> EngineResult:
+    """Unlearn in place. ``cfg`` is the method node (lr, epochs, batch_size, optimizer, ...)."""
+    if fit not in FIT_LOSSES:
+        raise ValueError(f"unknown gen fit loss {fit!r}; valid: {', '.join(FIT_LOSSES)}")
+    acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+    pairs = PairedBatches(forget, retain, int(cfg["batch_size"]), seed, acc.process_index, acc.num_processes)
+    total = pairs.steps_per_epoch * int(cfg["epochs"])
+    if cfg.get("max_steps"):
+        total = min(total, int(cfg["max_steps"]))
+    sched = scheduler_factory(total)
+    params = trainable_parameters(model)
+    optim = build_optimizer(params, cfg)
+    model, optim = acc.prepare(model, optim)
+    model.train()
+    stats_for_scalarization = bool(cfg.get("task_grad_stats", True))
+    weights = method.weights()
+    result = EngineResult(status="ok", steps=0, total_steps=total)
+    t_start = time.perf_counter()
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=total, desc=f"unlearn[{cfg['name']}]", disable=not acc.is_main_process)
+    step = 0
+    with open(log_path, "w") as jsonl:
+        if trajectory is not None and trajectory_every > 0:
+            result.trajectory.append({"step": 0, **trajectory(0, model)})
+        for epoch in range(int(cfg["epochs"])):
+            for f_feats, r_feats in pairs.epoch(epoch):
+                if step >= total:
+                    break
+                t0 = time.perf_counter()
+                lr = sched.lr(step)
+                for g in optim.param_groups:
+                    g["lr"] = lr
+                batches: dict[str, Batch] = {
+                    "forget": _to(collate(f_feats, pad_id), acc.device),
+                    "retain": _to(collate(r_feats, pad_id), acc.device),
+                }
+                closures = method.task_losses(model, batches)
+                row: dict[str, Any] = {"step": step, "epoch": epoch, "lr": lr}
+                if weights is not None and not stats_for_scalarization:
+                    optim.zero_grad(set_to_none=True)
+                    parts = {t: fn() for t, fn in closures.items()}
+                    acc.backward(sum(weights[t] * parts[t] for t in parts))
+                    values = {t: v.detach() for t, v in parts.items()}
+                else:
+                    values, grads = collect_task_gradients(params, closures, acc.backward)
+                    direction = method.direction(grads)
+                    row.update(grads.stats(direction))
+                    set_gradient(params, direction)
+                    del grads
+                losses = {t: float(acc.reduce(v, "mean")) for t, v in values.items()}
+                row.update({f"loss/{t}": v for t, v in losses.items()})
+                if not all(math.isfinite(v) for v in losses.values()):
+                    result.status, result.diverged_at = "diverged", step
+                    result.reason = f"non-finite loss at step {step}: {losses}"
+                    log.error("diverged: %s", result.reason)
+                    optim.zero_grad(set_to_none=True)
+                    row["diverged"] = True
+                    jsonl.write(json.dumps(_finite(row)) + "\n")
+                    break
+                probe = sched.probes and sched.should_probe(step)
+                if probe:
+                    l0 = _fit_at_current(model, fit, batches, losses, acc)
+                    w0 = [p.detach().clone() for p in params]
+                optim.step()
+                optim.zero_grad(set_to_none=True)
+                if probe:
+                    row.update(_probe(model, params, w0, fit, batches, l0, lr, sched, step, acc))
+                    del w0
+                row.update(sched.state())
+                row["time"] = time.perf_counter() - t0
+                jsonl.write(json.dumps(_finite(row)) + "\n")
+                jsonl.flush()
+                result.final = losses
+                step += 1
+                bar.update(1)
+                bar.set_postfix({k.split("/")[-1][:6]: f"{v:.3g}" for k, v in row.items() if k.startswith("loss/")} | {"lr": f"{lr:.2e}"})
+                if trajectory is not None and trajectory_every > 0 and (step % trajectory_every == 0 or step == total):
+                    result.trajectory.append({"step": step, **trajectory(step, model)})
+                    model.train()
+            if result.status != "ok" or step >= total:
+                break
+    bar.close()
+    result.steps = step
+    result.seconds = time.perf_counter() - t_start
+    model.eval()
+    return result
+
+
+def _finite(row: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN/inf: write them as strings so the log stays valid and the value visible."""
+    return {k: (repr(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+
+
+@torch.no_grad()
+def _fit_losses(model: torch.nn.Module, fit: str, batches: Mapping[str, Batch], acc: Accelerator) -> float:
+    need = ("retain",) if fit == "retain" else ("forget",) if fit == "forget" else ("retain", "forget")
+    vals = {t: float(acc.reduce(lm_loss(model, batches[t]).detach(), "mean")) for t in need}
+    return fit_loss_value(fit, vals)
+
+
+def _fit_at_current(model, fit, batches, losses, acc) -> float:
+    """L0: reuse the step's own losses when they cover the fitted loss (no extra forward)."""
+    try:
+        return fit_loss_value(fit, losses)
+    except KeyError:
+        return _fit_losses(model, fit, batches, acc)
+
+
+@torch.no_grad()
+def _probe(model, params, w0, fit, batches, l0, lr, sched, step, acc) -> dict[str, Any]:
+    """Measure the fitted loss at w1 = w0 + delta and at w0 - delta, restore w1, update the rate."""
+    l_step = _fit_losses(model, fit, batches, acc)
+    w1 = [p.detach().clone() for p in params]
+    for p, a, b in zip(params, w0, w1):
+        p.copy_(2 * a - b)  # w0 - delta
+    l_back = _fit_losses(model, fit, batches, acc)
+    for p, b in zip(params, w1):
+        p.copy_(b)
+    res = sched.observe(step, l0, l_step, l_back, lr)
+    return {
+        "gen/a": res.a, "gen/b": res.b, "gen/candidate": res.candidate, "gen/accepted": res.accepted,
+        "gen/reason": res.reason, "gen/l0": l0, "gen/l_step": l_step, "gen/l_back": l_back,
+    }

@@ -1,0 +1,79 @@
+"""Models: tiny Llamas built from a config, or any causal-LM checkpoint by path / Hub id."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """TOFU's prompt pieces: text = question_start + q + question_end + answer_tag + a.
+
+    Everything up to and including ``question_end`` is the prompt (masked in the loss); the
+    answer tag is scored, as TOFU does for phi (METRICS.md §1.2).
+    """
+
+    question_start_tag: str
+    question_end_tag: str
+    answer_tag: str
+
+    @classmethod
+    def from_cfg(cls, cfg: Mapping[str, Any]) -> "PromptTemplate":
+        return cls(str(cfg["question_start_tag"]), str(cfg["question_end_tag"]), str(cfg["answer_tag"]))
+
+    def prompt(self, question: str) -> str:
+        return self.question_start_tag + question + self.question_end_tag
+
+    def full(self, question: str, answer: str) -> str:
+        return self.prompt(question) + self.answer_tag + answer
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise ValueError(f"unknown dtype {name!r}; valid: {', '.join(DTYPES)}") from None
+
+
+def build_tiny_llama(arch: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, seed: int) -> LlamaForCausalLM:
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=int(arch["hidden_size"]),
+        intermediate_size=int(arch["intermediate_size"]),
+        num_hidden_layers=int(arch["num_hidden_layers"]),
+        num_attention_heads=int(arch["num_attention_heads"]),
+        num_key_value_heads=int(arch.get("num_key_value_heads", arch["num_attention_heads"])),
+        max_position_embeddings=int(arch["max_position_embeddings"]),
+        tie_word_embeddings=bool(arch.get("tie_word_embeddings", True)),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+def load_causal_lm(path: str | Path, dtype: str = "float32", attn_implementation: str | None = None) -> torch.nn.Module:
+    kwargs: dict[str, Any] = {"dtype": torch_dtype(dtype)}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    except OSError as e:
+        raise FileNotFoundError(
+            f"cannot load a causal LM from {path!r} (a local folder with config.json and weights, "
+            f"or a Hub id reachable from this machine): {e}"
+        ) from e
+
+
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
+    tok = AutoTokenizer.from_pretrained(str(path))
+    if tok.pad_token is None:  # Llama-2 / phi ship no pad token; TOFU pads with EOS
+        tok.pad_token = tok.eos_token
+    return tok

@@ -1,0 +1,101 @@
+"""Content-hash cache for stage artifacts (world, tokenizer, base/target/retain models, evals).
+
+An artifact lives at ``<cache>/<stage>/<key>/`` where ``key`` hashes everything that produced it:
+the stage's own config, its inputs' keys and a code version. A changed config gives a new key, so a
+stale artifact is never silently reused; the same config is built once and reused by every later
+run and sweep job. Builds happen in a temporary folder renamed into place when complete, under a
+file lock, so parallel sweep jobs never see or build a half-written artifact twice.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+STAGE_VERSION = 1  # bump when a stage's code changes what it produces
+
+
+def to_plain(obj: Any) -> Any:
+    if isinstance(obj, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(obj, resolve=True)
+    if isinstance(obj, dict):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    return obj
+
+
+def content_hash(obj: Any, n: int = 16) -> str:
+    blob = json.dumps(to_plain(obj), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:n]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    stage: str
+    key: str
+    path: Path
+    built: bool  # False when an existing artifact was reused
+    seconds: float
+
+    def info(self) -> dict[str, Any]:
+        return {"key": self.key, "path": str(self.path), "reused": not self.built, "seconds": round(self.seconds, 3)}
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class StageCache:
+    DONE = "DONE"
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def key(self, stage: str, spec: Any) -> str:
+        return content_hash({"stage": stage, "version": STAGE_VERSION, "spec": spec})
+
+    def get_or_build(self, stage: str, spec: Any, build: Callable[[Path], None]) -> Artifact:
+        """Return the artifact for ``spec``; run ``build(tmp_dir)`` only if it does not exist yet."""
+        key = self.key(stage, spec)
+        final = self.root / stage / key
+        t0 = time.perf_counter()
+        if (final / self.DONE).exists():
+            log.info("stage %s: reusing %s", stage, final)
+            return Artifact(stage, key, final, False, time.perf_counter() - t0)
+        with _locked(self.root / stage / f"{key}.lock"):
+            if (final / self.DONE).exists():  # another job built it while we waited
+                return Artifact(stage, key, final, False, time.perf_counter() - t0)
+            tmp = self.root / stage / f".tmp-{key}-{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(final, ignore_errors=True)  # an incomplete leftover of a killed build
+            tmp.mkdir(parents=True)
+            log.info("stage %s: building %s", stage, final)
+            try:
+                build(tmp)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            (tmp / "stage.json").write_text(json.dumps({"stage": stage, "key": key, "spec": to_plain(spec)}, indent=2, default=str))
+            (tmp / self.DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
+            os.replace(tmp, final)
+        return Artifact(stage, key, final, True, time.perf_counter() - t0)

@@ -1,0 +1,74 @@
+"""Plain supervised finetuning (the base, target and retain stages), TOFU's recipe.
+
+TOFU ``finetune.py``: AdamW, weight decay, a fixed number of epochs over the QA set, a warmup
+of one tenth of the steps, then linear decay; loss = answer-token NLL (question masked).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Mapping, Sequence
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from unlearn.data import Feature, collate
+from unlearn.losses import lm_loss
+from unlearn.schedulers import build_scheduler
+
+log = logging.getLogger(__name__)
+
+
+def finetune(
+    model: torch.nn.Module,
+    features: Sequence[Feature],
+    recipe: Mapping[str, Any],
+    pad_id: int,
+    seed: int,
+    desc: str = "finetune",
+) -> list[float]:
+    """Train in place; return the mean loss of each epoch."""
+    if not features:
+        raise ValueError(f"{desc}: no training examples")
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    bs = int(recipe["batch_size"])
+    epochs = int(recipe["epochs"])
+    steps_per_epoch = math.ceil(len(features) / bs)
+    total = steps_per_epoch * epochs
+    optim = torch.optim.AdamW(
+        model.parameters(), lr=float(recipe["lr"]), weight_decay=float(recipe["weight_decay"])
+    )
+    sched = build_scheduler(
+        {"name": "linear", "warmup_ratio": float(recipe.get("warmup_ratio", 0.1))}, float(recipe["lr"]), total
+    )
+    model, optim = accelerator.prepare(model, optim)
+    model.train()
+    gen = torch.Generator().manual_seed(seed)
+    epoch_losses: list[float] = []
+    step = 0
+    bar = tqdm(total=total, desc=desc, leave=False, disable=not accelerator.is_main_process)
+    for _ in range(epochs):
+        order = torch.randperm(len(features), generator=gen).tolist()
+        total_loss, n = 0.0, 0
+        for i in range(0, len(order), bs):
+            batch = collate([features[j] for j in order[i : i + bs]], pad_id)
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            for g in optim.param_groups:
+                g["lr"] = sched.lr(step)
+            loss = lm_loss(model, batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{desc}: non-finite loss at step {step}")
+            optim.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            optim.step()
+            total_loss += float(loss)
+            n += 1
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+        epoch_losses.append(total_loss / n)
+    bar.close()
+    log.info("%s: %d steps, epoch losses %s", desc, total, ", ".join(f"{x:.3f}" for x in epoch_losses))
+    model.eval()
+    return epoch_losses
