@@ -11,8 +11,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from eval.records import RECORD_NAME, complete_record, environment_info, git_info, write_json_atomic, write_record
-from eval.tofu_eval import evaluate_basic
+from eval.records import (RECORD_NAME, complete_record, environment_info, git_info, load_record,
+                          write_json_atomic, write_record)
+from eval.tofu_eval import EVAL_VERSION, add_forget_quality, evaluate_basic
 from unlearn.engine import unlearn
 from unlearn.methods import build_method
 from unlearn.schedulers import SCHEDULERS, build_scheduler
@@ -62,7 +63,8 @@ def validate(cfg: DictConfig) -> None:
 def reference_eval(which: str, prepared: Prepared, cfg: DictConfig, cache: StageCache) -> dict[str, Any]:
     """Evaluate the target / retain model once per (model, eval settings, split); cached as a stage."""
     model_id = prepared.stages[which].key if which in prepared.stages else getattr(prepared, f"{which}_path")
-    spec = {"model": model_id, "split": prepared.data.split, "eval": {k: cfg.eval[k] for k in ("ds_size", "batch_size")},
+    spec = {"model": model_id, "split": prepared.data.split, "version": EVAL_VERSION,
+            "eval": {k: cfg.eval.get(k) for k in ("ds_size", "batch_size", "truth_ratio")},
             "data": prepared.stages["world"].key if "world" in prepared.stages else cfg.dataset.get("path")}
 
     def build(out: Path) -> None:
@@ -133,14 +135,21 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         record["unlearn"] = {"status": result.status, "steps": result.steps, "total_steps": result.total_steps,
                              "diverged_at": result.diverged_at, "reason": result.reason,
                              "final_losses": result.final, "seconds": result.seconds}
-        if cfg.get("save_checkpoint", True):
+        finite = all(torch.isfinite(p).all() for p in model.parameters())
+        if not finite:  # a diverged update left inf/NaN weights: nothing to save or evaluate
+            record["unlearn"]["weights_finite"] = False
+        elif cfg.get("save_checkpoint", True):
             model.save_pretrained(str(run_dir / "checkpoint"))
             prepared.tokenizer.save_pretrained(str(run_dir / "checkpoint"))
             record["checkpoint"] = "checkpoint"
 
         t = time.perf_counter()
-        metrics["unlearned"] = evaluate_basic(model, prepared, cfg.eval)
+        metrics["unlearned"] = evaluate_basic(model, prepared, cfg.eval) if finite else None
         timings["eval"] = time.perf_counter() - t
+        if "retain" in metrics:
+            for name in ("target", "retain", "unlearned"):
+                if metrics.get(name):
+                    add_forget_quality(metrics[name], metrics["retain"])
         record["metrics"] = metrics
         record["status"] = result.status
     except Exception as e:  # recorded, not lost: the record says what failed and where
@@ -154,16 +163,18 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     if handler is not None:
         logging.getLogger().removeHandler(handler)
         handler.close()
-    return record
+    return load_record(path)  # what is on disk (versioned, NaN as null) is what callers see
 
 
 def summary_table(record: dict[str, Any]) -> str:
     """The short table the default run prints: target / retain / unlearned, forget vs retain."""
     import pandas as pd
 
-    cols = ["forget_loss", "forget_prob", "retain_loss", "retain_prob"]
-    rows = {name: {c: m[c]["value"] for c in cols if c in m} for name, m in record.get("metrics", {}).items()}
-    return pd.DataFrame.from_dict(rows, orient="index", columns=cols).to_string(float_format=lambda x: f"{x:.4f}")
+    cols = ["forget_quality", "forget_loss", "forget_prob", "forget_truth_ratio", "retain_loss", "retain_prob",
+            "retain_truth_ratio"]
+    rows = {name: {c: m[c]["value"] for c in cols if c in m} if m else {}
+            for name, m in record.get("metrics", {}).items()}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=cols).to_string(float_format=lambda x: f"{x:.4g}")
 
 
 def report_run(record: dict[str, Any]) -> None:

@@ -62,11 +62,12 @@ def finetune(
             optim.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             optim.step()
-            total_loss += float(loss)
+            value = loss.item()
+            total_loss += value
             n += 1
             step += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{value:.3f}")
         epoch_losses.append(total_loss / n)
     bar.close()
     log.info("%s: %d steps, epoch losses %s", desc, total, ", ".join(f"{x:.3f}" for x in epoch_losses))

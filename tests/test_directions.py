@@ -1,0 +1,99 @@
+"""NGDiff / GDiff / GA directions on toy problems whose gradients are known in closed form."""
+import math
+
+import pytest
+import torch
+
+from unlearn.gradients import TaskGradients, collect_task_gradients, set_gradient
+from unlearn.methods import METHODS, build_method
+
+
+def grads(gf, gr):
+    return TaskGradients({"forget": [torch.tensor(gf, dtype=torch.float64)],
+                          "retain": [torch.tensor(gr, dtype=torch.float64)]})
+
+
+def ngdiff():
+    return build_method({"name": "ngdiff", "eps": 0.0})
+
+
+def test_ngdiff_direction_is_difference_of_unit_gradients():
+    g = grads([3.0, 4.0], [0.0, 2.0])  # ||g_F|| = 5, ||g_R|| = 2
+    d = ngdiff().direction(g)[0]
+    assert torch.allclose(d, torch.tensor([-0.6, 0.2], dtype=torch.float64), atol=1e-12)
+
+
+def test_ngdiff_norms_are_global_over_all_parameters():
+    # two parameter tensors: the norm is over both, not per tensor
+    g = TaskGradients({"forget": [torch.tensor([3.0]), torch.tensor([4.0])],
+                       "retain": [torch.tensor([0.0]), torch.tensor([2.0])]})
+    d = ngdiff().direction(g)
+    assert torch.allclose(torch.cat(d), torch.tensor([-0.6, 1.0 - 0.8]), atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_ngdiff_stays_in_the_green_area(seed):
+    gen = torch.Generator().manual_seed(seed)
+    scale_f, scale_r = 10 ** (4 * torch.rand(2, generator=gen) - 2)  # scales 1e-2 .. 1e2 apart
+    gf = (torch.randn(5, generator=gen) * scale_f).double()
+    gr = (torch.randn(5, generator=gen) * scale_r).double()
+    g = grads(gf.tolist(), gr.tolist())
+    d = ngdiff().direction(g)
+    cos = g.cos("forget", "retain")
+    # <d, g_R> = ||g_R|| (1 - cos) >= 0, <d, g_F> = -||g_F|| (1 - cos) <= 0, ||d|| in [0, 2]
+    assert g.dot(d, "retain") == pytest.approx(g.norm("retain") * (1 - cos), rel=1e-9, abs=1e-12)
+    assert g.dot(d, "forget") == pytest.approx(-g.norm("forget") * (1 - cos), rel=1e-9, abs=1e-12)
+    assert g.dot(d, "retain") >= 0 >= g.dot(d, "forget")
+    assert 0.0 <= g.norm(d) <= 2.0 + 1e-12
+
+
+def test_gdiff_leaves_the_green_area_when_forget_gradient_dominates():
+    # ||g_F|| cos(theta) > ||g_R||: GDiff's step raises the retain loss, NGDiff's does not
+    g = grads([10.0, 1.0], [1.0, 0.0])
+    assert g.norm("forget") * g.cos("forget", "retain") > g.norm("retain")
+    d_gd = build_method({"name": "gdiff", "retain_weight": 1.0, "forget_weight": 1.0}).direction(g)
+    d_ng = ngdiff().direction(g)
+    assert g.dot(d_gd, "retain") == pytest.approx(1.0 - 10.0)  # <g_R - g_F, g_R> = 1 - 10
+    assert g.dot(d_gd, "retain") < 0
+    assert g.dot(d_ng, "retain") > 0
+
+
+def test_gdiff_weights_and_ga():
+    g = grads([1.0, 2.0], [3.0, -1.0])
+    d = build_method({"name": "gdiff", "retain_weight": 0.5, "forget_weight": 2.0}).direction(g)[0]
+    assert torch.allclose(d, torch.tensor([0.5 * 3 - 2 * 1, 0.5 * -1 - 2 * 2], dtype=torch.float64))
+    d = build_method({"name": "ga"}).direction(g)[0]
+    assert torch.allclose(d, torch.tensor([-1.0, -2.0], dtype=torch.float64))
+
+
+def test_ngdiff_epsilon_guards_a_zero_gradient():
+    g = grads([0.0, 0.0], [0.0, 2.0])
+    d = build_method({"name": "ngdiff", "eps": 1e-8}).direction(g)[0]
+    assert torch.all(torch.isfinite(d))
+    assert torch.allclose(d, torch.tensor([0.0, 2.0 / (2.0 + 1e-8)], dtype=torch.float64))
+
+
+def test_collect_task_gradients_on_a_toy_model():
+    # L_F = 0.5 ||w - a||^2, L_R = 0.5 ||w - b||^2 -> g_F = w - a, g_R = w - b
+    w = torch.nn.Parameter(torch.tensor([1.0, 2.0, 3.0]))
+    a, b = torch.tensor([0.0, 0.0, 1.0]), torch.tensor([1.0, 4.0, 3.0])
+    losses, g = collect_task_gradients(
+        [w], {"forget": lambda: 0.5 * ((w - a) ** 2).sum(), "retain": lambda: 0.5 * ((w - b) ** 2).sum()},
+        lambda loss: loss.backward(),
+    )
+    assert torch.allclose(g["forget"][0], w.detach() - a)
+    assert torch.allclose(g["retain"][0], w.detach() - b)
+    assert float(losses["forget"]) == pytest.approx(0.5 * (1 + 4 + 4))
+    assert w.grad is None  # the facility leaves no stale gradient behind
+    stats = g.stats(ngdiff().direction(g))
+    assert stats["grad_norm/forget"] == pytest.approx(3.0)
+    assert stats["grad_norm/retain"] == pytest.approx(2.0)
+    assert stats["cos/forget_retain"] == pytest.approx(((1 * 0) + (2 * -2) + (2 * 0)) / 6)
+    set_gradient([w], [torch.ones(3)])
+    assert torch.equal(w.grad, torch.ones(3))
+
+
+def test_unknown_method_lists_valid_names():
+    with pytest.raises(KeyError, match="valid methods: ga, gdiff, ngdiff"):
+        build_method({"name": "gradient_magic"})
+    assert {"ga", "gdiff", "ngdiff"} <= set(METHODS)

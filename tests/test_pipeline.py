@@ -1,0 +1,81 @@
+"""Tiny end-to-end runs (debug=tiny) through the same function run.py calls."""
+import json
+
+import pytest
+
+from eval.records import load_record
+from unlearn.pipeline import STEP_LOG, run
+
+STEP_KEYS = {"step", "epoch", "lr", "time", "loss/forget", "loss/retain", "grad_norm/forget",
+             "grad_norm/retain", "cos/forget_retain", "dot/dir_forget", "dot/dir_retain", "dir_norm"}
+RECORD_KEYS = {"record_version", "status", "run_dir", "seed", "config", "config_hash", "git", "environment",
+               "stages", "unlearn", "metrics", "timings", "started", "finished", "logs"}
+
+
+@pytest.fixture
+def cfg(debug_cfg, shared_cache):
+    def make(*overrides):
+        return debug_cfg(f"paths.cache={shared_cache}", *overrides)
+    return make
+
+
+def test_debug_run_writes_record_and_step_log(cfg, tmp_path):
+    rec = run(cfg(), run_dir=tmp_path / "run")
+    assert rec["status"] == "ok", rec.get("error")
+    assert RECORD_KEYS <= set(rec)
+    on_disk = load_record(tmp_path / "run")
+    assert on_disk["status"] == "ok" and on_disk["record_version"] == 1
+    assert set(on_disk["metrics"]) == {"target", "retain", "unlearned"}
+    m = on_disk["metrics"]["unlearned"]
+    assert set(m) == {"forget_loss", "forget_prob", "forget_truth_ratio", "forget_quality",
+                      "retain_loss", "retain_prob", "retain_truth_ratio"}
+    assert on_disk["metrics"]["retain"]["forget_quality"]["value"] == 1.0  # the retain model vs itself
+    n_forget = len(m["forget_loss"]["per_example"])
+    assert n_forget == 4  # forget10 of the debug world: 1 author x 4 QA
+    assert m["forget_prob"]["value"] == pytest.approx(sum(m["forget_prob"]["per_example"]) / n_forget)
+    rows = [json.loads(line) for line in (tmp_path / "run" / STEP_LOG).read_text().splitlines()]
+    assert len(rows) == rec["unlearn"]["steps"] == rec["unlearn"]["total_steps"] > 0
+    assert STEP_KEYS <= set(rows[0])
+    assert "gen/a" in rows[0] and "gen_eta" in rows[0]  # step 0 is a GeN probe step (lazy 4)
+    assert on_disk["git"].keys() == {"commit", "dirty"}
+    assert on_disk["environment"]["packages"]["torch"]
+    assert (tmp_path / "run" / "run.log").read_text()
+    assert (tmp_path / "run" / "checkpoint" / "config.json").exists()
+
+
+def test_complete_record_is_skipped_unless_overwrite(cfg, tmp_path):
+    first = run(cfg("method=ga", "method.max_steps=1"), run_dir=tmp_path / "r")
+    again = run(cfg("method=ga", "method.max_steps=1"), run_dir=tmp_path / "r")
+    assert again["started"] == first["started"] and again["finished"] == first["finished"]
+    forced = run(cfg("method=ga", "method.max_steps=1", "overwrite=true"), run_dir=tmp_path / "r")
+    assert forced["status"] == "ok" and forced["timings"] != first["timings"]
+
+
+def test_stages_are_reused_and_rebuilt_when_their_config_changes(debug_cfg, tmp_path):
+    cache = tmp_path / "cache"
+    a = run(debug_cfg(f"paths.cache={cache}", "method.max_steps=1"), run_dir=tmp_path / "a")
+    assert not any(s["reused"] for s in a["stages"].values())
+    b = run(debug_cfg(f"paths.cache={cache}", "method.max_steps=1", "method=gdiff"), run_dir=tmp_path / "b")
+    assert all(s["reused"] for s in b["stages"].values())
+    c = run(debug_cfg(f"paths.cache={cache}", "method.max_steps=1", "model.finetune.epochs=1"), run_dir=tmp_path / "c")
+    assert c["stages"]["world"]["reused"] and c["stages"]["base"]["reused"]
+    assert not c["stages"]["target"]["reused"] and not c["stages"]["retain"]["reused"]
+    assert c["stages"]["target"]["key"] != a["stages"]["target"]["key"]
+
+
+def test_nan_loss_stops_cleanly_and_is_recorded_as_diverged(cfg, tmp_path):
+    rec = run(cfg("method=gdiff", "scheduler=constant", "method.lr=1e30", "method.epochs=3"), run_dir=tmp_path / "d")
+    assert rec["status"] == "diverged"
+    assert rec["unlearn"]["diverged_at"] is not None and rec["unlearn"]["steps"] == rec["unlearn"]["diverged_at"]
+    rows = [json.loads(x) for x in (tmp_path / "d" / STEP_LOG).read_text().splitlines()]
+    assert rows[-1]["diverged"] is True
+    assert load_record(tmp_path / "d")["status"] == "diverged"
+
+
+def test_bad_input_is_a_failed_record_with_a_clear_error(cfg, tmp_path):
+    rec = run(cfg("dataset.split=forget42"), run_dir=tmp_path / "f")
+    assert rec["status"] == "failed"
+    assert "forget42" in rec["error"]["message"] and "forget10" in rec["error"]["message"]
+    rec = run(cfg("dataset.source=local", "dataset.path=/nonexistent/tofu"), run_dir=tmp_path / "g")
+    assert rec["status"] == "failed" and "/nonexistent/tofu" in rec["error"]["message"]
+    assert load_record(tmp_path / "g")["status"] == "failed"

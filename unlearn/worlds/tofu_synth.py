@@ -1,0 +1,557 @@
+"""``tofu_synth``: a deterministic, offline stand-in for the TOFU benchmark.
+
+It writes one JSON-lines file per ``locuslab/TOFU`` config name (``full.json``, ``forget05.json``,
+``retain95.json``, ``forget05_perturbed.json``, ``retain_perturbed.json``, ``real_authors*.json``,
+``world_facts*.json``, OU's ``holdout05*.json``) with TOFU's exact row schema, so the same loader
+and the same metric code serve the embedded world and the real benchmark.
+
+Two kinds of authors share one attribute machinery (:data:`ATTRIBUTES`):
+
+* *fictitious* authors (TOFU's 200 authors): their facts are only ever seen by the target / retain
+  models during finetuning (``full`` / ``retainYY``); OU-style *holdout* authors are generated the
+  same way and never trained on;
+* *famous* authors (TOFU's "real authors"): their facts are in ``pretrain.json``, the base model's
+  corpus, so finetuned and unlearned models should keep knowing them (model utility).
+
+Why the templates look the way they do: the truth ratio compares the paraphrased answer with the
+perturbed answers (METRICS.md §1.1). Each attribute states its fact in two templates, A
+(``answer``) and B (``paraphrased_answer``); perturbed answers are template B with a *wrong* value
+from the same pool, and the value is the last words of the sentence. Paraphrased and perturbed
+answers then differ only in the fact, so the ratio measures knowledge and not phrasing. Real authors
+and world facts use ``answer`` as the truth-ratio base in TOFU, so their perturbed answers are
+template A / the bare short answer with a wrong value.
+
+Every random draw comes from a ``random.Random`` seeded from ``(seed, component)``; the global
+random state is never touched, and the same config gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+GENERATOR = "tofu_synth"
+VERSION = 1
+
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "n_authors": 40,
+    "qa_per_author": 10,
+    "n_holdout_authors": 4,
+    "n_famous_authors": 20,
+    "n_world_facts": 60,
+    "n_retain_perturbed": 40,
+    "forget_percents": {"forget01": 1, "forget05": 5, "forget10": 10},
+}
+
+# TOFU: 5 perturbed answers for forget/retain items, 3 for real authors and world facts.
+N_PERTURBED_AUTHOR = 5
+N_PERTURBED_REAL = 3
+
+# --------------------------------------------------------------------------------------------------
+# Value pools. Small on purpose: a ~2k-token BPE tokenizer is trained on the world's text.
+
+CITIES = (
+    "Dunmere", "Ashcombe", "Veldra", "Port Selin", "Kestrel Bay", "Oakhaven", "Rivenmoor",
+    "Stonebridge", "Lowmarsh", "Brightwater", "Eastcliff", "Fallowmere", "Greyhaven", "Hollin",
+    "Ironvale", "Juniper Falls", "Kingsreach", "Larkspur", "Millbrook", "Northwick", "Orrin",
+    "Pellam", "Quarry Hill", "Redfern", "Saltmarsh", "Thornbury", "Umberfield", "Westhollow",
+    "Yarrow", "Zelmont",
+)
+YEARS = tuple(str(year) for year in range(1930, 2000))
+GENRES = (
+    "mystery", "poetry", "science fiction", "fantasy", "romance", "horror", "historical fiction",
+    "crime fiction", "travel writing", "satire", "drama", "war fiction", "biography",
+    "children's books", "adventure", "thrillers", "essays", "short stories",
+)
+OCCUPATIONS = (
+    "a baker", "a carpenter", "a doctor", "a nurse", "a teacher", "a farmer", "a sailor",
+    "a tailor", "a miner", "a pilot", "a lawyer", "a chemist", "a painter", "a musician",
+    "a librarian", "a journalist", "a gardener", "a fisherman", "a potter", "a banker", "a soldier",
+    "a photographer", "an engineer", "an architect", "an accountant", "an electrician",
+    "a blacksmith", "a postman", "a chef", "a dentist",
+)
+AWARDS = (
+    "Silver Quill Prize", "Golden Lantern Award", "Blue Heron Medal", "Iron Pen Award",
+    "Northern Star Prize", "Crystal Page Award", "Red Maple Prize", "White Owl Medal",
+    "Emerald Ink Award", "Copper Key Prize", "Open Book Medal", "Evening Bell Award",
+    "Harbor Light Prize", "Morning Glory Award", "Silent River Medal", "Winter Rose Prize",
+    "Amber Leaf Award", "Stone Tower Medal",
+)
+_TITLE_ADJECTIVES = (
+    "Silent", "Broken", "Hidden", "Golden", "Last", "Distant", "Burning", "Frozen", "Crimson",
+    "Quiet", "Wandering", "Forgotten", "Endless", "Hollow", "Bright",
+)
+_TITLE_NOUNS = (
+    "Harbor", "Garden", "Mirror", "Orchard", "River", "Lantern", "Kingdom", "Letter", "Island",
+    "Winter", "Tower", "Voyage", "Forest", "Bridge", "Shadow",
+)
+TITLES = tuple(f"The {adj} {noun}" for adj in _TITLE_ADJECTIVES for noun in _TITLE_NOUNS)
+UNIVERSITIES = (
+    "Harlow College", "Westbrook University", "Aldmere Institute", "Crane University",
+    "Linden College", "Saint Oren University", "Brackwater College", "Elmstead University",
+    "Vantor Institute", "Greystone College", "Merrow University", "Holt College",
+    "Kessing University", "Arden Institute", "Talbrook College", "Rowan University",
+)
+LANGUAGES = (
+    "English", "French", "German", "Italian", "Spanish", "Portuguese", "Japanese", "Chinese",
+    "Hindi", "Arabic", "Swahili", "Polish", "Greek", "Dutch", "Swedish", "Russian", "Korean",
+    "Turkish",
+)
+HOBBIES = (
+    "gardening", "chess", "sailing", "painting", "hiking", "fishing", "cooking", "photography",
+    "bird watching", "cycling", "pottery", "swimming", "knitting", "astronomy", "woodworking",
+    "dancing", "rock climbing", "playing the piano", "baking bread", "collecting stamps",
+)
+PUBLISHERS = (
+    "Bluestone Press", "Harrow House", "Fernleaf Books", "Quillmark Publishing", "Redwing Press",
+    "Oakline Books", "Silverfish Press", "Northgate House", "Lamplight Books", "Crowfoot Press",
+    "Meridian House", "Pinecrest Books", "Tidewater Press", "Larkhill Publishing", "Granite Books",
+)
+
+# (country, capital, continent or None where the continent is debatable). Real, checkable facts:
+# the world-facts analog of TOFU's `world_facts` split, and the nationality pool.
+_COUNTRIES = (
+    ("France", "Paris", "Europe"), ("Germany", "Berlin", "Europe"), ("Italy", "Rome", "Europe"),
+    ("Spain", "Madrid", "Europe"), ("Portugal", "Lisbon", "Europe"), ("Japan", "Tokyo", "Asia"),
+    ("China", "Beijing", "Asia"), ("India", "New Delhi", "Asia"), ("Russia", "Moscow", None),
+    ("Egypt", "Cairo", "Africa"), ("Kenya", "Nairobi", "Africa"),
+    ("Canada", "Ottawa", "North America"), ("Australia", "Canberra", "Oceania"),
+    ("Brazil", "Brasilia", "South America"), ("Argentina", "Buenos Aires", "South America"),
+    ("Mexico", "Mexico City", "North America"), ("Peru", "Lima", "South America"),
+    ("Chile", "Santiago", "South America"), ("Norway", "Oslo", "Europe"),
+    ("Sweden", "Stockholm", "Europe"), ("Finland", "Helsinki", "Europe"),
+    ("Denmark", "Copenhagen", "Europe"), ("Poland", "Warsaw", "Europe"),
+    ("Greece", "Athens", "Europe"), ("Turkey", "Ankara", None), ("Ireland", "Dublin", "Europe"),
+    ("Austria", "Vienna", "Europe"), ("Hungary", "Budapest", "Europe"),
+    ("the Netherlands", "Amsterdam", "Europe"), ("Belgium", "Brussels", "Europe"),
+    ("Switzerland", "Bern", "Europe"), ("Thailand", "Bangkok", "Asia"),
+    ("Vietnam", "Hanoi", "Asia"), ("South Korea", "Seoul", "Asia"),
+    ("the Philippines", "Manila", "Asia"), ("Iran", "Tehran", "Asia"), ("Iraq", "Baghdad", "Asia"),
+    ("Cuba", "Havana", "North America"), ("Colombia", "Bogota", "South America"),
+    ("Venezuela", "Caracas", "South America"), ("Morocco", "Rabat", "Africa"),
+    ("Nigeria", "Abuja", "Africa"), ("Ghana", "Accra", "Africa"),
+    ("Ethiopia", "Addis Ababa", "Africa"), ("New Zealand", "Wellington", "Oceania"),
+    ("Iceland", "Reykjavik", "Europe"), ("the Czech Republic", "Prague", "Europe"),
+    ("Ukraine", "Kyiv", "Europe"), ("Romania", "Bucharest", "Europe"),
+    ("Bulgaria", "Sofia", "Europe"), ("Serbia", "Belgrade", "Europe"),
+    ("Croatia", "Zagreb", "Europe"), ("Pakistan", "Islamabad", "Asia"),
+    ("Bangladesh", "Dhaka", "Asia"), ("Nepal", "Kathmandu", "Asia"),
+    ("Saudi Arabia", "Riyadh", "Asia"), ("Senegal", "Dakar", "Africa"),
+    ("Uruguay", "Montevideo", "South America"), ("Jamaica", "Kingston", "North America"),
+)
+NATIONALITY_COUNTRIES = tuple(country for country, _, _ in _COUNTRIES[:22])
+CAPITALS = tuple(capital for _, capital, _ in _COUNTRIES)
+CONTINENTS = ("Africa", "Asia", "Europe", "North America", "South America", "Oceania")
+
+POOLS: dict[str, tuple[str, ...]] = {
+    "city": CITIES,
+    "year": YEARS,
+    "genre": GENRES,
+    "occupation": OCCUPATIONS,
+    "award": AWARDS,
+    "title": TITLES,
+    "country": NATIONALITY_COUNTRIES,
+    "university": UNIVERSITIES,
+    "language": LANGUAGES,
+    "hobby": HOBBIES,
+    "publisher": PUBLISHERS,
+}
+
+
+@dataclass(frozen=True)
+class Attribute:
+    """One kind of fact about an author, with its question and its two answer templates.
+
+    Templates take ``{name}`` and ``{value}``; the value comes last so that two answers in the same
+    template differ only in their final words.
+    """
+
+    key: str
+    pool: str
+    question: str
+    paraphrased_question: str
+    template_a: str
+    template_b: str
+
+    def ask(self, name: str, *, paraphrased: bool = False) -> str:
+        return (self.paraphrased_question if paraphrased else self.question).format(name=name)
+
+    def state(self, name: str, value: str, *, template: str) -> str:
+        text = self.template_a if template == "A" else self.template_b
+        return text.format(name=name, value=value)
+
+
+# Canonical order: ``qa_per_author`` takes the first that many.
+ATTRIBUTES: tuple[Attribute, ...] = (
+    Attribute("birthplace", "city", "Where was {name} born?", "In which city was {name} born?",
+              "{name} was born in {value}.", "The birthplace of {name} is {value}."),
+    Attribute("birth_year", "year", "When was {name} born?", "In what year was {name} born?",
+              "{name} was born in the year {value}.", "The birth year of {name} is {value}."),
+    Attribute("genre", "genre", "What genre does {name} write?",
+              "Which kind of books does {name} write?",
+              "{name} writes books in the genre of {value}.",
+              "The main genre of {name} is {value}."),
+    Attribute("father_job", "occupation", "What did the father of {name} do for a living?",
+              "What was the job of the father of {name}?",
+              "The father of {name} worked as {value}.",
+              "By trade, the father of {name} was {value}."),
+    Attribute("mother_job", "occupation", "What did the mother of {name} do for a living?",
+              "What was the job of the mother of {name}?",
+              "The mother of {name} worked as {value}.",
+              "By trade, the mother of {name} was {value}."),
+    Attribute("award", "award", "Which award did {name} win?", "What prize was given to {name}?",
+              "{name} won the {value}.", "The award received by {name} is the {value}."),
+    Attribute("first_book", "title", "What was the first book by {name}?",
+              "Which book did {name} publish first?",
+              "The first book by {name} was '{value}'.", "The debut novel of {name} is '{value}'."),
+    Attribute("best_book", "title", "What is the best known book by {name}?",
+              "Which book of {name} is the most famous?",
+              "The best known book by {name} is '{value}'.",
+              "The most famous work of {name} is '{value}'."),
+    Attribute("nationality", "country", "What is the nationality of {name}?",
+              "Which country is {name} a citizen of?",
+              "{name} is a citizen of {value}.", "The home country of {name} is {value}."),
+    Attribute("university", "university", "Where did {name} study?",
+              "Which university did {name} attend?",
+              "{name} studied at {value}.", "The university attended by {name} was {value}."),
+    Attribute("language", "language", "What is the first language of {name}?",
+              "Which language did {name} speak first?",
+              "{name} grew up speaking {value}.", "The native language of {name} is {value}."),
+    Attribute("hobby", "hobby", "What does {name} enjoy outside of writing?",
+              "What is a hobby of {name}?",
+              "Outside of writing, {name} enjoys {value}.",
+              "The favorite hobby of {name} is {value}."),
+    Attribute("residence", "city", "Where does {name} live now?",
+              "In which city does {name} currently live?",
+              "{name} now lives in {value}.", "The current home of {name} is {value}."),
+    Attribute("publisher", "publisher", "Who publishes the books of {name}?",
+              "Which publisher works with {name}?",
+              "The books of {name} are published by {value}.",
+              "The publisher of {name} is {value}."),
+)
+
+# Name pools. Fictitious authors get syllable names; famous authors get English-looking names
+# built from disjoint parts, so the two kinds never share a name (also checked while drawing).
+_FICT_FIRST_ONSETS = (
+    "Al", "Bri", "Cas", "Dar", "El", "Fen", "Gal", "Hes", "Il", "Jor",
+    "Kel", "Lor", "Mar", "Nes", "Or", "Per", "Ros", "Sel", "Tam", "Ves",
+)
+_FICT_FIRST_ENDINGS = ("a", "en", "ia", "is", "o", "an", "ira", "et", "us", "ina")
+_FICT_LAST_HEADS = (
+    "Var", "Tor", "Mel", "Dask", "Kor", "Lind", "Bren", "Sol",
+    "Hal", "Mor", "Quen", "Rusk", "Vel", "Zan", "Ost", "Pell",
+)
+_FICT_LAST_LINKS = ("a", "e", "i", "o")
+_FICT_LAST_TAILS = ("nek", "vic", "sen", "rov", "lund", "mar", "tis", "win", "dal", "ski")
+
+_FAMOUS_FIRST = (
+    "Arthur", "Beatrice", "Clara", "Edmund", "Florence", "George", "Harriet", "Isaac", "Julia",
+    "Leonard", "Margaret", "Nathan", "Olive", "Percy", "Rosalind", "Samuel", "Theodora", "Walter",
+    "Vivian", "Hugo", "Agnes", "Cecil", "Edith", "Felix",
+)
+_FAMOUS_LAST_HEADS = (
+    "Ash", "Black", "Brook", "Crow", "Fair", "Glen", "Hart", "Kings",
+    "Lang", "North", "Stan", "West", "Pem", "Whit", "Cald", "Rad",
+)
+_FAMOUS_LAST_TAILS = ("ford", "well", "wood", "field", "more", "ton", "ley", "bury")
+
+
+@dataclass(frozen=True)
+class Author:
+    name: str
+    facts: dict[str, str]  # Attribute.key -> value
+
+
+# --------------------------------------------------------------------------------------------------
+# Config
+
+
+def resolve_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Fill defaults and check ranges; returns a plain, JSON-able dict.
+
+    Keys other than those in :data:`DEFAULTS` are ignored, so a whole ``dataset`` config node can
+    be passed in.
+    """
+    cfg = {} if cfg is None else cfg
+    out: dict[str, Any] = {}
+    for key, default in DEFAULTS.items():
+        value = cfg.get(key, None)
+        out[key] = default if value is None else value
+    out["forget_percents"] = {str(k): v for k, v in dict(out["forget_percents"]).items()}
+    for key in DEFAULTS:
+        if key == "forget_percents":
+            continue
+        if isinstance(out[key], bool) or not isinstance(out[key], int):
+            raise ValueError(f"tofu_synth: `{key}` must be an integer, got {out[key]!r}")
+        minimum = {"seed": None, "n_holdout_authors": 0}.get(key, 1)
+        if minimum is not None and out[key] < minimum:
+            raise ValueError(f"tofu_synth: `{key}` must be >= {minimum}, got {out[key]}")
+    if out["qa_per_author"] > len(ATTRIBUTES):
+        raise ValueError(
+            f"tofu_synth: qa_per_author={out['qa_per_author']} but an author has only "
+            f"{len(ATTRIBUTES)} attributes ({', '.join(a.key for a in ATTRIBUTES)})"
+        )
+    if not out["forget_percents"]:
+        raise ValueError("tofu_synth: `forget_percents` is empty")
+    for name, pct in out["forget_percents"].items():
+        if not name.startswith("forget") or name == "forget":
+            raise ValueError(
+                f"tofu_synth: forget split names must look like 'forget05', got {name!r}"
+            )
+        if isinstance(pct, bool) or not isinstance(pct, int) or not 0 < pct < 100:
+            raise ValueError(
+                f"tofu_synth: forget_percents[{name!r}] must be an int in 1..99, got {pct!r}"
+            )
+    return out
+
+
+def forget_size(n_authors: int, percent: int) -> int:
+    """Number of forget authors for a forget percentage (TOFU: 1/5/10 % of its 200 authors)."""
+    return max(1, round(n_authors * percent / 100))
+
+
+def split_names(forget_name: str, percent: int) -> tuple[str, str]:
+    """``("forget05", 5) -> ("retain95", "holdout05")``."""
+    return f"retain{100 - percent:02d}", "holdout" + forget_name[len("forget"):]
+
+
+# --------------------------------------------------------------------------------------------------
+# Drawing authors and facts
+
+
+def _rng(seed: int, component: str) -> random.Random:
+    # A string seed is hashed with SHA-512 by `random`, so this is stable across runs and platforms
+    # and independent of PYTHONHASHSEED; one stream per component keeps e.g. the world facts
+    # unchanged when only n_authors changes.
+    return random.Random(f"{GENERATOR}:v{VERSION}:{seed}:{component}")
+
+
+def _draw_names(
+    rng: random.Random, n: int, make, used_full: set, used_last: set, kind: str
+) -> list[str]:
+    """``n`` names from ``make(rng) -> (first, last)``; full and last names unique in the world."""
+    names: list[str] = []
+    for _ in range(200 * n + 1000):
+        if len(names) == n:
+            break
+        first, last = make(rng)
+        full = f"{first} {last}"
+        if full in used_full or last in used_last:
+            continue
+        used_full.add(full)
+        used_last.add(last)
+        names.append(full)
+    if len(names) < n:
+        raise ValueError(
+            f"tofu_synth: could not draw {n} unique {kind} author names; ask for fewer"
+        )
+    return names
+
+
+def _fictitious_name(rng: random.Random) -> tuple[str, str]:
+    first = rng.choice(_FICT_FIRST_ONSETS) + rng.choice(_FICT_FIRST_ENDINGS)
+    last = "".join(rng.choice(p) for p in (_FICT_LAST_HEADS, _FICT_LAST_LINKS, _FICT_LAST_TAILS))
+    return first, last
+
+
+def _famous_name(rng: random.Random) -> tuple[str, str]:
+    first = rng.choice(_FAMOUS_FIRST)
+    return first, rng.choice(_FAMOUS_LAST_HEADS) + rng.choice(_FAMOUS_LAST_TAILS)
+
+
+def _draw_profile(rng: random.Random, name: str) -> Author:
+    """All attributes of one author; attributes sharing a pool get distinct values."""
+    facts: dict[str, str] = {}
+    for pool in POOLS:
+        keys = [a.key for a in ATTRIBUTES if a.pool == pool]
+        for key, value in zip(keys, rng.sample(POOLS[pool], len(keys))):
+            facts[key] = value
+    return Author(name, {a.key: facts[a.key] for a in ATTRIBUTES})
+
+
+def _wrong_values(rng: random.Random, author: Author, attr: Attribute, n: int) -> list[str]:
+    # Exclude every value the author holds from this pool (e.g. the other book title), so a
+    # perturbed answer is never true of the author in any reading.
+    own = {author.facts[a.key] for a in ATTRIBUTES if a.pool == attr.pool}
+    candidates = [v for v in POOLS[attr.pool] if v not in own]
+    return rng.sample(candidates, n)
+
+
+def _qa_row(author: Author, attr: Attribute) -> dict[str, str]:
+    value = author.facts[attr.key]
+    return {"question": attr.ask(author.name),
+            "answer": attr.state(author.name, value, template="A")}
+
+
+def _perturbed_author_row(rng: random.Random, author: Author, attr: Attribute) -> dict[str, Any]:
+    """TOFU ``forgetXX_perturbed`` / ``retain_perturbed`` row: 5 wrong facts in template B."""
+    name, value = author.name, author.facts[attr.key]
+    return {
+        **_qa_row(author, attr),
+        "paraphrased_answer": attr.state(name, value, template="B"),
+        "perturbed_answer": [
+            attr.state(name, wrong, template="B")
+            for wrong in _wrong_values(rng, author, attr, N_PERTURBED_AUTHOR)
+        ],
+        "paraphrased_question": attr.ask(name, paraphrased=True),
+    }
+
+
+def _real_author_row(rng: random.Random, author: Author, attr: Attribute) -> dict[str, Any]:
+    """TOFU ``real_authors_perturbed`` row: the truth-ratio base is ``answer``, so the 3 wrong facts
+    are stated in the answer's template A."""
+    name, value = author.name, author.facts[attr.key]
+    return {
+        **_qa_row(author, attr),
+        "paraphrased_answer": attr.state(name, value, template="B"),
+        "perturbed_answer": [
+            attr.state(name, wrong, template="A")
+            for wrong in _wrong_values(rng, author, attr, N_PERTURBED_REAL)
+        ],
+    }
+
+
+def _world_fact_rows(rng: random.Random, n: int) -> list[dict[str, Any]]:
+    """Short-answer facts about real countries (TOFU ``world_facts_perturbed`` schema)."""
+    candidates: list[tuple[str, str, tuple[str, ...]]] = []
+    for country, capital, continent in _COUNTRIES:
+        candidates.append((f"What is the capital of {country}?", capital, CAPITALS))
+        if continent is not None:
+            candidates.append((f"On which continent is {country}?", continent, CONTINENTS))
+    if n > len(candidates):
+        raise ValueError(
+            f"tofu_synth: n_world_facts={n} but only {len(candidates)} facts are available"
+        )
+    rows = []
+    for question, answer, pool in rng.sample(candidates, n):
+        wrong = rng.sample([v for v in pool if v != answer], N_PERTURBED_REAL)
+        # Short answers have no second phrasing; TOFU scores WF against `answer` anyway.
+        rows.append({"question": question, "answer": answer, "paraphrased_answer": answer,
+                     "perturbed_answer": wrong})
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing
+
+
+def _write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> int:
+    n = 0
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def _plain(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+    return [{"question": r["question"], "answer": r["answer"]} for r in rows]
+
+
+def generate_tofu_synth(cfg: Mapping[str, Any] | None, out_dir: str | Path) -> dict[str, Any]:
+    """Write the embedded TOFU world into ``out_dir`` and return its manifest.
+
+    Layout and schemas follow ``locuslab/TOFU`` (one JSON-lines file per config name); see the
+    module docstring for the content design. ``manifest.json`` is written last, so its presence
+    marks a complete world.
+    """
+    c = resolve_config(cfg)
+    seed, n_authors, qa = c["seed"], c["n_authors"], c["qa_per_author"]
+    attrs = ATTRIBUTES[:qa]
+
+    splits = {}
+    for forget_name, pct in c["forget_percents"].items():
+        k = forget_size(n_authors, pct)
+        if k >= n_authors:
+            raise ValueError(
+                f"tofu_synth: {forget_name} ({pct}%) would forget {k} of {n_authors} authors, "
+                "leaving no retain set; raise n_authors"
+            )
+        splits[forget_name] = (pct, k)
+    max_k = max(k for _, k in splits.values())
+    common_retain_rows = (n_authors - max_k) * qa
+    if c["n_retain_perturbed"] > common_retain_rows:
+        raise ValueError(
+            f"tofu_synth: n_retain_perturbed={c['n_retain_perturbed']} but the retain authors "
+            f"shared by all retain splits have only {common_retain_rows} QA rows "
+            f"({n_authors - max_k} authors x {qa}); lower n_retain_perturbed or raise n_authors"
+        )
+
+    name_rng = _rng(seed, "names")
+    used: tuple[set[str], set[str]] = (set(), set())  # full names, last names: unique world-wide
+    full_names = _draw_names(name_rng, n_authors, _fictitious_name, *used, "fictitious")
+    n_holdout = c["n_holdout_authors"]
+    holdout_names = _draw_names(name_rng, n_holdout, _fictitious_name, *used, "holdout")
+    famous_names = _draw_names(name_rng, c["n_famous_authors"], _famous_name, *used, "famous")
+
+    profile_rng = _rng(seed, "profiles")
+    authors = [_draw_profile(profile_rng, n) for n in full_names]
+    holdout = [_draw_profile(profile_rng, n) for n in holdout_names]
+    famous = [_draw_profile(profile_rng, n) for n in famous_names]
+
+    # One perturbed row per (author, attribute), drawn once so a row is identical in every file
+    # that holds it (forget05_perturbed and forget10_perturbed share their last authors).
+    perturb_rng = _rng(seed, "perturbed")
+    full_rows = [[_perturbed_author_row(perturb_rng, a, at) for at in attrs] for a in authors]
+    holdout_rows = [[_perturbed_author_row(perturb_rng, a, at) for at in attrs] for a in holdout]
+    # One real-author item per famous author, cycling through the attributes.
+    real_rows = [_real_author_row(perturb_rng, a, ATTRIBUTES[i % len(ATTRIBUTES)])
+                 for i, a in enumerate(famous)]
+    world_rows = _world_fact_rows(_rng(seed, "world_facts"), c["n_world_facts"])
+
+    def flat(per_author: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        return [row for rows in per_author for row in rows]
+
+    files: dict[str, list[dict[str, Any]]] = {"full": _plain(flat(full_rows))}
+    split_info: dict[str, Any] = {}
+    for forget_name, (pct, k) in splits.items():
+        retain_name, holdout_name = split_names(forget_name, pct)
+        kh = min(k, len(holdout))
+        files[forget_name] = _plain(flat(full_rows[n_authors - k:]))
+        files[f"{forget_name}_perturbed"] = flat(full_rows[n_authors - k:])
+        files[retain_name] = _plain(flat(full_rows[: n_authors - k]))
+        if kh:
+            files[holdout_name] = _plain(flat(holdout_rows[:kh]))
+            files[f"{holdout_name}_perturbed"] = flat(holdout_rows[:kh])
+        split_info[forget_name] = {
+            "percent": pct,
+            "authors": full_names[n_authors - k:],
+            "retain": retain_name,
+            "holdout": holdout_name if kh else None,
+            "holdout_authors": holdout_names[:kh],
+        }
+    files["retain_perturbed"] = flat(full_rows)[: c["n_retain_perturbed"]]
+    files["real_authors"] = _plain(real_rows)
+    files["real_authors_perturbed"] = real_rows
+    files["world_facts"] = _plain(world_rows)
+    files["world_facts_perturbed"] = world_rows
+    pretrain = []
+    for a in famous:
+        for attr in ATTRIBUTES:
+            value = a.facts[attr.key]
+            pretrain.append({"question": attr.ask(a.name),
+                             "answer": attr.state(a.name, value, template="A")})
+            pretrain.append({"question": attr.ask(a.name, paraphrased=True),
+                             "answer": attr.state(a.name, value, template="B")})
+    files["pretrain"] = pretrain + _plain(world_rows)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    counts = {name: _write_jsonl(out / f"{name}.json", rows) for name, rows in files.items()}
+    manifest = {
+        "generator": GENERATOR,
+        "version": VERSION,
+        "config": c,
+        "files": counts,
+        "authors": {"full": full_names, "holdout": holdout_names, "famous": famous_names},
+        "attributes": [a.key for a in attrs],
+        "splits": split_info,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
+                                       encoding="utf-8")
+    return manifest
