@@ -12,6 +12,7 @@ One step (DESIGN.md §5):
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -27,7 +28,7 @@ from tqdm.auto import tqdm
 from unlearn.data import Feature, collate
 from unlearn.gradients import collect_task_gradients, set_gradient, trainable_parameters
 from unlearn.losses import Batch, lm_loss
-from unlearn.methods import Method
+from unlearn.methods import Method, MethodContext
 from unlearn.schedulers import Scheduler
 
 log = logging.getLogger(__name__)
@@ -78,11 +79,17 @@ class PairedBatches:
         return math.ceil(len(self.forget) / self.batch_size)
 
     def epoch(self, epoch: int):
+        """Yield (forget indices, retain indices) of this process, step by step."""
         order = torch.randperm(len(self.forget), generator=torch.Generator().manual_seed(self.seed + 104729 * epoch)).tolist()
         for i in range(0, len(order), self.batch_size):
             mine = order[i : i + self.batch_size][self.rank :: self.world]
-            r = torch.randint(len(self.retain), (len(mine),), generator=self.retain_gen).tolist()
-            yield [self.forget[j] for j in mine], [self.retain[j] for j in r]
+            yield mine, torch.randint(len(self.retain), (len(mine),), generator=self.retain_gen).tolist()
+
+    def batch(self, which: str, index: Sequence[int], pad_id: int, device) -> dict[str, torch.Tensor]:
+        feats = self.forget if which == "forget" else self.retain
+        out = _to(collate([feats[j] for j in index], pad_id), device)
+        out["index"] = torch.tensor(index, dtype=torch.long, device=device)
+        return out
 
 
 def _to(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -125,6 +132,7 @@ def unlearn(
     fit: str = "retain",
     trajectory: Callable[[int, torch.nn.Module], dict[str, Any]] | None = None,
     trajectory_every: int = 0,
+    context: MethodContext | None = None,
 ) -> EngineResult:
     """Unlearn in place. ``cfg`` is the method node (lr, epochs, batch_size, optimizer, ...)."""
     if fit not in FIT_LOSSES:
@@ -138,6 +146,8 @@ def unlearn(
     params = trainable_parameters(model)
     optim = build_optimizer(params, cfg)
     model, optim = acc.prepare(model, optim)
+    if context is not None:
+        method.setup(dataclasses.replace(context, device=acc.device))
     model.train()
     stats_for_scalarization = bool(cfg.get("task_grad_stats", True))
     weights = method.weights()
@@ -151,7 +161,7 @@ def unlearn(
         if trajectory is not None and trajectory_every > 0:
             result.trajectory.append({"step": 0, **trajectory(0, model)})
         for epoch in range(int(cfg["epochs"])):
-            for f_feats, r_feats in pairs.epoch(epoch):
+            for f_idx, r_idx in pairs.epoch(epoch):
                 if step >= total:
                     break
                 t0 = time.perf_counter()
@@ -159,8 +169,8 @@ def unlearn(
                 for g in optim.param_groups:
                     g["lr"] = lr
                 batches: dict[str, Batch] = {
-                    "forget": _to(collate(f_feats, pad_id), acc.device),
-                    "retain": _to(collate(r_feats, pad_id), acc.device),
+                    "forget": pairs.batch("forget", f_idx, pad_id, acc.device),
+                    "retain": pairs.batch("retain", r_idx, pad_id, acc.device),
                 }
                 closures = method.task_losses(model, batches)
                 row: dict[str, Any] = {"step": step, "epoch": epoch, "lr": lr}

@@ -40,3 +40,45 @@ def sequence_nll(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         shift_logits.transpose(1, 2), shift_labels, ignore_index=-100, reduction="none"
     )
     return nll.sum(-1), (shift_labels != -100).sum(-1)
+
+
+def sequence_logprob(model: torch.nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
+    """log pi(y|x) of each sequence (summed over its scored tokens) and its scored-token count |y|.
+
+    The sequence likelihood of NPO, SimNPO and DPO (TOFU's ``get_batch_loss``, open-unlearning's
+    ``compute_batch_nll``, negated).
+    """
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    nll, count = sequence_nll(logits, batch["labels"])
+    return -nll, count
+
+
+def preference_loss(z: Tensor, beta: float) -> Tensor:
+    """-(2/beta) * mean log sigmoid(z): the common form of NPO, SimNPO and DPO.
+
+    The 2/beta factor is NPO's (Zhang et al. 2024), kept by open-unlearning for DPO too: with
+    z = -beta * t the loss tends to mean(t) + const as beta -> 0, so the gradient keeps its scale
+    whatever beta is (NPO -> gradient ascent in that limit).
+    """
+    return -(2.0 / beta) * F.logsigmoid(z).mean()
+
+
+KL_POSITIONS = ("all", "scored")
+
+
+def kl_to_reference(logits: Tensor, ref_logits: Tensor, labels: Tensor, positions: str = "all") -> Tensor:
+    """KL(p_ref || p_theta) of the next-token distributions, averaged over positions.
+
+    ``all`` (TOFU ``forget.py`` "KL", open-unlearning ``compute_kl_divergence``): every position of
+    the padded batch -- prompt, answer, padding and the last one, which predicts nothing -- as
+    ``kl_div(reduction="batchmean")`` over the flattened (batch * length, vocab) rows does.
+    ``scored``: only the positions whose next token is scored (labels != -100 after the shift),
+    the positions ``lm_loss`` averages over.
+    """
+    logp, ref_logp = F.log_softmax(logits.float(), -1), F.log_softmax(ref_logits.float(), -1)
+    per_position = F.kl_div(logp, ref_logp, reduction="none", log_target=True).sum(-1)  # (B, T)
+    if positions == "all":
+        return per_position.mean()
+    if positions == "scored":
+        return per_position[:, :-1][labels[:, 1:] != -100].mean()
+    raise ValueError(f"unknown KL positions {positions!r}; valid: {', '.join(KL_POSITIONS)}")

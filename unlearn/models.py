@@ -77,3 +77,10 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     if tok.pad_token is None:  # Llama-2 / phi ship no pad token; TOFU pads with EOS
         tok.pad_token = tok.eos_token
     return tok
+
+
+def frozen(model: torch.nn.Module) -> torch.nn.Module:
+    """A reference model: eval mode, no gradients (never a second trainable copy)."""
+    model.eval()
+    model.requires_grad_(False)
+    return model

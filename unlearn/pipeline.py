@@ -15,7 +15,8 @@ from eval.records import (RECORD_NAME, complete_record, environment_info, git_in
                           write_json_atomic, write_record)
 from eval.tofu_eval import EVAL_VERSION, add_forget_quality, evaluate_basic
 from unlearn.engine import unlearn
-from unlearn.methods import build_method
+from unlearn.methods import MethodContext, build_method
+from unlearn.models import frozen
 from unlearn.schedulers import SCHEDULERS, build_scheduler
 from unlearn.stages import StageCache, content_hash
 from unlearn.world import Prepared, prepare
@@ -123,13 +124,18 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         t = time.perf_counter()
         model = prepared.load("target")
         data = prepared.data
-        forget = prepared.features(data.rows(data.split))
-        retain = prepared.features(data.rows(data.retain_split))
-        method = build_method(cfg.method)
+        forget_rows, retain_rows = list(data.rows(data.split)), list(data.rows(data.retain_split))
+        forget, retain = prepared.features(forget_rows), prepared.features(retain_rows)
+        context = MethodContext(
+            encode=lambda q, a: prepared.features([{"question": q, "answer": a}])[0],
+            forget_rows=forget_rows, retain_rows=retain_rows, forget_features=forget, retain_features=retain,
+            pad_id=prepared.tokenizer.pad_token_id, device=torch.device("cpu"),
+            load_reference=lambda: frozen(prepared.load("target")),
+        )
         result = unlearn(
-            model, method, lambda total: build_scheduler(cfg.scheduler, float(cfg.method.lr), total),
+            model, build_method(cfg.method), lambda total: build_scheduler(cfg.scheduler, float(cfg.method.lr), total),
             forget, retain, cfg.method, pad_id=prepared.tokenizer.pad_token_id, seed=int(cfg.seed),
-            log_path=run_dir / STEP_LOG, fit=str(cfg.scheduler.get("fit", "retain")),
+            log_path=run_dir / STEP_LOG, fit=str(cfg.scheduler.get("fit", "retain")), context=context,
         )
         timings["unlearn"] = time.perf_counter() - t
         record["unlearn"] = {"status": result.status, "steps": result.steps, "total_steps": result.total_steps,

@@ -7,7 +7,8 @@ the optimizer as the gradient, i.e. the update is ``w <- w - lr * precond(d)``.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -20,6 +21,25 @@ METHODS: Registry[type["Method"]] = Registry("method")
 register_method = METHODS.register
 
 
+@dataclass
+class MethodContext:
+    """What a method may use besides its batches, handed to :meth:`Method.setup` once per run.
+
+    Batches carry ``index``: the positions of their examples in ``forget_rows`` / ``retain_rows``,
+    so per-example quantities precomputed in ``setup`` (reference log-probs, alternative answers)
+    can be gathered every step without recomputation.
+    """
+
+    encode: Callable[[str, str], Any]  # (question, answer) -> feature, with the run's template
+    forget_rows: Sequence[Mapping[str, Any]]
+    retain_rows: Sequence[Mapping[str, Any]]
+    forget_features: Sequence[Any]
+    retain_features: Sequence[Any]
+    pad_id: int
+    device: torch.device
+    load_reference: Callable[[], torch.nn.Module] | None = None  # a frozen copy of the target
+
+
 class Method:
     """Base: each task's loss is the LM loss on its batch; subclasses set ``tasks`` and the combination."""
 
@@ -27,6 +47,9 @@ class Method:
 
     def __init__(self, cfg: Mapping[str, Any]) -> None:
         self.cfg = cfg
+
+    def setup(self, ctx: MethodContext) -> None:
+        """Precompute what stays fixed during the run (called once, before the first step)."""
 
     def task_losses(
         self, model: torch.nn.Module, batches: Mapping[str, Batch]
