@@ -43,7 +43,7 @@ class TaskGradients(Mapping[str, Grad]):
         return self._grads[g] if isinstance(g, str) else g
 
     def dot(self, a: str | Grad, b: str | Grad) -> float:
-        """<a, b> over all parameters, accumulated in float64 so norms of large models stay exact."""
+        """<a, b> over all parameters (per-tensor dots summed in float64)."""
         if isinstance(a, str) and isinstance(b, str):
             key = (a, b) if a <= b else (b, a)
             if key not in self._dots:
@@ -52,9 +52,10 @@ class TaskGradients(Mapping[str, Grad]):
         return self._dot(self._vec(a), self._vec(b))
 
     def _dot(self, va: Grad, vb: Grad) -> float:
-        total = torch.zeros((), dtype=torch.float64, device=va[0].device)
-        for x, y in zip(va, vb, strict=True):
-            total += torch.dot(x.reshape(-1).double(), y.reshape(-1).double())
+        # per-tensor dots in the gradients' own dtype (no float64 copies of whole gradients),
+        # summed across tensors in float64
+        parts = [torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in zip(va, vb, strict=True)]
+        total = torch.stack(parts).double().sum()
         if self._reduce is not None:
             total = self._reduce(total)
         return float(total)
