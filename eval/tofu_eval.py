@@ -1,14 +1,15 @@
-"""TOFU evaluation of one model from per-item teacher-forced losses.
+"""TOFU evaluation of one model, exact to TOFU's ``evaluate_util.py`` + ``aggregate_eval_stat.py``.
 
-Sets (METRICS.md §1.1): ``forget`` = the run's ``forgetXX_perturbed`` rows, ``retain`` =
-``retain_perturbed``; each capped at ``ds_size`` items (TOFU: the first 300; null = all).
-Every text of a set -- answers, paraphrased answers and all perturbed answers -- goes through
-one flattened, length-sorted pass; each metric is derived from those per-item losses:
+Tasks (METRICS.md §1.1): ``forget`` = the run's ``forgetXX_perturbed``, ``retain`` =
+``retain_perturbed``, ``ra`` = ``real_authors_perturbed``, ``wf`` = ``world_facts_perturbed``;
+each capped at ``ds_size`` items (TOFU: the first 300; null = all, as open-unlearning).
 
-* answer loss: TOFU's per-token NLL (answer tokens + EOS); Prob = mean exp(-loss);
-* truth ratio R = P(perturbed) / P(paraphrased), length-normalised, geometric over the
-  perturbed answers; the forget set reports mean min(R, 1/R), the retain set mean max(0, 1-R);
-* forget quality: exact KS p-value of the forget-set R against the retain model's.
+How it runs: every unique (question, text) of every task -- answers, base answers, all perturbed
+answers -- is scored in ONE flattened, length-sorted teacher-forced pass; each task's per-item
+log is then written in TOFU's own per-sample schema (``avg_gt_loss``, ``avg_paraphrased_loss``,
+``average_perturb_loss``, ``rougeL_recall``, ``generated_text``, ...), so the very same
+aggregation code (:func:`eval.tofu_logs.aggregate_tofu_run`) serves our runs and TOFU's published
+logs. Greedy generations are batched with a KV cache and stop at EOS.
 """
 from __future__ import annotations
 
@@ -17,60 +18,176 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from eval.likelihood import score_features
-from eval.tofu_metrics import forget_quality, probability, truth_ratio, truth_ratio_stat
+from eval import tofu_metrics as tm
+from eval.generation import greedy_generate
+from eval.likelihood import score
+from eval.tofu_logs import per_item_truth_ratios
 
-EVAL_VERSION = 2  # part of the cached reference evals' key: bump when what is computed changes
+EVAL_VERSION = 3  # part of the cached reference evals' key: bump when what is computed changes
+TASKS = ("forget", "retain", "ra", "wf")
+# task -> (TOFU file name pattern, the truth ratio's base answer key)  (TOFU eval_everything.yaml)
+TASK_SOURCES = {
+    "forget": ("{split}_perturbed", "paraphrased_answer"),
+    "retain": ("retain_perturbed", "paraphrased_answer"),
+    "ra": ("real_authors_perturbed", "answer"),
+    "wf": ("world_facts_perturbed", "answer"),
+}
 
 
-def eval_sets(prepared, ds_size: int | None) -> dict[str, Any]:
-    names = {"forget": f"{prepared.data.split}_perturbed", "retain": "retain_perturbed"}
-    out = {}
-    for key, name in names.items():
-        rows = prepared.data.rows(name)
-        n = len(rows) if ds_size is None else min(int(ds_size), len(rows))
-        out[key] = rows.select(range(n))
+def task_rows(prepared, task: str, ds_size: int | None):
+    name = TASK_SOURCES[task][0].format(split=prepared.data.split)
+    rows = prepared.data.rows(name)
+    n = len(rows) if ds_size is None else min(int(ds_size), len(rows))
+    return rows.select(range(n))
+
+
+def _indexed(values) -> dict[str, Any]:
+    """TOFU's per-sample layout: {"0": v0, "1": v1, ...}."""
+    return {str(i): (v.tolist() if hasattr(v, "tolist") else v) for i, v in enumerate(values)}
+
+
+def exact_memorization(correct: Sequence[np.ndarray]) -> np.ndarray:
+    """open-unlearning ``exact_memorization``: fraction of answer tokens that are the argmax."""
+    return np.array([c.mean() if len(c) else 0.0 for c in correct])
+
+
+def extraction_strength(correct: Sequence[np.ndarray]) -> np.ndarray:
+    """open-unlearning ``extraction_strength``: 1 - k/|y| for the smallest k from which every
+    argmax prediction matches (teacher-forced). Like the reference loop, k stops at |y| - 1 when
+    not even the last token matches, giving 1/|y|."""
+    out = []
+    for c in correct:
+        n = len(c)
+        k = 0
+        for k in range(n):
+            if c[k:].all():
+                break
+        out.append(1.0 - k / n if n else 0.0)
+    return np.array(out)
+
+
+def evaluate_tofu(
+    model: torch.nn.Module,
+    prepared,
+    cfg: Mapping[str, Any],
+    *,
+    tasks: Sequence[str] = TASKS,
+    generate: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Per-task logs in TOFU's per-sample schema (plus ``exact_memorization`` and
+    ``extraction_strength`` on the forget task)."""
+    bs = int(cfg["batch_size"])
+    rows = {t: task_rows(prepared, t, cfg.get("ds_size")) for t in tasks}
+    # one flattened pass over every unique (question, text)
+    slot: dict[tuple[str, str], int] = {}
+    texts: list[tuple[str, str]] = []
+
+    def need(q: str, a: str) -> int:
+        if (q, a) not in slot:
+            slot[(q, a)] = len(texts)
+            texts.append((q, a))
+        return slot[(q, a)]
+
+    plan = {}
+    for t in tasks:
+        base_key = TASK_SOURCES[t][1]
+        plan[t] = [(need(r["question"], r["answer"]), need(r["question"], r[base_key]),
+                    [need(r["question"], p) for p in r["perturbed_answer"]]) for r in rows[t]]
+    feats = [prepared.features([{"question": q, "answer": a}])[0] for q, a in texts]
+    s = score(model, feats, bs, prepared.tokenizer.pad_token_id, tokens="forget" in tasks)
+    per_token = s.per_token
+
+    logs: dict[str, dict[str, Any]] = {}
+    for t in tasks:
+        ans = np.array([p[0] for p in plan[t]], dtype=np.int64)
+        base = np.array([p[1] for p in plan[t]], dtype=np.int64)
+        k = {len(p[2]) for p in plan[t]}
+        if len(k) > 1:
+            raise ValueError(f"TOFU task {t}: items have different numbers of perturbed answers {sorted(k)}")
+        pert = np.array([p[2] for p in plan[t]], dtype=np.int64).reshape(len(plan[t]), -1)
+        log = {
+            "avg_gt_loss": _indexed(per_token[ans]), "gt_loss": _indexed(s.sums[ans]),
+            "num_token_gt": _indexed(s.counts[ans]),
+            "avg_paraphrased_loss": _indexed(per_token[base]), "paraphrased_loss": _indexed(s.sums[base]),
+            "num_token_paraphrased": _indexed(s.counts[base]),
+            "average_perturb_loss": _indexed(per_token[pert]), "perturb_loss": _indexed(s.sums[pert]),
+            "num_token_perturb": _indexed(s.counts[pert]),
+            "truth_ratio": _indexed(np.exp(per_token[base] - per_token[pert].mean(-1))),
+        }
+        if t == "forget":
+            correct = [s.correct[i] for i in ans]
+            log["exact_memorization"] = _indexed(exact_memorization(correct))
+            log["extraction_strength"] = _indexed(extraction_strength(correct))
+        logs[t] = log
+    if generate:
+        _add_generations(model, prepared, cfg, rows, logs)
+    return logs
+
+
+def _add_generations(model, prepared, cfg, rows, logs) -> None:
+    gen_cfg = cfg["generation"]
+    tpl = prepared.template
+    prompts, owners = [], []
+    for t, rs in rows.items():
+        for i, r in enumerate(rs):
+            prompt = tpl.prompt(r["question"]) + (tpl.answer_tag if gen_cfg.get("prompt_answer_tag") else "")
+            prompts.append(prompt)
+            owners.append((t, i, r["answer"]))
+    gens = greedy_generate(
+        model, prepared.tokenizer, prompts, batch_size=int(gen_cfg["batch_size"]), mode=str(gen_cfg["mode"]),
+        max_new_tokens=int(gen_cfg["max_new_tokens"]), max_length=int(gen_cfg["max_length"]),
+    )
+    for t in rows:
+        for key in ("generated_text", "rougeL_recall"):
+            logs[t][key] = {}
+    for (t, i, gt), prompt, gen in zip(owners, prompts, gens):
+        logs[t]["generated_text"][str(i)] = [prompt, gen, gt]
+        logs[t]["rougeL_recall"][str(i)] = tm.rouge_l(gt, gen, kind="recall", stemmer=True)
+
+
+def summarize(logs: Mapping[str, Mapping[str, Any]], retain_forget_log: Mapping[str, Any] | None,
+              tr_variant: str = "geometric") -> dict[str, float]:
+    """The aggregate numbers of one model: TOFU's table row and everything it is made of.
+
+    With generations: ``aggregate_tofu_run`` (TOFU's ``aggregate_eval_stat.py`` semantics) on
+    the logs, i.e. the 9 utility numbers, model utility, forget prob/ROUGE/truth ratio and, given
+    the retain model's forget log, forget quality. Without generations (trajectory evaluation)
+    the ROUGE-free subset, and ``model_utility_no_rouge`` = hmean of the 6 likelihood numbers.
+    """
+    from eval.tofu_logs import aggregate_tofu_run
+
+    if all("rougeL_recall" in log for log in logs.values()) and set(TASKS) <= set(logs):
+        out = aggregate_tofu_run(dict(logs), retain_forget_log, tr_variant=tr_variant)
+    else:
+        out = _likelihood_summary(logs, retain_forget_log, tr_variant)
+    forget = logs.get("forget", {})
+    for key in ("exact_memorization", "extraction_strength"):
+        if key in forget:
+            out[f"forget_{key}"] = float(np.mean(list(forget[key].values())))
+    out["n_items"] = {t: len(log["avg_gt_loss"]) for t, log in logs.items()}
     return out
 
 
-def _per_token(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    return sums / np.maximum(counts, 1)
+def _likelihood_summary(logs, retain_forget_log, tr_variant) -> dict[str, float]:
+    from eval.tofu_logs import log_array
 
+    out: dict[str, float] = {}
+    six = []
+    for t, log in logs.items():
+        kind = "forget" if t == "forget" else "utility"
+        if t in ("ra", "wf"):
+            out[f"{t}_prob"], _ = tm.normalized_probability(log_array(log, "avg_gt_loss"),
+                                                            log_array(log, "average_perturb_loss"))
+        else:
+            out[f"{t}_prob"] = tm.probability(log_array(log, "avg_gt_loss"))
+        out[f"{t}_truth_ratio"] = tm.truth_ratio_stat(per_item_truth_ratios(log, tr_variant), kind)
+        if t != "forget":
+            six += [out[f"{t}_prob"], out[f"{t}_truth_ratio"]]
+    if len(six) == 6:
+        from scipy.stats import hmean
 
-def score_perturbed_set(model: torch.nn.Module, prepared, rows: Sequence[Mapping[str, Any]], batch_size: int):
-    """Per-token NLL of answer, paraphrased answer and each perturbed answer, in one pass."""
-    questions = [r["question"] for r in rows]
-    k = len(rows[0]["perturbed_answer"]) if len(rows) else 0
-    if any(len(r["perturbed_answer"]) != k for r in rows):
-        raise ValueError("every item of a set must have the same number of perturbed answers")
-    texts = ([(q, r["answer"]) for q, r in zip(questions, rows)]
-             + [(q, r["paraphrased_answer"]) for q, r in zip(questions, rows)]
-             + [(q, p) for q, r in zip(questions, rows) for p in r["perturbed_answer"]])
-    feats = [prepared.features([{"question": q, "answer": a}])[0] for q, a in texts]
-    sums, counts = score_features(model, feats, batch_size, prepared.tokenizer.pad_token_id)
-    loss = _per_token(sums, counts)
-    n = len(rows)
-    return loss[:n], loss[n : 2 * n], loss[2 * n :].reshape(n, k)
-
-
-def evaluate_basic(model: torch.nn.Module, prepared, cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Forget/retain answer loss and probability and truth ratios, with per-example values."""
-    metrics: dict[str, Any] = {}
-    bs = int(cfg["batch_size"])
-    for key, rows in eval_sets(prepared, cfg.get("ds_size")).items():
-        ans, para, pert = score_perturbed_set(model, prepared, rows, bs)
-        R = truth_ratio(para, pert, variant=str(cfg.get("truth_ratio", "geometric")))
-        metrics[f"{key}_loss"] = {"value": float(ans.mean()), "per_example": ans.tolist()}
-        metrics[f"{key}_prob"] = {"value": probability(ans), "per_example": np.exp(-ans).tolist()}
-        metrics[f"{key}_truth_ratio"] = {
-            "value": truth_ratio_stat(R, "forget" if key == "forget" else "utility"),
-            "per_example": R.tolist(),  # raw R; the value aggregates it as TOFU does
-        }
-    return metrics
-
-
-def add_forget_quality(metrics: dict[str, Any], retain_metrics: Mapping[str, Any]) -> None:
-    """Forget quality of a model against the retain model's forget-set truth ratios (in place)."""
-    p, d = forget_quality(metrics["forget_truth_ratio"]["per_example"],
-                          retain_metrics["forget_truth_ratio"]["per_example"])
-    metrics["forget_quality"] = {"value": p, "ks_statistic": d}
+        out["model_utility_no_rouge"] = float(hmean(six)) if min(six) > 0 else 0.0
+    if retain_forget_log is not None and "forget" in logs:
+        out["forget_quality"], out["ks_statistic"] = tm.forget_quality(
+            per_item_truth_ratios(logs["forget"], "geometric"), per_item_truth_ratios(retain_forget_log, "geometric"))
+    return out

@@ -4,17 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-
-import unlearn.config  # noqa: F401  (resolvers)
-from unlearn.config import CONFIG_DIR
+from unlearn.config import compose_config
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
-def compose_cfg(overrides: list[str] = (), return_hydra_config: bool = False):
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+compose_cfg = compose_config  # the short name the tests use
 
 
 @pytest.fixture

@@ -4,10 +4,16 @@ import json
 import pytest
 
 from eval.records import load_record
+from eval.tofu_eval import summarize
 from unlearn.pipeline import STEP_LOG, run
 
 STEP_KEYS = {"step", "epoch", "lr", "time", "loss/forget", "loss/retain", "grad_norm/forget",
              "grad_norm/retain", "cos/forget_retain", "dot/dir_forget", "dot/dir_retain", "dir_norm"}
+SUMMARY_KEYS = {"forget_quality", "ks_statistic", "model_utility", "forget_rouge", "forget_truth_ratio", "forget_prob",
+                "forget_exact_memorization", "forget_extraction_strength", "retain_prob", "retain_rouge",
+                "retain_truth_ratio", "ra_prob", "ra_rouge", "ra_truth_ratio", "wf_prob", "wf_rouge", "wf_truth_ratio"}
+LOG_KEYS = {"avg_gt_loss", "gt_loss", "num_token_gt", "avg_paraphrased_loss", "average_perturb_loss", "truth_ratio",
+            "generated_text", "rougeL_recall", "exact_memorization", "extraction_strength"}
 RECORD_KEYS = {"record_version", "status", "run_dir", "seed", "config", "config_hash", "git", "environment",
                "stages", "unlearn", "metrics", "timings", "started", "finished", "logs"}
 
@@ -26,13 +32,15 @@ def test_debug_run_writes_record_and_step_log(cfg, tmp_path):
     on_disk = load_record(tmp_path / "run")
     assert on_disk["status"] == "ok" and on_disk["record_version"] == 1
     assert set(on_disk["metrics"]) == {"target", "retain", "unlearned"}
-    m = on_disk["metrics"]["unlearned"]
-    assert set(m) == {"forget_loss", "forget_prob", "forget_truth_ratio", "forget_quality",
-                      "retain_loss", "retain_prob", "retain_truth_ratio"}
-    assert on_disk["metrics"]["retain"]["forget_quality"]["value"] == 1.0  # the retain model vs itself
-    n_forget = len(m["forget_loss"]["per_example"])
-    assert n_forget == 4  # forget10 of the debug world: 1 author x 4 QA
-    assert m["forget_prob"]["value"] == pytest.approx(sum(m["forget_prob"]["per_example"]) / n_forget)
+    summary, logs = on_disk["metrics"]["unlearned"]["summary"], on_disk["metrics"]["unlearned"]["logs"]
+    assert set(logs) == {"forget", "retain", "ra", "wf"}
+    assert SUMMARY_KEYS <= set(summary)
+    assert summary["n_items"] == {"forget": 4, "retain": 8, "ra": 4, "wf": 8}  # the debug world's sizes
+    assert LOG_KEYS <= set(logs["forget"]) and len(logs["forget"]["avg_gt_loss"]) == 4
+    assert len(logs["forget"]["average_perturb_loss"]["0"]) == 5 and len(logs["ra"]["average_perturb_loss"]["0"]) == 3
+    # every aggregate can be recomputed from the record's per-example values alone
+    assert summarize(logs, on_disk["metrics"]["retain"]["logs"]["forget"]) == summary
+    assert on_disk["metrics"]["retain"]["summary"]["forget_quality"] == 1.0  # the retain model vs itself
     rows = [json.loads(line) for line in (tmp_path / "run" / STEP_LOG).read_text().splitlines()]
     assert len(rows) == rec["unlearn"]["steps"] == rec["unlearn"]["total_steps"] > 0
     assert STEP_KEYS <= set(rows[0])
@@ -79,3 +87,17 @@ def test_bad_input_is_a_failed_record_with_a_clear_error(cfg, tmp_path):
     rec = run(cfg("dataset.source=local", "dataset.path=/nonexistent/tofu"), run_dir=tmp_path / "g")
     assert rec["status"] == "failed" and "/nonexistent/tofu" in rec["error"]["message"]
     assert load_record(tmp_path / "g")["status"] == "failed"
+
+
+def test_trajectory_evaluation_is_appended_to_the_record(cfg, tmp_path):
+    rec = run(cfg("method.max_steps=3", "eval.trajectory_every=2"), run_dir=tmp_path / "t")
+    traj = rec["trajectory"]
+    assert [t["step"] for t in traj] == [0, 2, 3]  # start, every 2 steps, and the last step
+    for point in traj:
+        assert {"forget_quality", "forget_prob", "forget_truth_ratio", "retain_prob", "retain_truth_ratio",
+                "model_utility_no_rouge", "forget_exact_memorization"} <= set(point)
+        assert "model_utility" not in point  # no generation in the cheap subset unless asked
+    # step 0 is the target model itself: the same numbers as its cached reference evaluation
+    target = rec["metrics"]["target"]["summary"]
+    assert traj[0]["forget_prob"] == pytest.approx(target["forget_prob"], rel=1e-5)
+    assert traj[0]["forget_quality"] == pytest.approx(target["forget_quality"], rel=1e-5)

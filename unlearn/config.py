@@ -15,3 +15,12 @@ def _tag(override_dirname: str) -> str:
 
 if not OmegaConf.has_resolver("tag"):
     OmegaConf.register_new_resolver("tag", _tag)
+
+
+def compose_config(overrides=(), return_hydra_config: bool = False):
+    """The config ``python run.py <overrides>`` would run, composed without starting an app
+    (tests, benchmarks, notebooks)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)

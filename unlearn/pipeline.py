@@ -2,6 +2,7 @@
 tests call :func:`run`; nothing here needs Hydra to have started."""
 from __future__ import annotations
 
+import json
 import logging
 import time
 import traceback
@@ -13,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from eval.records import (RECORD_NAME, complete_record, environment_info, git_info, load_record,
                           write_json_atomic, write_record)
-from eval.tofu_eval import EVAL_VERSION, add_forget_quality, evaluate_basic
+from eval.tofu_eval import EVAL_VERSION, evaluate_tofu, summarize
 from unlearn.engine import unlearn
 from unlearn.methods import MethodContext, build_method
 from unlearn.models import frozen
@@ -62,20 +63,36 @@ def validate(cfg: DictConfig) -> None:
 
 
 def reference_eval(which: str, prepared: Prepared, cfg: DictConfig, cache: StageCache) -> dict[str, Any]:
-    """Evaluate the target / retain model once per (model, eval settings, split); cached as a stage."""
+    """TOFU logs of the target / retain model, once per (model, eval settings, split): a cached stage.
+
+    The retain model's forget-set truth ratios are what every run's forget quality is measured
+    against, so a sweep evaluates the retain model once.
+    """
     model_id = prepared.stages[which].key if which in prepared.stages else getattr(prepared, f"{which}_path")
     spec = {"model": model_id, "split": prepared.data.split, "version": EVAL_VERSION,
-            "eval": {k: cfg.eval.get(k) for k in ("ds_size", "batch_size", "truth_ratio")},
+            "eval": {k: cfg.eval.get(k) for k in ("ds_size", "batch_size", "generation")},
+            "template": cfg.model.template,
             "data": prepared.stages["world"].key if "world" in prepared.stages else cfg.dataset.get("path")}
 
     def build(out: Path) -> None:
-        model = prepared.load(which)
-        write_json_atomic(out / "metrics.json", evaluate_basic(model, prepared, cfg.eval))
+        write_json_atomic(out / "logs.json", evaluate_tofu(prepared.load(which), prepared, cfg.eval))
 
     art = cache.get_or_build(f"eval_{which}", spec, build)
-    import json
+    return json.loads((art.path / "logs.json").read_text())
 
-    return json.loads((art.path / "metrics.json").read_text())
+
+def trajectory_fn(prepared: Prepared, cfg: DictConfig, retain_forget_log: dict | None):
+    """The cheap subset evaluated every ``eval.trajectory_every`` steps (no generation unless asked)."""
+    generate = bool(cfg.eval.get("trajectory_generate", False))
+    tr = str(cfg.eval.truth_ratio)
+
+    def evaluate(step: int, model: torch.nn.Module) -> dict[str, Any]:
+        logs = evaluate_tofu(model, prepared, cfg.eval, generate=generate)
+        summary = summarize(logs, retain_forget_log, tr)
+        summary.pop("n_items")
+        return summary
+
+    return evaluate
 
 
 def quiet_libraries() -> None:
@@ -116,9 +133,10 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         timings["prepare"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        metrics: dict[str, Any] = {"target": reference_eval("target", prepared, cfg, cache)}
+        logs: dict[str, Any] = {"target": reference_eval("target", prepared, cfg, cache)}
         if prepared.retain_path is not None:
-            metrics["retain"] = reference_eval("retain", prepared, cfg, cache)
+            logs["retain"] = reference_eval("retain", prepared, cfg, cache)
+        retain_forget = logs["retain"]["forget"] if "retain" in logs else None
         timings["reference_eval"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -136,7 +154,10 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
             model, build_method(cfg.method), lambda total: build_scheduler(cfg.scheduler, float(cfg.method.lr), total),
             forget, retain, cfg.method, pad_id=prepared.tokenizer.pad_token_id, seed=int(cfg.seed),
             log_path=run_dir / STEP_LOG, fit=str(cfg.scheduler.get("fit", "retain")), context=context,
+            trajectory=trajectory_fn(prepared, cfg, retain_forget), trajectory_every=int(cfg.eval.trajectory_every),
         )
+        if result.trajectory:
+            record["trajectory"] = result.trajectory
         timings["unlearn"] = time.perf_counter() - t
         record["unlearn"] = {"status": result.status, "steps": result.steps, "total_steps": result.total_steps,
                              "diverged_at": result.diverged_at, "reason": result.reason,
@@ -150,13 +171,11 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
             record["checkpoint"] = "checkpoint"
 
         t = time.perf_counter()
-        metrics["unlearned"] = evaluate_basic(model, prepared, cfg.eval) if finite else None
+        if finite:
+            logs["unlearned"] = evaluate_tofu(model, prepared, cfg.eval)
         timings["eval"] = time.perf_counter() - t
-        if "retain" in metrics:
-            for name in ("target", "retain", "unlearned"):
-                if metrics.get(name):
-                    add_forget_quality(metrics[name], metrics["retain"])
-        record["metrics"] = metrics
+        record["metrics"] = {name: {"summary": summarize(lg, retain_forget, str(cfg.eval.truth_ratio)), "logs": lg}
+                             for name, lg in logs.items()}
         record["status"] = result.status
     except Exception as e:  # recorded, not lost: the record says what failed and where
         log.exception("run failed")
@@ -172,15 +191,17 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     return load_record(path)  # what is on disk (versioned, NaN as null) is what callers see
 
 
+TABLE_COLUMNS = ["forget_quality", "model_utility", "forget_rouge", "forget_truth_ratio", "forget_prob",
+                 "retain_prob", "retain_rouge"]
+
+
 def summary_table(record: dict[str, Any]) -> str:
-    """The short table the default run prints: target / retain / unlearned, forget vs retain."""
+    """The TOFU table rows the default run prints: target, retain and unlearned model."""
     import pandas as pd
 
-    cols = ["forget_quality", "forget_loss", "forget_prob", "forget_truth_ratio", "retain_loss", "retain_prob",
-            "retain_truth_ratio"]
-    rows = {name: {c: m[c]["value"] for c in cols if c in m} if m else {}
-            for name, m in record.get("metrics", {}).items()}
-    return pd.DataFrame.from_dict(rows, orient="index", columns=cols).to_string(float_format=lambda x: f"{x:.4g}")
+    rows = {name: {c: m["summary"].get(c) for c in TABLE_COLUMNS} for name, m in record.get("metrics", {}).items()}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=TABLE_COLUMNS).to_string(
+        float_format=lambda x: f"{x:.4g}", na_rep="-")
 
 
 def report_run(record: dict[str, Any]) -> None:
