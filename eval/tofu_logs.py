@@ -263,3 +263,44 @@ def aggregate_tofu_run(run_dir_or_logs, retain_run=None, *, tr_variant: str = "g
         out["forget_quality"] = pvalue
         out["ks_statistic"] = d
     return out
+
+
+# ----------------------------------------------------------------------------------------
+# our records as TOFU runs, and the command line
+# ----------------------------------------------------------------------------------------
+def load_run_logs(path: PathLike, model: str = "unlearned", tasks: Iterable[str] = tuple(TASK_FILES)) -> dict[str, dict]:
+    """Task logs from a TOFU run folder / aggregated file, or from one of our runs.
+
+    Our ``record.json`` (or the run folder holding it) stores every model's logs in TOFU's
+    per-sample schema under ``metrics.<model>.logs``; ``model`` picks target / retain / unlearned.
+    """
+    p = Path(path)
+    record = p / "record.json" if p.is_dir() else p
+    if record.name == "record.json" and record.is_file():
+        rec = json.loads(record.read_text())
+        metrics = rec.get("metrics") or {}
+        if model not in metrics or not metrics[model]:
+            raise ValueError(f"{record}: no logs for model {model!r}; present: {', '.join(metrics) or '(none)'}")
+        logs = metrics[model]["logs"]
+        return {t: validate_tofu_log(logs[t], source=f"{record}[{model}][{t}]", required=()) for t in _check_tasks(tasks)}
+    return load_tofu_run(p, tasks)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m eval.tofu_logs RUN [--retain RETAIN] [--truth-ratio arithmetic]``: TOFU's
+    aggregate numbers (model utility, forget quality, ...) of a TOFU log folder or one of our runs."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m eval.tofu_logs", description=main.__doc__)
+    ap.add_argument("run", help="TOFU eval folder (eval_*.json), eval_log_aggregated.json, or our run dir / record.json")
+    ap.add_argument("--retain", help="the retain model's logs (same forms), for forget quality")
+    ap.add_argument("--model", default="unlearned", help="which model of our record (target | retain | unlearned)")
+    ap.add_argument("--truth-ratio", default="geometric", choices=tm.TR_VARIANTS)
+    args = ap.parse_args(argv)
+    retain = load_run_logs(args.retain, "retain", ("forget",))["forget"] if args.retain else None
+    out = aggregate_tofu_run(load_run_logs(args.run, args.model), retain, tr_variant=args.truth_ratio)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -14,7 +14,7 @@ SUMMARY_KEYS = {"forget_quality", "ks_statistic", "model_utility", "forget_rouge
                 "retain_truth_ratio", "ra_prob", "ra_rouge", "ra_truth_ratio", "wf_prob", "wf_rouge", "wf_truth_ratio"}
 LOG_KEYS = {"avg_gt_loss", "gt_loss", "num_token_gt", "avg_paraphrased_loss", "average_perturb_loss", "truth_ratio",
             "generated_text", "rougeL_recall", "exact_memorization", "extraction_strength"}
-RECORD_KEYS = {"record_version", "status", "run_dir", "seed", "config", "config_hash", "git", "environment",
+RECORD_KEYS = {"record_version", "status", "reference", "run_dir", "seed", "config", "config_hash", "git", "environment",
                "stages", "unlearn", "metrics", "timings", "started", "finished", "logs"}
 
 
@@ -90,7 +90,7 @@ def test_bad_input_is_a_failed_record_with_a_clear_error(cfg, tmp_path):
 
 
 def test_trajectory_evaluation_is_appended_to_the_record(cfg, tmp_path):
-    rec = run(cfg("method.max_steps=3", "eval.trajectory_every=2"), run_dir=tmp_path / "t")
+    rec = run(cfg("method.epochs=5", "method.max_steps=3", "eval.trajectory_every=2"), run_dir=tmp_path / "t")
     traj = rec["trajectory"]
     assert [t["step"] for t in traj] == [0, 2, 3]  # start, every 2 steps, and the last step
     for point in traj:
@@ -101,3 +101,11 @@ def test_trajectory_evaluation_is_appended_to_the_record(cfg, tmp_path):
     target = rec["metrics"]["target"]["summary"]
     assert traj[0]["forget_prob"] == pytest.approx(target["forget_prob"], rel=1e-5)
     assert traj[0]["forget_quality"] == pytest.approx(target["forget_quality"], rel=1e-5)
+
+
+def test_forget_quality_against_given_retain_logs(cfg, tmp_path):
+    """eval.retain_logs: FQ against another run's retain logs (here: a run whose retain model is the same)."""
+    first = run(cfg("method.max_steps=1"), run_dir=tmp_path / "a")
+    rec = run(cfg("method.max_steps=1", f"eval.retain_logs={tmp_path / 'a'}"), run_dir=tmp_path / "b")
+    assert rec["reference"] == str(tmp_path / "a") and first["reference"] == "retain model"
+    assert rec["metrics"]["target"]["summary"]["forget_quality"] == first["metrics"]["target"]["summary"]["forget_quality"]

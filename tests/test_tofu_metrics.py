@@ -514,3 +514,14 @@ def test_real_inputs_must_not_be_swapped(real_runs):
 def test_real_aggregated_only_folder(tmp_path, real_runs):
     shutil.copy(LOG_ROOT / RUNS[("phi", "full")] / tl.AGGREGATED_FILE, tmp_path / tl.AGGREGATED_FILE)
     assert tl.load_tofu_run(tmp_path) == real_runs[("phi", "full")]
+
+
+def test_command_line_aggregates_tofu_logs(capsys):
+    import json as _json
+
+    full, retain = LOG_ROOT / "ft_epoch5_lr1e-05_llama2-7b_full_wd0.01", LOG_ROOT / "ft_epoch5_lr1e-05_llama2-7b_retain90_wd0.01"
+    if not full.exists():
+        pytest.skip("reference logs absent")
+    tl.main([str(full), "--retain", str(retain)])
+    out = _json.loads(capsys.readouterr().out)
+    assert out["forget_quality"] == pytest.approx(tl.aggregate_tofu_run(full, retain)["forget_quality"], rel=1e-12)

@@ -14,13 +14,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from eval.records import (RECORD_NAME, complete_record, environment_info, git_info, load_record,
                           write_json_atomic, write_record)
-from eval.tofu_eval import EVAL_VERSION, evaluate_tofu, summarize
 from unlearn.engine import unlearn
 from unlearn.methods import MethodContext, build_method
 from unlearn.models import frozen
 from unlearn.schedulers import SCHEDULERS, build_scheduler
 from unlearn.stages import StageCache, content_hash
-from unlearn.world import Prepared, prepare
+from unlearn.benchmarks import Benchmark, get_benchmark
+from unlearn.world import Prepared
 
 log = logging.getLogger("unlearn")
 
@@ -62,34 +62,29 @@ def validate(cfg: DictConfig) -> None:
         raise ValueError("method.batch_size and method.epochs must be >= 1")
 
 
-def reference_eval(which: str, prepared: Prepared, cfg: DictConfig, cache: StageCache) -> dict[str, Any]:
-    """TOFU logs of the target / retain model, once per (model, eval settings, split): a cached stage.
+def reference_eval(which: str, bench: Benchmark, prepared: Prepared, cfg: DictConfig, cache: StageCache) -> dict[str, Any]:
+    """Logs of the target / retain model, once per (model, eval settings, split): a cached stage.
 
-    The retain model's forget-set truth ratios are what every run's forget quality is measured
-    against, so a sweep evaluates the retain model once.
+    The retain model's evaluation is what every run's forget quality (TOFU) or PrivLeak (MUSE)
+    is measured against, so a sweep evaluates it once.
     """
     model_id = prepared.stages[which].key if which in prepared.stages else getattr(prepared, f"{which}_path")
-    spec = {"model": model_id, "split": prepared.data.split, "version": EVAL_VERSION,
-            "eval": {k: cfg.eval.get(k) for k in ("ds_size", "batch_size", "generation")},
-            "template": cfg.model.template,
+    spec = {"benchmark": bench.name, "model": model_id, "split": cfg.dataset.get("split"), "eval": bench.eval_spec(cfg),
             "data": prepared.stages["world"].key if "world" in prepared.stages else cfg.dataset.get("path")}
 
     def build(out: Path) -> None:
-        write_json_atomic(out / "logs.json", evaluate_tofu(prepared.load(which), prepared, cfg.eval))
+        write_json_atomic(out / "logs.json", bench.evaluate(prepared.load(which), prepared, cfg))
 
     art = cache.get_or_build(f"eval_{which}", spec, build)
     return json.loads((art.path / "logs.json").read_text())
 
 
-def trajectory_fn(prepared: Prepared, cfg: DictConfig, retain_forget_log: dict | None):
-    """The cheap subset evaluated every ``eval.trajectory_every`` steps (no generation unless asked)."""
-    generate = bool(cfg.eval.get("trajectory_generate", False))
-    tr = str(cfg.eval.truth_ratio)
+def trajectory_fn(bench: Benchmark, prepared: Prepared, cfg: DictConfig, reference: Any):
+    """The cheap subset evaluated every ``eval.trajectory_every`` steps."""
 
     def evaluate(step: int, model: torch.nn.Module) -> dict[str, Any]:
-        logs = evaluate_tofu(model, prepared, cfg.eval, generate=generate)
-        summary = summarize(logs, retain_forget_log, tr)
-        summary.pop("n_items")
+        summary = bench.summarize(bench.evaluate(model, prepared, cfg, cheap=True), reference, cfg)
+        summary.pop("n_items", None)
         return summary
 
     return evaluate
@@ -128,22 +123,21 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         torch.manual_seed(int(cfg.seed))
         t = time.perf_counter()
         cache = StageCache(cfg.paths.cache)
-        prepared = prepare(cfg, cache)
+        bench = get_benchmark(str(cfg.dataset.benchmark))
+        prepared = bench.prepare(cfg, cache)
         record["stages"] = {k: a.info() for k, a in prepared.stages.items()}
         timings["prepare"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        logs: dict[str, Any] = {"target": reference_eval("target", prepared, cfg, cache)}
+        logs: dict[str, Any] = {"target": reference_eval("target", bench, prepared, cfg, cache)}
         if prepared.retain_path is not None:
-            logs["retain"] = reference_eval("retain", prepared, cfg, cache)
-        retain_forget = logs["retain"]["forget"] if "retain" in logs else None
+            logs["retain"] = reference_eval("retain", bench, prepared, cfg, cache)
+        reference, record["reference"] = bench.reference(logs, cfg)
         timings["reference_eval"] = time.perf_counter() - t
 
         t = time.perf_counter()
         model = prepared.load("target")
-        data = prepared.data
-        forget_rows, retain_rows = list(data.rows(data.split)), list(data.rows(data.retain_split))
-        forget, retain = prepared.features(forget_rows), prepared.features(retain_rows)
+        forget_rows, retain_rows, forget, retain = bench.unlearning_data(prepared)
         context = MethodContext(
             encode=lambda q, a: prepared.features([{"question": q, "answer": a}])[0],
             forget_rows=forget_rows, retain_rows=retain_rows, forget_features=forget, retain_features=retain,
@@ -154,7 +148,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
             model, build_method(cfg.method), lambda total: build_scheduler(cfg.scheduler, float(cfg.method.lr), total),
             forget, retain, cfg.method, pad_id=prepared.tokenizer.pad_token_id, seed=int(cfg.seed),
             log_path=run_dir / STEP_LOG, fit=str(cfg.scheduler.get("fit", "retain")), context=context,
-            trajectory=trajectory_fn(prepared, cfg, retain_forget), trajectory_every=int(cfg.eval.trajectory_every),
+            trajectory=trajectory_fn(bench, prepared, cfg, reference), trajectory_every=int(cfg.eval.trajectory_every),
         )
         if result.trajectory:
             record["trajectory"] = result.trajectory
@@ -172,9 +166,9 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
 
         t = time.perf_counter()
         if finite:
-            logs["unlearned"] = evaluate_tofu(model, prepared, cfg.eval)
+            logs["unlearned"] = bench.evaluate(model, prepared, cfg)
         timings["eval"] = time.perf_counter() - t
-        record["metrics"] = {name: {"summary": summarize(lg, retain_forget, str(cfg.eval.truth_ratio)), "logs": lg}
+        record["metrics"] = {name: {"summary": bench.summarize(lg, reference, cfg), "logs": lg}
                              for name, lg in logs.items()}
         record["status"] = result.status
     except Exception as e:  # recorded, not lost: the record says what failed and where
@@ -191,16 +185,13 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     return load_record(path)  # what is on disk (versioned, NaN as null) is what callers see
 
 
-TABLE_COLUMNS = ["forget_quality", "model_utility", "forget_rouge", "forget_truth_ratio", "forget_prob",
-                 "retain_prob", "retain_rouge"]
-
-
 def summary_table(record: dict[str, Any]) -> str:
-    """The TOFU table rows the default run prints: target, retain and unlearned model."""
+    """The benchmark's table rows the run prints: target, retain and unlearned model."""
     import pandas as pd
 
-    rows = {name: {c: m["summary"].get(c) for c in TABLE_COLUMNS} for name, m in record.get("metrics", {}).items()}
-    return pd.DataFrame.from_dict(rows, orient="index", columns=TABLE_COLUMNS).to_string(
+    cols = get_benchmark(record["config"]["dataset"]["benchmark"]).table_columns
+    rows = {name: {c: m["summary"].get(c) for c in cols} for name, m in record.get("metrics", {}).items()}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=cols).to_string(
         float_format=lambda x: f"{x:.4g}", na_rep="-")
 
 

@@ -1,0 +1,55 @@
+"""Benchmarks: what differs between TOFU and MUSE, behind one small interface.
+
+The pipeline asks the benchmark of ``cfg.dataset.benchmark`` to prepare the world (data,
+tokenizer, target / retain models), to provide the unlearning data, to evaluate a model into
+per-example logs, to pick the reference its metrics are measured against (TOFU: the retain
+model's forget-set truth ratios; MUSE: the retrain model's MIA AUC) and to summarize logs into
+its table row. Everything else -- the loop, the methods, the schedulers, records -- is shared.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig
+
+from unlearn.registry import Registry
+
+BENCHMARKS: Registry[type["Benchmark"]] = Registry("benchmark")
+
+
+class Benchmark:
+    name = ""
+    table_columns: list[str] = []
+
+    def prepare(self, cfg: DictConfig, cache) -> Any:
+        """Data, tokenizer and model locations (a :class:`unlearn.world.Prepared`)."""
+        raise NotImplementedError
+
+    def unlearning_data(self, prepared) -> tuple[list, list, list, list]:
+        """(forget rows, retain rows, forget features, retain features) for the engine."""
+        raise NotImplementedError
+
+    def eval_spec(self, cfg: DictConfig) -> dict[str, Any]:
+        """The eval settings that change results (part of the cached reference evals' key)."""
+        raise NotImplementedError
+
+    def evaluate(self, model, prepared, cfg: DictConfig, *, cheap: bool = False) -> dict[str, Any]:
+        """Per-example logs of one model; ``cheap``: the trajectory subset."""
+        raise NotImplementedError
+
+    def reference(self, logs: dict[str, Any], cfg: DictConfig) -> tuple[Any, str | None]:
+        """What the metrics of every model are measured against, and a description of it."""
+        raise NotImplementedError
+
+    def summarize(self, logs: dict[str, Any], reference: Any, cfg: DictConfig) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+def get_benchmark(name: str) -> Benchmark:
+    from unlearn.benchmarks import tofu  # noqa: F401  (registration)
+
+    try:
+        from unlearn.benchmarks import muse  # noqa: F401
+    except ImportError:  # pragma: no cover - MUSE is optional until its module exists
+        pass
+    return BENCHMARKS.get(name)()
