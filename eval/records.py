@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 RECORD_NAME = "record.json"
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: metrics.<model> = {summary, logs}
 STATUSES = ("ok", "diverged", "failed")
 PACKAGES = ("torch", "transformers", "accelerate", "datasets", "tokenizers", "hydra-core", "omegaconf",
             "scipy", "numpy", "pandas", "rouge-score", "nltk")
@@ -73,14 +73,16 @@ def load_record(path: str | Path) -> dict[str, Any]:
 
 
 def complete_record(run_dir: str | Path) -> dict[str, Any] | None:
-    """The run's record if it is complete, else None (missing or malformed -> run again)."""
+    """The run's record if it is complete, else None (missing, malformed or of an older record
+    version -> run again)."""
     path = Path(run_dir) / RECORD_NAME
     if not path.exists():
         return None
     try:
-        return load_record(path)
+        rec = load_record(path)
     except ValueError:
         return None
+    return rec if rec.get("record_version") == RECORD_VERSION else None
 
 
 def git_info(cwd: str | Path | None = None) -> dict[str, Any]:

@@ -30,7 +30,7 @@ def test_debug_run_writes_record_and_step_log(cfg, tmp_path):
     assert rec["status"] == "ok", rec.get("error")
     assert RECORD_KEYS <= set(rec)
     on_disk = load_record(tmp_path / "run")
-    assert on_disk["status"] == "ok" and on_disk["record_version"] == 1
+    assert on_disk["status"] == "ok" and on_disk["record_version"] == 2
     assert set(on_disk["metrics"]) == {"target", "retain", "unlearned"}
     summary, logs = on_disk["metrics"]["unlearned"]["summary"], on_disk["metrics"]["unlearned"]["logs"]
     assert set(logs) == {"forget", "retain", "ra", "wf"}
@@ -109,3 +109,12 @@ def test_forget_quality_against_given_retain_logs(cfg, tmp_path):
     rec = run(cfg("method.max_steps=1", f"eval.retain_logs={tmp_path / 'a'}"), run_dir=tmp_path / "b")
     assert rec["reference"] == str(tmp_path / "a") and first["reference"] == "retain model"
     assert rec["metrics"]["target"]["summary"]["forget_quality"] == first["metrics"]["target"]["summary"]["forget_quality"]
+
+
+def test_gen_fits_the_lm_retain_loss_even_when_the_retain_task_is_a_kl(cfg, tmp_path):
+    """kl's retain task is KL(target || model) (0 at step 0); GeN must fit L_R, the LM loss."""
+    rec = run(cfg("method=kl", "scheduler=gen", "method.max_steps=1"), run_dir=tmp_path / "k")
+    assert rec["status"] == "ok", rec.get("error")
+    row = json.loads((tmp_path / "k" / STEP_LOG).read_text().splitlines()[0])
+    assert abs(row["loss/retain"]) < 1e-4  # the KL term: the model is still the target
+    assert row["gen/l0"] > 1.0  # the retain NLL of the debug model, not the KL

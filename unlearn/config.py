@@ -1,11 +1,16 @@
 """Config plumbing that must exist before Hydra composes: resolvers and the config directory."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = ROOT / "conf"
+# conf/config.yaml adds the repository root to Hydra's search path through this variable, so that
+# the sweep files in sweeps/ form the `sweeps` config group wherever the command is run from.
+os.environ.setdefault("UNLEARN_ROOT", str(ROOT))
 
 
 def _tag(override_dirname: str) -> str:

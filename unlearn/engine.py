@@ -148,6 +148,9 @@ def unlearn(
     model, optim = acc.prepare(model, optim)
     if context is not None:
         method.setup(dataclasses.replace(context, device=acc.device))
+    elif type(method).setup is not Method.setup:
+        raise ValueError(f"method {cfg['name']!r} precomputes from its data (reference model, alternative "
+                         "answers): unlearn() needs its `context`")
     model.train()
     stats_for_scalarization = bool(cfg.get("task_grad_stats", True))
     weights = method.weights()
@@ -197,7 +200,9 @@ def unlearn(
                     break
                 probe = sched.probes and sched.should_probe(step)
                 if probe:
-                    l0 = _fit_at_current(model, fit, batches, losses, acc)
+                    # L0 reuses the step's values only for tasks whose loss is the plain LM loss
+                    lm = {t: losses[t] for t in method.lm_tasks if t in losses}
+                    l0 = _fit_at_current(model, fit, batches, lm, acc)
                     w0 = [p.detach().clone() for p in params]
                 optim.step()
                 optim.zero_grad(set_to_none=True)

@@ -8,13 +8,17 @@ the optimizer as the gradient, i.e. the update is ``w <- w - lr * precond(d)``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
+from eval.likelihood import score_features
+from unlearn.data import Feature, collate
 from unlearn.gradients import Grad, TaskGradients
 from unlearn.losses import Batch, lm_loss
+from unlearn.models import frozen
 from unlearn.registry import Registry
 
 METHODS: Registry[type["Method"]] = Registry("method")
@@ -55,7 +59,20 @@ class Method:
         self, model: torch.nn.Module, batches: Mapping[str, Batch]
     ) -> dict[str, Callable[[], Tensor]]:
         """One closure per task; the engine runs each in its own forward/backward."""
-        return {t: (lambda b=batches[t]: lm_loss(model, b)) for t in self.tasks}
+        return {t: partial(self.task_loss, t, model, batches[t]) for t in self.tasks}
+
+    def task_loss(self, task: str, model: torch.nn.Module, batch: Batch) -> Tensor:
+        """Task ``task``'s objective on its batch: the LM loss (L_F, L_R) unless a method overrides it.
+
+        The retain term of every method is this LM loss; overriding only the forget task keeps it.
+        """
+        return lm_loss(model, batch)
+
+    @property
+    def lm_tasks(self) -> tuple[str, ...]:
+        """The tasks whose loss is the plain LM loss of their batch (L_F, L_R), so that their step
+        values can stand in for GeN's L0; a method that overrides a task's loss leaves it out."""
+        return self.tasks
 
     def weights(self) -> dict[str, float] | None:
         """Scalarization weights w_t (d = sum_t w_t g_t); ``None`` for a direction method."""
@@ -66,6 +83,67 @@ class Method:
         if w is None:
             raise NotImplementedError(f"{type(self).__name__} must define weights() or direction()")
         return grads.combine(w)
+
+
+class RetainRegularized(Method):
+    """Minimize c_F * L_forget + c_R * L_R, where L_forget is the method's own forget objective (the
+    NPO, SimNPO, IDK or DPO loss: already a loss to *minimize*, so c_F > 0) and L_R the retain LM
+    loss. ``retain_weight: 0`` drops the retain task altogether (and its backward pass).
+    """
+
+    def __init__(self, cfg: Mapping[str, Any]) -> None:
+        super().__init__(cfg)
+        self.forget_weight = float(cfg.get("forget_weight", 1.0))
+        self.retain_weight = float(cfg.get("retain_weight", 1.0))
+        self.tasks = ("forget", "retain") if self.retain_weight else ("forget",)
+
+    @property
+    def lm_tasks(self) -> tuple[str, ...]:
+        return tuple(t for t in self.tasks if t == "retain")
+
+    def weights(self) -> dict[str, float]:
+        w = {"forget": self.forget_weight, "retain": self.retain_weight}
+        return {t: w[t] for t in self.tasks}
+
+
+class TwoTaskDirection(Method):
+    """d = a u + b v for the two descent task vectors u = g_R (descend L_R) and v = -g_F (descend
+    -L_F), with (a, b) a function of their Gram matrix only: the multi-task directions (MGDA,
+    PCGrad, CAGrad, IMTL-G) for two tasks are scalar geometry on <u,u>, <v,v>, <u,v>.
+    """
+
+    def direction(self, grads: TaskGradients) -> Grad:
+        uu, vv = grads.dot("retain", "retain"), grads.dot("forget", "forget")
+        a, b = self.coefficients(uu, vv, -grads.dot("retain", "forget"))
+        return grads.combine({"retain": a, "forget": -b})
+
+    def coefficients(self, uu: float, vv: float, uv: float) -> tuple[float, float]:
+        raise NotImplementedError
+
+
+def load_reference(ctx: MethodContext) -> torch.nn.Module:
+    """The frozen target on the run's device; methods call this once, in ``setup``."""
+    if ctx.load_reference is None:
+        raise ValueError("this method needs a reference model, but MethodContext.load_reference is None")
+    return frozen(ctx.load_reference()).to(ctx.device)  # frozen() again: never a trainable copy
+
+
+def reference_logprobs(
+    reference: torch.nn.Module, features: Sequence[Feature], ctx: MethodContext, batch_size: int
+) -> Tensor:
+    """log pi_ref(y|x) of each feature (summed over scored tokens), in order, on ``ctx.device``.
+
+    For a fixed set of texts (the forget set, its IDK answers) these are computed once per run
+    (batched, inference mode) and gathered by ``batch["index"]`` each step.
+    """
+    nll, _ = score_features(reference, features, batch_size, ctx.pad_id)
+    return torch.as_tensor(-nll, dtype=torch.float32, device=ctx.device)
+
+
+def features_batch(features: Sequence[Feature], index: Tensor, pad_id: int) -> dict[str, Tensor]:
+    """The padded batch of ``features[index]`` on ``index``'s device (e.g. the IDK answers of a
+    forget batch, whose ``index`` points into the forget set)."""
+    return {k: v.to(index.device) for k, v in collate([features[i] for i in index.tolist()], pad_id).items()}
 
 
 def build_method(cfg: Mapping[str, Any]) -> Method:

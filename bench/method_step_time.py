@@ -1,0 +1,88 @@
+"""Step time of every registered method relative to GDiff, on the same batches.
+
+    python bench/method_step_time.py [--steps 20] [--repeats 5] [--batch-size 8]
+
+As ``bench/step_time.py``: the real engine (``unlearn.engine.unlearn``) with each method's own
+defaults from ``conf/method/*.yaml`` (so scalarizations also compute per-task gradients for their
+logs, ``task_grad_stats: true``), identical batches (same seed) from the same initial weights of
+the default tiny Llama, a fixed learning rate, methods interleaved (in a rotated order) and
+repeated, median per-step time. ``setup`` is the one-off cost before the first step (the reference model's scoring of the
+forget set for NPO / IDK-DPO, IDK answer encoding), measured once per repeat outside the step time.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from step_time import ARCH, _Tok, features  # noqa: E402  (same model and synthetic batches)
+from unlearn.config import CONFIG_DIR  # noqa: E402
+from unlearn.engine import unlearn  # noqa: E402
+from unlearn.methods import METHODS, MethodContext, build_method  # noqa: E402
+from unlearn.models import build_tiny_llama, frozen  # noqa: E402
+from unlearn.schedulers import build_scheduler  # noqa: E402
+
+
+def method_cfgs(names, batch_size: int) -> dict[str, dict]:
+    """Each method's composed config node (its yaml defaults), with the bench's batch and rate."""
+    out = {}
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        for name in names:
+            node = OmegaConf.to_container(compose(config_name="config", overrides=[f"method={name}"]).method)
+            out[name] = {**node, "lr": 1e-4, "epochs": 1, "batch_size": batch_size, "max_steps": None}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--batch-size", type=int, default=8)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    base = build_tiny_llama(ARCH, _Tok(), seed=0)
+    forget = features(args.steps * args.batch_size, seed=1)
+    retain = features(400, seed=2)
+    rows = [{"question": f"q{i}", "answer": f"a{i}"} for i in range(len(forget))]
+    ctx = MethodContext(
+        # an IDK answer: a shorter synthetic QA text, fixed per (question, answer)
+        encode=lambda q, a: features(1, seed=zlib.crc32(f"{q}\0{a}".encode()), length=30)[0],
+        forget_rows=rows, retain_rows=rows, forget_features=forget, retain_features=retain, pad_id=0,
+        device=torch.device("cpu"), load_reference=lambda: frozen(copy.deepcopy(base)),
+    )
+    names = ["gdiff"] + [n for n in METHODS if n != "gdiff"]
+    cfgs = method_cfgs(names, args.batch_size)
+    step: dict[str, list[float]] = {n: [] for n in names}
+    setup: dict[str, list[float]] = {n: [] for n in names}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(args.repeats + 1):  # repeat 0 warms up and is discarded
+            for name in names[rep % len(names):] + names[: rep % len(names)]:  # rotated: no order bias
+                cfg = cfgs[name]
+                t0 = time.perf_counter()
+                res = unlearn(copy.deepcopy(base), build_method(cfg),
+                              lambda total: build_scheduler({"name": "constant"}, 1e-4, total), forget, retain, cfg,
+                              pad_id=0, seed=0, log_path=Path(tmp) / "steps.jsonl", context=ctx)
+                if rep:
+                    step[name].append(res.seconds / res.steps)
+                    setup[name].append(time.perf_counter() - t0 - res.seconds)
+    med = {n: statistics.median(v) for n, v in step.items()}
+    print(f"{'method':<10}{'kind':>15}{'ms/step':>10}{'/ gdiff':>9}{'setup s':>9}")
+    for n in names:
+        kind = "direction" if build_method(cfgs[n]).weights() is None else "scalarization"
+        print(f"{n:<10}{kind:>15}{1e3 * med[n]:>10.1f}{med[n] / med['gdiff']:>9.2f}{statistics.median(setup[n]):>9.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Aggregation of records into the paper's tables, on hand-made records; every sweep composes;
+a tiny sweep runs through Hydra multirun and its report regenerates identically."""
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from eval.records import RECORD_VERSION
+from eval.report import aggregate, load_runs, paper_table, reference_rows, report
+from tests.conftest import compose_cfg
+from unlearn.config import ROOT
+
+SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
+
+
+def write_record(root, method, split, seed, status="ok", fq=None, mu=None, scheduler="gen"):
+    run_dir = root / "tofu_synth" / split / "tiny_llama" / f"{method}-{scheduler}" / "default" / f"seed{seed}"
+    run_dir.mkdir(parents=True)
+    rec = {"record_version": RECORD_VERSION, "status": status, "seed": seed,
+           "config": {"dataset": {"benchmark": "tofu", "name": "tofu_synth", "split": split},
+                      "model": {"name": "tiny_llama"}, "method": {"name": method, "lr": 1e-4},
+                      "scheduler": {"name": scheduler}}}
+    if status != "failed":
+        rec["metrics"] = {
+            "unlearned": {"summary": {"forget_quality": fq, "model_utility": mu}},
+            "target": {"summary": {"forget_quality": 1e-5, "model_utility": 0.5}},
+            "retain": {"summary": {"forget_quality": 1.0, "model_utility": 0.45}},
+        }
+    (run_dir / "record.json").write_text(json.dumps(rec))
+
+
+@pytest.fixture
+def runs(tmp_path):
+    root = tmp_path / "runs"
+    write_record(root, "ngdiff", "forget10", 0, fq=0.1, mu=0.40)
+    write_record(root, "ngdiff", "forget10", 1, fq=0.3, mu=0.44)
+    write_record(root, "ngdiff", "forget10", 2, status="failed")
+    write_record(root, "gdiff", "forget10", 0, fq=0.01, mu=0.30)
+    write_record(root, "ga", "forget10", 0, status="failed")
+    write_record(root, "ga", "forget10", 1, status="diverged", fq=0.5, mu=0.1)
+    write_record(root, "gdiff", "forget05", 0, fq=0.2, mu=0.35)
+    return root
+
+
+def test_mean_and_stderr_over_ok_seeds_only(runs):
+    df = load_runs(runs)
+    agg = aggregate(df, ["forget_quality", "model_utility"], rows=["method"], columns="split")
+    ng = agg[(agg["method"] == "ngdiff") & (agg["split"] == "forget10")].iloc[0]
+    assert ng["forget_quality_mean"] == pytest.approx(0.2)
+    # sample std of (0.1, 0.3) = 0.1414; / sqrt(2) = 0.1
+    assert ng["forget_quality_stderr"] == pytest.approx(0.1)
+    assert ng["model_utility_mean"] == pytest.approx(0.42) and ng["model_utility_stderr"] == pytest.approx(0.02)
+    assert ng["n_ok"] == 2 and ng["status"] == "1 failed"
+    ga = agg[agg["method"] == "ga"].iloc[0]
+    assert ga["n_ok"] == 0 and ga["status"] == "1 diverged, 1 failed" and math.isnan(ga["forget_quality_mean"])
+
+
+def test_table_marks_best_and_shows_failures_and_missing_cells(runs):
+    df = load_runs(runs)
+    metrics = ["forget_quality", "model_utility"]
+    agg = aggregate(df, metrics, rows=["method"], columns="split")
+    table = paper_table(agg, reference_rows(df, metrics), metrics, "split", rows=["method"])
+    row = {r["method"]: r for r in table.to_dict("records")}
+    col = "forget_quality ↑ [forget10]"
+    assert row["ngdiff"][col] == "**0.200 ± 0.100**"  # best forget quality on forget10
+    assert row["gdiff"][col] == "0.010"  # one seed: no ± part
+    assert row["ga"][col] == "1 diverged, 1 failed"  # never a zero
+    assert row["ngdiff"]["forget_quality ↑ [forget05]"] == "missing"
+    assert row["(retain)"][col] == "1.000" and row["(target)"]["model_utility ↑ [forget10]"] == "0.500"
+
+
+def test_report_writes_tables_and_is_reproducible(runs, tmp_path):
+    out = tmp_path / "reports"
+    first = report(runs, out)
+    names = sorted(p.name for p in first["files"])
+    assert {"table.md", "table.tex", "table.csv", "runs.csv", "tradeoff_final.png", "tradeoff_final.pdf"} <= set(names)
+    tables = {n: (out / n).read_text() for n in ("table.md", "table.tex", "table.csv")}
+    assert "\\textbf{" in tables["table.tex"] and "$\\uparrow$" in tables["table.tex"]
+    shutil.rmtree(out)
+    report(runs, out)
+    assert {n: (out / n).read_text() for n in tables} == tables
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_every_sweep_file_composes_and_names_its_command(sweep):
+    text = (ROOT / "sweeps" / f"{sweep}.yaml").read_text()
+    assert text.splitlines()[0].startswith(f"# python run.py -m sweeps={sweep}")
+    cfg = compose_cfg([f"sweeps={sweep}"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert params and "method" in params or "method.lr" in params
+    from unlearn.methods import METHODS
+
+    for name in str(params.get("method", "")).split(","):
+        assert not name or name in METHODS, f"sweep {sweep} names unknown method {name}"
+    # each grid point composes as well (first value of each axis)
+    point = [f"{k}={str(v).split(',')[0]}" for k, v in params.items()]
+    compose_cfg(point)
+
+
+def test_a_tiny_sweep_runs_through_multirun_and_reports(tmp_path):
+    env = {**os.environ, "UNLEARN_OUTPUTS": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "run.py", "-m", "sweeps=smoke", "method.max_steps=2"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = tmp_path / "debug" / "runs"
+    assert len(list(runs.rglob("record.json"))) == 4
+    out = tmp_path / "reports"
+    proc = subprocess.run([sys.executable, "-m", "eval.report", str(runs), "--sweep", "smoke", "--out", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = (out / "table.md").read_text()
+    assert "| ga | gen |" in table and "| ngdiff | gen |" in table and "(retain)" in table
+    assert (out / "tradeoff_trajectories.png").exists() and (out / "learning_rate.pdf").exists()
+    before = {p.name: p.read_text() for p in out.glob("table.*")}
+    shutil.rmtree(out)
+    subprocess.run([sys.executable, "-m", "eval.report", str(runs), "--sweep", "smoke", "--out", str(out)],
+                   cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=True)
+    assert {p.name: p.read_text() for p in out.glob("table.*")} == before
