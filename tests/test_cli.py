@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -32,3 +34,38 @@ def test_multirun_jobs_never_collide_and_rerun_skips(tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0
     assert [p.stat().st_mtime for p in records] == mtimes  # complete records: skipped, not rewritten
+
+
+def _multirun(tmp_path, *args, timeout=600):
+    env = {**os.environ, "UNLEARN_OUTPUTS": str(tmp_path / "out")}
+    proc = subprocess.run([sys.executable, "run.py", "-m", "debug=tiny", "method.max_steps=1", *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+    records = {str(p.parent.relative_to(tmp_path / "out" / "debug" / "runs")): json.loads(p.read_text())
+               for p in (tmp_path / "out" / "debug" / "runs").rglob("record.json")}
+    return proc, records
+
+
+def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
+    proc, records = _multirun(tmp_path, "dataset.split=forget42,forget10")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    status = {k.split("/")[1]: r["status"] for k, r in records.items()}
+    assert status == {"forget42": "failed", "forget10": "ok"}
+    failed = next(r for k, r in records.items() if "forget42" in k)
+    assert "forget42" in failed["error"]["message"]
+
+
+def test_parallel_sweep_with_the_joblib_launcher(tmp_path):
+    proc, records = _multirun(tmp_path, "method=ga,ngdiff", "hydra/launcher=local_parallel", "threads=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(r["config"]["method"]["name"] for r in records.values()) == ["ga", "ngdiff"]
+    assert all(r["status"] == "ok" and r["config"]["threads"] == 1 for r in records.values())
+
+
+@pytest.mark.slow
+def test_submitit_launcher_in_local_executor_mode(tmp_path):
+    """The SLURM path's launcher (submitit) with its local executor: each job a separate process."""
+    proc, records = _multirun(tmp_path, "seed=0,1", "hydra/launcher=submitit_local")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(r["seed"] for r in records.values()) == [0, 1]
+    assert all(r["status"] == "ok" for r in records.values())
+    assert list((tmp_path / "out" / "debug" / "runs" / ".submitit").rglob("*_log.out"))

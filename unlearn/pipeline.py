@@ -120,6 +120,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     }
     try:
         validate(cfg)
+        if cfg.get("threads"):
+            torch.set_num_threads(int(cfg.threads))
         torch.manual_seed(int(cfg.seed))
         t = time.perf_counter()
         cache = StageCache(cfg.paths.cache)
