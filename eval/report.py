@@ -388,6 +388,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("runs", nargs="?", default=None, help="folder searched for record.json (default: <paths.runs>)")
     ap.add_argument("--sweep", help="only the runs of this sweep file (sweeps/<name>.yaml), with its table layout")
     ap.add_argument("--out", help="output folder (default: <paths.reports>/<sweep or all>)")
+    ap.add_argument("--readme", help="also replace the block between <!-- report:NAME --> and <!-- /report:NAME --> "
+                                     "in this Markdown file with the generated table (NAME: the sweep or 'all')")
     args = ap.parse_args(argv)
     import os
 
@@ -400,6 +402,20 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{res['runs']} runs from {runs}" + (f" ({res['message']})" if "message" in res else ""))
     for p in res["files"]:
         print(f"wrote {p}")
+    if args.readme and "table" in res:
+        update_readme(Path(args.readme), args.sweep or "all", (out / "table.md").read_text())
+        print(f"updated {args.readme}")
+
+
+def update_readme(path: Path, name: str, table_md: str) -> None:
+    """Put a generated table into a Markdown file between its markers (never typed by hand)."""
+    start, end = f"<!-- report:{name} -->", f"<!-- /report:{name} -->"
+    text = path.read_text()
+    if start not in text or end not in text:
+        raise ValueError(f"{path} has no {start} ... {end} block")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{start}\n{table_md.rstrip()}\n{end}{tail}")
 
 
 if __name__ == "__main__":

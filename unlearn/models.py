@@ -84,3 +84,34 @@ def frozen(model: torch.nn.Module) -> torch.nn.Module:
     model.eval()
     model.requires_grad_(False)
     return model
+
+
+def apply_lora(model: torch.nn.Module, cfg: Mapping[str, Any]) -> torch.nn.Module:
+    """Wrap with LoRA adapters (peft): only the adapters train, so every gradient norm and
+    direction (NGDiff's included) is over the adapter parameters; ``save_pretrained`` then saves
+    the adapter alone, loadable with :func:`load_lora`."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=int(cfg["r"]), lora_alpha=float(cfg["alpha"]), lora_dropout=float(cfg.get("dropout", 0.0)),
+        target_modules=list(cfg["target_modules"]), bias="none", task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def load_lora(base_path: str | Path, adapter_path: str | Path, dtype: str = "float32") -> torch.nn.Module:
+    """A saved adapter on top of its base model (the target it was trained from)."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(load_causal_lm(base_path, dtype), str(adapter_path))
+
+
+def configure_training(model: torch.nn.Module, cfg: Mapping[str, Any]) -> torch.nn.Module:
+    """The model options of config: LoRA, gradient checkpointing (with the input-grad hook LoRA needs)."""
+    if cfg.get("lora"):
+        model = apply_lora(model, cfg["lora"])
+    if cfg.get("gradient_checkpointing"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if cfg.get("lora"):  # frozen embeddings: let checkpointed blocks see inputs that need grad
+            model.enable_input_require_grads()
+    return model

@@ -16,7 +16,7 @@ from eval.records import (RECORD_NAME, complete_record, environment_info, git_in
                           write_json_atomic, write_record)
 from unlearn.engine import unlearn
 from unlearn.methods import MethodContext, build_method
-from unlearn.models import frozen
+from unlearn.models import configure_training, frozen
 from unlearn.schedulers import SCHEDULERS, build_scheduler
 from unlearn.stages import StageCache, content_hash
 from unlearn.benchmarks import Benchmark, get_benchmark
@@ -138,7 +138,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         timings["reference_eval"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        model = prepared.load("target")
+        model = configure_training(prepared.load("target"), cfg.model)
         forget_rows, retain_rows, forget, retain = bench.unlearning_data(prepared)
         context = MethodContext(
             encode=lambda q, a: prepared.features([{"question": q, "answer": a}])[0],
