@@ -361,7 +361,7 @@ DIRECTION_METHODS = {"ngdiff", "mgda", "pcgrad", "cagrad", "imtlg"}
 @pytest.fixture
 def cfg(debug_cfg, shared_cache):
     def make(*overrides):
-        return debug_cfg(f"paths.cache={shared_cache}", "method.max_steps=2", "+save_checkpoint=false", *overrides)
+        return debug_cfg(f"paths.cache={shared_cache}", "method.max_steps=2", "save_checkpoint=false", *overrides)
     return make
 
 
