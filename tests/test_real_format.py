@@ -59,3 +59,16 @@ def test_missing_checkpoint_is_a_clear_failure(tmp_path):
                        "dataset.split=forget01", "model=hf", f"model.target={tmp_path / 'nothing_here'}"])
     rec = run(cfg, run_dir=tmp_path / "r")
     assert rec["status"] == "failed" and "nothing_here" in rec["error"]["message"]
+
+
+@pytest.mark.parametrize("experiment", ["tofu_phi_forget01", "tofu_llama2_forget01"])
+def test_real_setting_experiments_run_on_local_mimics(experiment, checkpoints, tmp_path):
+    """The paper-setting experiment files, with the Hub ids swapped for local save_pretrained folders."""
+    cfg = compose_cfg([f"paths.root={tmp_path}", f"experiment={experiment}", "dataset.source=local",
+                       f"dataset.path={FIXTURE}", f"model.target={checkpoints['target']}",
+                       f"model.retain={checkpoints['retain']}", "model.dtype=float32", "model.max_length=64",
+                       "method.batch_size=2", "method.max_steps=1", "eval.generation.max_length=64"])
+    assert cfg.method.name == "ngdiff" and cfg.method.lr == 1e-5 and cfg.dataset.split == "forget01"
+    rec = run(cfg, run_dir=tmp_path / "r")
+    assert rec["status"] == "ok", rec.get("error")
+    assert rec["metrics"]["retain"]["summary"]["forget_quality"] == 1.0

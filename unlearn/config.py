@@ -18,8 +18,17 @@ def _tag(override_dirname: str) -> str:
     return override_dirname.replace("/", "_") or "default"
 
 
+def _retain_of(forget_split: str) -> str:
+    """forget10 -> retain90: the retain split (and retain-model suffix) paired with a forget split."""
+    from unlearn.worlds.tofu import retain_split_for
+
+    return retain_split_for(forget_split)
+
+
 if not OmegaConf.has_resolver("tag"):
     OmegaConf.register_new_resolver("tag", _tag)
+if not OmegaConf.has_resolver("retain_of"):
+    OmegaConf.register_new_resolver("retain_of", _retain_of)
 
 
 def compose_config(overrides=(), return_hydra_config: bool = False):
