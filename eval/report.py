@@ -199,7 +199,7 @@ def paper_table(agg: pd.DataFrame, refs: pd.DataFrame, metrics: list[str], colum
                       for i, x in zip(table.index, table[col])]
     ref_lines = []
     for _, r in refs.iterrows():
-        line = {"method": r["method"], "scheduler": "", "variant": ""}
+        line = {k: "" for k in rows} | {"method": r["method"]}
         for s in splits:
             if columns and r.get(columns) != s:
                 continue
@@ -210,7 +210,8 @@ def paper_table(agg: pd.DataFrame, refs: pd.DataFrame, metrics: list[str], colum
     if ref_lines:
         refs_df = pd.DataFrame(ref_lines).groupby("method", sort=True).first().reset_index()
         table = pd.concat([refs_df, table], ignore_index=True)
-    return table.fillna("")
+    table = table[rows + [c for c in table.columns if c not in rows]]
+    return table.astype(object).where(table.notna(), "")
 
 
 def write_tables(table: pd.DataFrame, out: Path) -> list[Path]:
@@ -352,10 +353,19 @@ def _matches(row: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
         col = key_of.get(k)
         if col is None:
             continue
-        allowed = {s.strip() for s in str(v).split(",")}
-        if str(row.get(col)) not in allowed:
+        allowed = {_canon(s.strip()) for s in str(v).split(",")}
+        if _canon(row.get(col)) not in allowed:
             return False
     return True
+
+
+def _canon(x: Any) -> str:
+    """'1', 1 and 1.0 (a seed column with a missing value becomes float) compare equal."""
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    return str(int(f)) if f.is_integer() else repr(f)
 
 
 def report(runs: str | Path, out: str | Path, sweep: str | None = None) -> dict[str, Any]:
