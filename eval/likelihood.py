@@ -5,17 +5,23 @@ on request the per-token arrays (exact memorization, extraction strength, Min-k%
 ``logp`` (log-prob of each scored token), ``correct`` (argmax == token), and ``mu`` / ``sigma``
 (mean and standard deviation of log p(.) under the model's own next-token distribution, for
 Min-k%++). Items are scored in length-sorted batches (little padding) under inference mode.
+
+Under several processes (``shard``, or inside :func:`unlearn.distributed.sharded_eval`) each
+process scores every W-th batch of the length-sorted items (the very batches of a 1-process run)
+and the results are gathered back in input order, so every process returns the full
+:class:`Scores`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from unlearn.data import Feature, collate
+from unlearn.distributed import current_shard
 
 
 @dataclass
@@ -33,22 +39,48 @@ class Scores:
         return self.sums / np.maximum(self.counts, 1)
 
 
-@torch.inference_mode()
 def score(
-    model: torch.nn.Module, features: Sequence[Feature], batch_size: int, pad_id: int, tokens: bool = False
+    model: torch.nn.Module, features: Sequence[Feature], batch_size: int, pad_id: int, tokens: bool = False,
+    *, shard: Any = None,
 ) -> Scores:
+    """Score every feature. ``shard``: a :class:`unlearn.distributed.Shard` or an Accelerator to
+    split the batches across processes (default: the ambient :func:`~unlearn.distributed.sharded_eval`)."""
     n = len(features)
     out = Scores(np.zeros(n, dtype=np.float64), np.zeros(n, dtype=np.int64))
     if tokens:
         out.logp, out.correct, out.mu, out.sigma = ([np.zeros(0)] * n for _ in range(4))
     if n == 0:
         return out
+    order = sorted(range(n), key=lambda i: len(features[i]["input_ids"]))
+    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    part = current_shard(shard)
+    if part is None:
+        pieces = [_score(model, features, batches, pad_id, tokens)]
+    else:  # whole batches per process, as a 1-process run forms them
+        mine, real = part.take(batches)
+        pieces = part.gather(_score(model, features, mine, pad_id, tokens)[:real])
+    for piece in pieces:
+        for idx, sums, counts, arrays in piece:
+            out.sums[idx], out.counts[idx] = sums, counts
+            for key, values in arrays.items():
+                target = getattr(out, key)
+                for j, v in zip(idx, values):
+                    target[j] = v
+    return out
+
+
+@torch.inference_mode()
+def _score(
+    model: torch.nn.Module, features: Sequence[Feature], batches: Sequence[Sequence[int]], pad_id: int,
+    tokens: bool,
+) -> list[tuple[list[int], np.ndarray, np.ndarray, dict[str, list[np.ndarray]]]]:
+    """Per batch of feature indices: (indices, summed NLLs, counts, per-token arrays if ``tokens``)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    order = sorted(range(n), key=lambda i: len(features[i]["input_ids"]))
-    for i in range(0, n, batch_size):
-        idx = order[i : i + batch_size]
+    out = []
+    for idx in batches:
+        idx = list(idx)
         batch = {k: v.to(device) for k, v in collate([features[j] for j in idx], pad_id).items()}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         logprobs = F.log_softmax(logits[:, :-1].float(), dim=-1)
@@ -56,19 +88,20 @@ def score(
         mask = labels != -100
         tok_logp = logprobs.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
         sums = -(tok_logp * mask).sum(-1)
-        out.sums[idx] = sums.double().cpu().numpy()
-        out.counts[idx] = mask.sum(-1).cpu().numpy()
+        arrays: dict[str, list[np.ndarray]] = {}
         if tokens:
             correct = logprobs.argmax(-1) == labels
             probs = logprobs.exp()
             mu = (probs * logprobs).sum(-1)
             sigma = ((probs * logprobs.square()).sum(-1) - mu.square()).clamp_min(0).sqrt()
-            for row, j in enumerate(idx):
+            arrays = {"logp": [], "correct": [], "mu": [], "sigma": []}
+            for row in range(len(idx)):
                 m = mask[row]
-                out.logp[j] = tok_logp[row][m].double().cpu().numpy()
-                out.correct[j] = correct[row][m].cpu().numpy()
-                out.mu[j] = mu[row][m].double().cpu().numpy()
-                out.sigma[j] = sigma[row][m].double().cpu().numpy()
+                arrays["logp"].append(tok_logp[row][m].double().cpu().numpy())
+                arrays["correct"].append(correct[row][m].cpu().numpy())
+                arrays["mu"].append(mu[row][m].double().cpu().numpy())
+                arrays["sigma"].append(sigma[row][m].double().cpu().numpy())
+        out.append((idx, sums.double().cpu().numpy(), mask.sum(-1).cpu().numpy(), arrays))
     model.train(was_training)
     return out
 

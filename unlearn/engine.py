@@ -3,15 +3,20 @@
 One step (DESIGN.md §5):
 1. set the scheduler's learning rate;
 2. take the next forget batch and a seeded random retain batch (TOFU pairs every forget example
-   with a random retain example; each process draws its own retain samples, seeded by rank);
+   with a random retain example); under W processes both global batches are drawn as in one
+   process and each process takes its slice ``[rank::W]``;
 3. per-task losses and gradients -> the method's direction d, handed to the optimizer as the
-   gradient (scalarizations may instead use one backward of their weighted sum);
+   gradient (scalarizations may instead use one backward of their weighted sum); LM losses are
+   token means over the GLOBAL batch (the batch's ``token_normalizer``), so a W-process step is
+   the 1-process step on the concatenated batch (:mod:`unlearn.distributed`);
 4. a non-finite loss stops the run before the update (status ``diverged``);
 5. GeN probe steps measure the fitted loss at w0 + delta and w0 - delta and update the rate;
-6. one JSONL row: task losses, task gradient norms, cos(g_F, g_R), <d, g_t>, lr, step time.
+6. one JSONL row (main process): task losses, task gradient norms, cos(g_F, g_R), <d, g_t>, lr,
+   step time -- every value global, the same on every process.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -26,8 +31,9 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from unlearn.data import Feature, collate
+from unlearn.distributed import make_accelerator, sum_across
 from unlearn.gradients import collect_task_gradients, set_gradient, trainable_parameters
-from unlearn.losses import Batch, lm_loss
+from unlearn.losses import TOKEN_NORMALIZER, Batch, lm_loss, scored_tokens
 from unlearn.methods import Method, MethodContext
 from unlearn.schedulers import Scheduler
 
@@ -46,13 +52,17 @@ class EngineResult:
     final: dict[str, float] = field(default_factory=dict)
     trajectory: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    model: Any = None  # the trained model as the accelerator prepared it (DDP / FSDP wrapper)
 
 
 class PairedBatches:
     """Epochs over the forget set, each forget batch paired with random retain examples.
 
-    The global forget batch is split across processes (process r takes items r, r+N, ...);
-    retain indices are drawn with a generator seeded by (seed, rank), so processes differ.
+    Global batches are formed exactly as in one process: the forget order is seeded by (seed,
+    epoch), and each step draws one retain index per forget example from ONE generator seeded by
+    the run seed only. Process r of W then takes items r, r+W, ... of both, so the processes see
+    different retain samples and their union is the 1-process batch. A trailing forget batch with
+    fewer than W examples (some process would get none) is skipped when W > 1.
     """
 
     def __init__(
@@ -72,18 +82,29 @@ class PairedBatches:
             raise ValueError(f"batch_size {batch_size} is not divisible by the {world} processes")
         self.forget, self.retain = forget, retain
         self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
-        self.retain_gen = torch.Generator().manual_seed(seed * 1_000_003 + 7919 * (rank + 1))
+        # one stream for every process (the stream a 1-process run drew before: rank 0's seed)
+        self.retain_gen = torch.Generator().manual_seed(seed * 1_000_003 + 7919)
+        if len(forget) < world:
+            raise ValueError(f"the forget set ({len(forget)} examples) is smaller than the {world} processes")
+        rest = len(forget) % batch_size
+        if rest and rest < world:
+            log.warning("the last forget batch of each epoch (%d examples) is skipped: fewer than the %d processes",
+                        rest, world)
 
     @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.forget) / self.batch_size)
+        full, rest = divmod(len(self.forget), self.batch_size)
+        return full + (1 if rest >= self.world else 0)
 
     def epoch(self, epoch: int):
         """Yield (forget indices, retain indices) of this process, step by step."""
         order = torch.randperm(len(self.forget), generator=torch.Generator().manual_seed(self.seed + 104729 * epoch)).tolist()
         for i in range(0, len(order), self.batch_size):
-            mine = order[i : i + self.batch_size][self.rank :: self.world]
-            yield mine, torch.randint(len(self.retain), (len(mine),), generator=self.retain_gen).tolist()
+            forget = order[i : i + self.batch_size]
+            if len(forget) < self.world:
+                continue
+            retain = torch.randint(len(self.retain), (len(forget),), generator=self.retain_gen).tolist()
+            yield forget[self.rank :: self.world], retain[self.rank :: self.world]
 
     def batch(self, which: str, index: Sequence[int], pad_id: int, device) -> dict[str, torch.Tensor]:
         feats = self.forget if which == "forget" else self.retain
@@ -137,15 +158,16 @@ def unlearn(
     """Unlearn in place. ``cfg`` is the method node (lr, epochs, batch_size, optimizer, ...)."""
     if fit not in FIT_LOSSES:
         raise ValueError(f"unknown gen fit loss {fit!r}; valid: {', '.join(FIT_LOSSES)}")
-    acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+    acc = accelerator if accelerator is not None else make_accelerator()
     pairs = PairedBatches(forget, retain, int(cfg["batch_size"]), seed, acc.process_index, acc.num_processes)
     total = pairs.steps_per_epoch * int(cfg["epochs"])
     if cfg.get("max_steps"):
         total = min(total, int(cfg["max_steps"]))
     sched = scheduler_factory(total)
-    params = trainable_parameters(model)
-    optim = build_optimizer(params, cfg)
+    optim = build_optimizer(trainable_parameters(model), cfg)
     model, optim = acc.prepare(model, optim)
+    params = trainable_parameters(model)  # after prepare: FSDP replaces the parameters by shards
+    reduce = sum_across(acc)  # FSDP: per-shard inner products summed across processes
     if context is not None:
         method.setup(dataclasses.replace(context, device=acc.device))
     elif type(method).setup is not Method.setup:
@@ -154,13 +176,16 @@ def unlearn(
     model.train()
     stats_for_scalarization = bool(cfg.get("task_grad_stats", True))
     weights = method.weights()
+    lm_tasks = set(method.lm_tasks)
     result = EngineResult(status="ok", steps=0, total_steps=total)
     t_start = time.perf_counter()
     log_path = Path(log_path)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=total, desc=f"unlearn[{cfg['name']}]", disable=not acc.is_main_process)
+    main = acc.is_main_process
+    if main:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=total, desc=f"unlearn[{cfg['name']}]", disable=not main)
     step = 0
-    with open(log_path, "w") as jsonl:
+    with (open(log_path, "w") if main else contextlib.nullcontext()) as jsonl:
         if trajectory is not None and trajectory_every > 0:
             result.trajectory.append({"step": 0, **trajectory(0, model)})
         for epoch in range(int(cfg["epochs"])):
@@ -175,7 +200,11 @@ def unlearn(
                     "forget": pairs.batch("forget", f_idx, pad_id, acc.device),
                     "retain": pairs.batch("retain", r_idx, pad_id, acc.device),
                 }
+                shares = normalize_batches(batches, acc)
                 closures = method.task_losses(model, batches)
+                for t, share in shares.items():  # per-sequence means of an uneven split (see below)
+                    if t in closures and t not in lm_tasks and share != 1.0:
+                        closures[t] = _scaled(closures[t], share)
                 row: dict[str, Any] = {"step": step, "epoch": epoch, "lr": lr}
                 if weights is not None and not stats_for_scalarization:
                     optim.zero_grad(set_to_none=True)
@@ -183,12 +212,12 @@ def unlearn(
                     acc.backward(sum(weights[t] * parts[t] for t in parts))
                     values = {t: v.detach() for t, v in parts.items()}
                 else:
-                    values, grads = collect_task_gradients(params, closures, acc.backward)
+                    values, grads = collect_task_gradients(params, closures, acc.backward, reduce)
                     direction = method.direction(grads)
                     row.update(grads.stats(direction))
                     set_gradient(params, direction)
                     del grads
-                losses = {t: float(acc.reduce(v, "mean")) for t, v in values.items()}
+                losses = global_means(values, acc)
                 row.update({f"loss/{t}": v for t, v in losses.items()})
                 if not all(math.isfinite(v) for v in losses.values()):
                     result.status, result.diverged_at = "diverged", step
@@ -196,7 +225,8 @@ def unlearn(
                     log.error("diverged: %s", result.reason)
                     optim.zero_grad(set_to_none=True)
                     row["diverged"] = True
-                    jsonl.write(json.dumps(_finite(row)) + "\n")
+                    if jsonl is not None:
+                        jsonl.write(json.dumps(_finite(row)) + "\n")
                     break
                 probe = sched.probes and sched.should_probe(step)
                 if probe:
@@ -211,8 +241,9 @@ def unlearn(
                     del w0
                 row.update(sched.state())
                 row["time"] = time.perf_counter() - t0
-                jsonl.write(json.dumps(_finite(row)) + "\n")
-                jsonl.flush()
+                if jsonl is not None:
+                    jsonl.write(json.dumps(_finite(row)) + "\n")
+                    jsonl.flush()
                 result.final = losses
                 step += 1
                 bar.update(1)
@@ -225,8 +256,51 @@ def unlearn(
     bar.close()
     result.steps = step
     result.seconds = time.perf_counter() - t_start
+    result.model = model
     model.eval()
     return result
+
+
+def normalize_batches(batches: dict[str, dict[str, torch.Tensor]], acc: Accelerator) -> dict[str, float]:
+    """Make this process's losses parts of the global batch's losses (one all-reduce per step).
+
+    Each batch gets ``token_normalizer`` = (global scored-token count) / W, so :func:`lm_loss` on
+    it is this process's summed NLL over that: the mean across processes of the loss (and DDP's
+    average of the gradients) is the global token mean. Returns each batch's sequence share
+    ``n_local * W / n_global`` (1 when the batch is split evenly), the factor that makes a
+    per-sequence mean of this process's part average to the global per-sequence mean.
+    """
+    names = list(batches)
+    local = [float(scored_tokens(batches[t]["labels"])) for t in names] + \
+            [float(batches[t]["input_ids"].shape[0]) for t in names]
+    world = acc.num_processes
+    counts = torch.tensor(local, dtype=torch.float64, device=acc.device)
+    if world > 1:
+        counts = acc.reduce(counts, "sum")
+    counts = counts.tolist()
+    shares = {}
+    for k, t in enumerate(names):
+        tokens, seqs = counts[k], counts[len(names) + k]
+        batches[t][TOKEN_NORMALIZER] = torch.tensor(max(tokens, 1.0) / world, dtype=torch.float32,
+                                                    device=acc.device)
+        shares[t] = local[len(names) + k] * world / seqs
+    return shares
+
+
+def global_means(values: Mapping[str, torch.Tensor], acc: Accelerator) -> dict[str, float]:
+    """Each task's loss averaged across processes (one all-reduce): with the normalization of
+    :func:`normalize_batches`, the loss of the global batch -- the same number on every process."""
+    names = list(values)
+    if not names:
+        return {}
+    stacked = torch.stack([values[t].detach().float().reshape(()) for t in names])
+    if acc.num_processes > 1:
+        stacked = acc.reduce(stacked, "mean")
+    return dict(zip(names, (float(v) for v in stacked.tolist())))
+
+
+def _scaled(fn: Callable[[], torch.Tensor], factor: float) -> Callable[[], torch.Tensor]:
+    return lambda: fn() * factor
 
 
 def _finite(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -237,8 +311,8 @@ def _finite(row: Mapping[str, Any]) -> dict[str, Any]:
 @torch.no_grad()
 def _fit_losses(model: torch.nn.Module, fit: str, batches: Mapping[str, Batch], acc: Accelerator) -> float:
     need = ("retain",) if fit == "retain" else ("forget",) if fit == "forget" else ("retain", "forget")
-    vals = {t: float(acc.reduce(lm_loss(model, batches[t]).detach(), "mean")) for t in need}
-    return fit_loss_value(fit, vals)
+    # the batches carry the step's token normalizer: the mean across processes is the global loss
+    return fit_loss_value(fit, global_means({t: lm_loss(model, batches[t]) for t in need}, acc))
 
 
 def _fit_at_current(model, fit, batches, losses, acc) -> float:

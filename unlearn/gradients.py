@@ -6,9 +6,11 @@ backward passes cost 0.95-1.08x one combined backward) and hands a :class:`TaskG
 method, which combines them with the inner products and norms defined here.
 
 All inner products are *global*: over every trainable parameter and, when parameters are
-sharded across processes (FSDP), summed across processes through ``reduce``. Under plain DDP the
-gradients are already all-reduced after backward, so the local sum is the global one and
-``reduce`` stays ``None``.
+sharded across processes (FSDP), summed across processes through ``reduce``
+(:func:`unlearn.distributed.sum_across`). Under plain DDP the gradients are already all-reduced
+after backward, so the local sum is the global one and ``reduce`` stays ``None``. Sharded
+gradients are used through their local shard (FSDP2's DTensors: ``to_local()``), so each process
+sums its own part and ``reduce`` adds the parts.
 """
 from __future__ import annotations
 
@@ -54,7 +56,7 @@ class TaskGradients(Mapping[str, Grad]):
     def _dot(self, va: Grad, vb: Grad) -> float:
         # per-tensor dots in the gradients' own dtype (no float64 copies of whole gradients),
         # summed across tensors in float64
-        parts = [torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in zip(va, vb, strict=True)]
+        parts = [torch.dot(_local(x).reshape(-1), _local(y).reshape(-1)) for x, y in zip(va, vb, strict=True)]
         total = torch.stack(parts).double().sum()
         if self._reduce is not None:
             total = self._reduce(total)
@@ -90,6 +92,11 @@ class TaskGradients(Mapping[str, Grad]):
             for t in self._grads:
                 out[f"dot/dir_{t}"] = self.dot(direction, t)
         return out
+
+
+def _local(t: Tensor) -> Tensor:
+    """This process's shard of a sharded tensor (a DTensor), else the tensor itself."""
+    return t.to_local() if hasattr(t, "to_local") else t
 
 
 def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:

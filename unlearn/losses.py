@@ -10,14 +10,25 @@ from torch import Tensor
 Batch = Mapping[str, Tensor]  # input_ids, attention_mask, labels (-100 = not scored)
 
 
+TOKEN_NORMALIZER = "token_normalizer"  # optional batch entry: the denominator of the token mean
+
+
 def lm_loss(model: torch.nn.Module, batch: Batch) -> Tensor:
     """Next-token cross-entropy averaged over every scored token of the batch.
 
     This is the loss TOFU's ``forget.py`` and MUSE's unlearning code take from ``outputs.loss``:
     a token-level mean over the batch (not a mean of per-sequence means).
+
+    A batch carrying ``token_normalizer`` is one process's part of a global batch: the summed NLL is
+    divided by it instead of by the local count. The engine sets it to (global scored-token count)
+    / (number of processes), so that the processes' mean of this loss -- and DDP's average of its
+    gradients -- is the token mean of the global batch (:mod:`unlearn.distributed`).
     """
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    return token_mean_nll(logits, batch["labels"])
+    normalizer = batch.get(TOKEN_NORMALIZER) if isinstance(batch, Mapping) else None
+    if normalizer is None:
+        return token_mean_nll(logits, batch["labels"])
+    return token_sum_nll(logits, batch["labels"]) / normalizer
 
 
 def token_mean_nll(logits: Tensor, labels: Tensor) -> Tensor:
@@ -26,6 +37,21 @@ def token_mean_nll(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(
         shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=-100
     )
+
+
+def token_sum_nll(logits: Tensor, labels: Tensor) -> Tensor:
+    """The summed next-token NLL over the scored tokens (the numerator of :func:`token_mean_nll`)."""
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:]
+    return F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=-100,
+        reduction="sum",
+    )
+
+
+def scored_tokens(labels: Tensor) -> Tensor:
+    """How many tokens :func:`lm_loss` scores in a batch (labels after the shift that are not -100)."""
+    return (labels[:, 1:] != -100).sum()
 
 
 def sequence_nll(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:

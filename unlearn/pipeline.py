@@ -1,9 +1,17 @@
 """One run, start to finish: prepare stages -> unlearn -> evaluate -> record. ``run.py`` and the
-tests call :func:`run`; nothing here needs Hydra to have started."""
+tests call :func:`run`; nothing here needs Hydra to have started.
+
+One Accelerator per run, created here and handed down: under several processes (``torchrun``,
+``accelerate launch``; see :mod:`unlearn.distributed` for the commands) the main process prepares
+the stages and the reference evaluations first and the others then read them from the cache,
+unlearning is data-parallel, evaluations are sharded and gathered, and only the main process
+writes the record, the step log, ``run.log`` and the checkpoint.
+"""
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import traceback
 from pathlib import Path
@@ -14,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from eval.records import (RECORD_NAME, complete_record, environment_info, git_info, load_record,
                           write_json_atomic, write_record)
+from unlearn import distributed as dist_utils
 from unlearn.engine import unlearn
 from unlearn.methods import MethodContext, build_method
 from unlearn.models import configure_training, frozen
@@ -79,11 +88,14 @@ def reference_eval(which: str, bench: Benchmark, prepared: Prepared, cfg: DictCo
     return json.loads((art.path / "logs.json").read_text())
 
 
-def trajectory_fn(bench: Benchmark, prepared: Prepared, cfg: DictConfig, reference: Any):
-    """The cheap subset evaluated every ``eval.trajectory_every`` steps."""
+def trajectory_fn(bench: Benchmark, prepared: Prepared, cfg: DictConfig, reference: Any, accelerator=None):
+    """The cheap subset evaluated every ``eval.trajectory_every`` steps (sharded across processes;
+    every process gets the same summary)."""
 
     def evaluate(step: int, model: torch.nn.Module) -> dict[str, Any]:
-        summary = bench.summarize(bench.evaluate(model, prepared, cfg, cheap=True), reference, cfg)
+        with dist_utils.sharded_eval(accelerator):
+            logs = bench.evaluate(dist_utils.eval_model(accelerator, model), prepared, cfg, cheap=True)
+        summary = bench.summarize(logs, reference, cfg)
         summary.pop("n_items", None)
         return summary
 
@@ -103,39 +115,55 @@ def quiet_libraries() -> None:
 def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     quiet_libraries()
     run_dir = resolve_run_dir(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    acc = dist_utils.make_accelerator()
+    main = acc.is_main_process
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     existing = complete_record(run_dir)
-    if existing is not None and existing["status"] in SKIP_STATUSES and not cfg.overwrite:
+    skip = existing is not None and existing["status"] in SKIP_STATUSES and not cfg.overwrite
+    if dist_utils.broadcast_object(acc, skip):  # the main process decides for all
         log.info("%s holds a complete record (status %s): skipped (overwrite=true re-runs it)",
-                 run_dir / RECORD_NAME, existing["status"])
-        return existing
-    handler = _attach_log_file(run_dir)
+                 run_dir / RECORD_NAME, existing["status"] if existing else "?")
+        dist_utils.finish(acc)
+        return load_record(run_dir)
+    handler = _attach_log_file(run_dir) if main else None
+    restore_logging = dist_utils.quiet_other_processes(acc, run_dir)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     record: dict[str, Any] = {
         "status": "failed", "run_dir": str(run_dir), "seed": int(cfg.seed),
         "config": OmegaConf.to_container(cfg, resolve=True), "config_hash": content_hash(cfg),
-        "git": git_info(), "environment": environment_info(),
+        "git": git_info() if main else {}, "environment": environment_info(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "logs": {"steps": STEP_LOG, "run": RUN_LOG},
     }
+    if acc.num_processes > 1:
+        record["processes"] = {"count": acc.num_processes, "distributed_type": str(acc.distributed_type),
+                               "backend": acc.state.backend}
+    failed = False
     try:
         validate(cfg)
         if cfg.get("threads"):
             torch.set_num_threads(int(cfg.threads))
         torch.manual_seed(int(cfg.seed))
-        t = time.perf_counter()
         cache = StageCache(cfg.paths.cache)
         bench = get_benchmark(str(cfg.dataset.benchmark))
-        prepared = bench.prepare(cfg, cache)
-        record["stages"] = {k: a.info() for k, a in prepared.stages.items()}
-        timings["prepare"] = time.perf_counter() - t
 
-        t = time.perf_counter()
-        logs: dict[str, Any] = {"target": reference_eval("target", bench, prepared, cfg, cache)}
-        if prepared.retain_path is not None:
-            logs["retain"] = reference_eval("retain", bench, prepared, cfg, cache)
+        def prepare_and_reference():
+            # the stages and the reference evaluations: built by the main process alone (plain
+            # single-process work, no collective), then read from the cache by the others
+            t = time.perf_counter()
+            prepared = bench.prepare(cfg, cache)
+            t_prepare = time.perf_counter() - t
+            t = time.perf_counter()
+            logs = {"target": reference_eval("target", bench, prepared, cfg, cache)}
+            if prepared.retain_path is not None:
+                logs["retain"] = reference_eval("retain", bench, prepared, cfg, cache)
+            return prepared, logs, t_prepare, time.perf_counter() - t
+
+        prepared, logs, timings["prepare"], timings["reference_eval"] = dist_utils.main_process_first(
+            acc, prepare_and_reference)
+        record["stages"] = {k: a.info() for k, a in prepared.stages.items()}
         reference, record["reference"] = bench.reference(logs, cfg)
-        timings["reference_eval"] = time.perf_counter() - t
 
         t = time.perf_counter()
         model = configure_training(prepared.load("target"), cfg.model)
@@ -149,41 +177,53 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         result = unlearn(
             model, build_method(cfg.method), lambda total: build_scheduler(cfg.scheduler, float(cfg.method.lr), total),
             forget, retain, cfg.method, pad_id=prepared.tokenizer.pad_token_id, seed=int(cfg.seed),
-            log_path=run_dir / STEP_LOG, fit=str(cfg.scheduler.get("fit", "retain")), context=context,
-            trajectory=trajectory_fn(bench, prepared, cfg, reference), trajectory_every=int(cfg.eval.trajectory_every),
+            log_path=run_dir / STEP_LOG, accelerator=acc, fit=str(cfg.scheduler.get("fit", "retain")),
+            context=context, trajectory=trajectory_fn(bench, prepared, cfg, reference, acc),
+            trajectory_every=int(cfg.eval.trajectory_every),
         )
+        trained = result.model
         if result.trajectory:
             record["trajectory"] = result.trajectory
         timings["unlearn"] = time.perf_counter() - t
         record["unlearn"] = {"status": result.status, "steps": result.steps, "total_steps": result.total_steps,
                              "diverged_at": result.diverged_at, "reason": result.reason,
                              "final_losses": result.final, "seconds": result.seconds}
-        finite = all(torch.isfinite(p).all() for p in model.parameters())
+        finite = dist_utils.all_finite(acc, trained)
         if not finite:  # a diverged update left inf/NaN weights: nothing to save or evaluate
             record["unlearn"]["weights_finite"] = False
         elif cfg.get("save_checkpoint", True):
-            model.save_pretrained(str(run_dir / "checkpoint"))
-            prepared.tokenizer.save_pretrained(str(run_dir / "checkpoint"))
+            dist_utils.save_model(acc, trained, prepared.tokenizer, run_dir / "checkpoint")
             record["checkpoint"] = "checkpoint"
 
         t = time.perf_counter()
         if finite:
-            logs["unlearned"] = bench.evaluate(model, prepared, cfg)
+            with dist_utils.sharded_eval(acc):
+                logs["unlearned"] = bench.evaluate(dist_utils.eval_model(acc, trained), prepared, cfg)
         timings["eval"] = time.perf_counter() - t
         record["metrics"] = {name: {"summary": bench.summarize(lg, reference, cfg), "logs": lg}
                              for name, lg in logs.items()}
         record["status"] = result.status
     except Exception as e:  # recorded, not lost: the record says what failed and where
+        failed = True
         log.exception("run failed")
         record["error"] = {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}
     timings["total"] = time.perf_counter() - t_start
     record["timings"] = timings
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    path = write_record(run_dir, record)
-    log.info("record: %s", path)
+    path = run_dir / RECORD_NAME
+    if main:
+        path = write_record(run_dir, record)
+        log.info("record: %s", path)
     if handler is not None:
         logging.getLogger().removeHandler(handler)
         handler.close()
+    restore_logging()
+    if failed and not dist_utils.failed_together(acc):
+        # this process failed alone (the others wait in a collective): end it, so that the
+        # launcher stops the job; the main process has written the failed record
+        dist_utils.abandon()
+        raise RuntimeError(f"process {acc.process_index} failed alone: {record['error']['message']}")
+    dist_utils.finish(acc)  # barrier: the record is on disk (the process group is torn down at exit)
     return load_record(path)  # what is on disk (versioned, NaN as null) is what callers see
 
 
@@ -198,7 +238,10 @@ def summary_table(record: dict[str, Any]) -> str:
 
 
 def report_run(record: dict[str, Any]) -> None:
-    """Print what a person wants to see after a run: the table, the status, where things are."""
+    """Print what a person wants to see after a run: the table, the status, where things are
+    (the main process only, when several run)."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
     run_dir = Path(record["run_dir"])
     print()
     if record.get("metrics"):

@@ -2,6 +2,10 @@
 
 TOFU ``finetune.py``: AdamW, weight decay, a fixed number of epochs over the QA set, a warmup
 of one tenth of the steps, then linear decay; loss = answer-token NLL (question masked).
+
+Plain single-process training on one device, never a collective: under several processes the
+stages are built by the main process alone (the others wait, then read the stage cache; see
+:mod:`unlearn.distributed`), so nothing here may wait for the other processes.
 """
 from __future__ import annotations
 
@@ -10,7 +14,6 @@ import math
 from typing import Any, Mapping, Sequence
 
 import torch
-from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from unlearn.data import Feature, collate
@@ -27,11 +30,14 @@ def finetune(
     pad_id: int,
     seed: int,
     desc: str = "finetune",
+    device: torch.device | str | None = None,
 ) -> list[float]:
-    """Train in place; return the mean loss of each epoch."""
+    """Train in place on ``device`` (default: this process's GPU if there is one, else the CPU);
+    return the mean loss of each epoch."""
     if not features:
         raise ValueError(f"{desc}: no training examples")
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    device = torch.device(device) if device is not None else default_device()
+    model.to(device)
     bs = int(recipe["batch_size"])
     epochs = int(recipe["epochs"])
     steps_per_epoch = math.ceil(len(features) / bs)
@@ -42,25 +48,24 @@ def finetune(
     sched = build_scheduler(
         {"name": "linear", "warmup_ratio": float(recipe.get("warmup_ratio", 0.1))}, float(recipe["lr"]), total
     )
-    model, optim = accelerator.prepare(model, optim)
     model.train()
     gen = torch.Generator().manual_seed(seed)
     epoch_losses: list[float] = []
     step = 0
-    bar = tqdm(total=total, desc=desc, leave=False, disable=not accelerator.is_main_process)
+    bar = tqdm(total=total, desc=desc, leave=False)
     for _ in range(epochs):
         order = torch.randperm(len(features), generator=gen).tolist()
         total_loss, n = 0.0, 0
         for i in range(0, len(order), bs):
             batch = collate([features[j] for j in order[i : i + bs]], pad_id)
-            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            batch = {k: v.to(device) for k, v in batch.items()}
             for g in optim.param_groups:
                 g["lr"] = sched.lr(step)
             loss = lm_loss(model, batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{desc}: non-finite loss at step {step}")
             optim.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
+            loss.backward()
             optim.step()
             value = loss.item()
             total_loss += value
@@ -73,3 +78,10 @@ def finetune(
     log.info("%s: %d steps, epoch losses %s", desc, total, ", ".join(f"{x:.3f}" for x in epoch_losses))
     model.eval()
     return epoch_losses
+
+
+def default_device() -> torch.device:
+    """The current CUDA device (a launcher sets it per process) if there is a GPU, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")

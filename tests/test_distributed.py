@@ -1,0 +1,285 @@
+"""Several processes on CPU (gloo DDP, launched with torchrun): a 2-process run takes the same
+updates as a 1-process run on the concatenated batch, every process logs the same numbers, and
+``run.py`` runs end to end with one record and the 1-process run's evaluation numbers.
+
+This file is also the worker script: ``torchrun --nproc_per_node 2 tests/test_distributed.py OUT``
+runs the engine-level cases (:data:`CASES`) and saves, per case, the final parameters (rank 0) and
+what each rank saw (retain indices, gradient geometry, GeN probes, losses).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+ARCH = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+        "max_position_embeddings": 64}
+BASE = {"lr": 1e-2, "epochs": 2, "batch_size": 4, "optimizer": "adamw", "weight_decay": 0.0}
+# name -> (method cfg, scheduler cfg). forget: 10 examples, batch 4 -> steps of 4, 4, 2 examples
+# (the last one split 1 + 1 across 2 processes), 3 steps an epoch, 6 in all.
+CASES = {
+    "ngdiff": ({"name": "ngdiff", "eps": 1e-8, **BASE}, {"name": "constant"}),
+    "ngdiff_gen": ({"name": "ngdiff", "eps": 1e-8, **BASE}, {"name": "gen", "lazy": 2, "fit": "retain"}),
+    "gdiff_one_backward": ({"name": "gdiff", "retain_weight": 1.0, "forget_weight": 1.0, **BASE,
+                            "optimizer": "sgd", "lr": 0.5, "task_grad_stats": False}, {"name": "constant"}),
+}
+N_FORGET, N_RETAIN = 10, 24
+TOL = 1e-5  # max |param(2 processes) - param(1 process)| after the 6 steps (fp noise only)
+
+
+class _Tok:
+    bos_token_id, eos_token_id, pad_token_id = 1, 2, 0
+
+    def __len__(self):
+        return 50
+
+
+def features(n: int, seed: int) -> list[dict[str, list[int]]]:
+    """Examples of different lengths (5..16 tokens, 3 prompt tokens masked): processes hold
+    different token counts, so a per-process token mean would not be the global one."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        k = int(torch.randint(5, 17, (1,), generator=g))
+        ids = [1] + torch.randint(3, 50, (k - 1,), generator=g).tolist()
+        out.append({"input_ids": ids, "attention_mask": [1] * k, "labels": [-100] * 3 + ids[3:]})
+    return out
+
+
+def run_case(name: str, out: Path, accelerator) -> dict:
+    """One engine run on this process; returns what this rank saw (and saves rank 0's parameters)."""
+    from unlearn.engine import unlearn
+    from unlearn.methods import build_method
+    from unlearn.models import build_tiny_llama
+    from unlearn.schedulers import build_scheduler
+
+    cfg, sched_cfg = CASES[name]
+    model = build_tiny_llama(ARCH, _Tok(), seed=0)
+    method = build_method(cfg)
+    seen: dict[str, list] = {"retain_index": [], "forget_index": [], "geometry": [], "probes": []}
+    task_losses, direction = method.task_losses, method.direction
+
+    def spy_task_losses(m, batches):
+        seen["forget_index"].append(batches["forget"]["index"].tolist())
+        seen["retain_index"].append(batches["retain"]["index"].tolist())
+        return task_losses(m, batches)
+
+    def spy_direction(grads):
+        seen["geometry"].append([grads.norm("forget"), grads.norm("retain"), grads.cos("forget", "retain")])
+        return direction(grads)
+
+    method.task_losses, method.direction = spy_task_losses, spy_direction
+
+    def make_scheduler(total):
+        sched = build_scheduler(sched_cfg, float(cfg["lr"]), total)
+        if not sched.probes:
+            return sched
+        observe = sched.observe
+
+        def spy_observe(step, l0, l_step, l_back, eta):
+            fit = observe(step, l0, l_step, l_back, eta)
+            seen["probes"].append([step, l0, l_step, l_back, eta, sched.eta])
+            return fit
+
+        sched.observe = spy_observe
+        return sched
+
+    res = unlearn(model, method, make_scheduler, features(N_FORGET, 1), features(N_RETAIN, 2), cfg, pad_id=0,
+                  seed=7, log_path=out / f"{name}.steps.jsonl", accelerator=accelerator)
+    seen.update(status=res.status, steps=res.steps, final=res.final)
+    # a sharded evaluation of the result: every rank scores every other batch of 3, all get all
+    from eval.likelihood import score
+
+    scores = score(accelerator.unwrap_model(res.model), features(N_RETAIN, 3), 3, 0, tokens=True, shard=accelerator)
+    seen["scores"] = {"sums": scores.sums.tolist(), "counts": scores.counts.tolist(),
+                      "logp": [x.tolist() for x in scores.logp]}
+    if accelerator.is_main_process:
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / f"{name}.params.pt")
+    return seen
+
+
+def worker(out: Path) -> None:
+    """The torchrun entry: every case on every rank, then a clean teardown."""
+    from unlearn.distributed import finish, make_accelerator
+
+    acc = make_accelerator()
+    out.mkdir(parents=True, exist_ok=True)
+    for name in CASES:
+        seen = run_case(name, out, acc)
+        (out / f"{name}.rank{acc.process_index}.json").write_text(json.dumps(seen))
+    finish(acc)
+
+
+def torchrun(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run(cmd, cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_process_engine(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dist_engine")
+    t = time.perf_counter()
+    proc = torchrun(str(Path(__file__).resolve()), str(out))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return out, time.perf_counter() - t
+
+
+@pytest.fixture(scope="module")
+def one_process_engine(tmp_path_factory):
+    from unlearn.distributed import make_accelerator
+
+    out = tmp_path_factory.mktemp("one_engine")
+    acc = make_accelerator()
+    assert acc.num_processes == 1
+    return out, {name: run_case(name, out, acc) for name in CASES}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_two_processes_take_the_one_process_updates(case, two_process_engine, one_process_engine):
+    two, _ = two_process_engine
+    one, seen1 = one_process_engine
+    ranks = [json.loads((two / f"{case}.rank{r}.json").read_text()) for r in (0, 1)]
+    # the same global batches: each rank's slice, and their union is the 1-process batch
+    assert ranks[0]["steps"] == ranks[1]["steps"] == seen1[case]["steps"] == 6
+    for step, (f1, r1) in enumerate(zip(seen1[case]["forget_index"], seen1[case]["retain_index"])):
+        assert ranks[0]["forget_index"][step] + ranks[1]["forget_index"][step] == f1[0::2] + f1[1::2]
+        assert ranks[0]["retain_index"][step] + ranks[1]["retain_index"][step] == r1[0::2] + r1[1::2]
+    # every rank sees the same global numbers: losses, gradient geometry, GeN probes and rate
+    assert ranks[0]["final"] == ranks[1]["final"]
+    assert ranks[0]["geometry"] == ranks[1]["geometry"]
+    assert ranks[0]["probes"] == ranks[1]["probes"]
+    for key in ("final",):
+        for t, v in seen1[case][key].items():
+            assert ranks[0][key][t] == pytest.approx(v, rel=1e-5, abs=1e-6)
+    for g2, g1 in zip(ranks[0]["geometry"], seen1[case]["geometry"]):
+        assert g2 == pytest.approx(g1, rel=1e-4, abs=1e-6)
+    for p2, p1 in zip(ranks[0]["probes"], seen1[case]["probes"]):
+        assert p2 == pytest.approx(p1, rel=1e-4, abs=1e-6)
+    if CASES[case][1]["name"] == "gen":
+        assert len(ranks[0]["probes"]) == 3  # steps 0, 2, 4
+    assert ranks[0]["scores"] == ranks[1]["scores"]  # gathered: every rank holds every item's score
+    assert ranks[0]["scores"]["counts"] == seen1[case]["scores"]["counts"]
+    assert ranks[0]["scores"]["sums"] == pytest.approx(seen1[case]["scores"]["sums"], rel=1e-4)
+    for a, b in zip(ranks[0]["scores"]["logp"], seen1[case]["scores"]["logp"]):
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
+    rows = [json.loads(x) for x in (two / f"{case}.steps.jsonl").read_text().splitlines()]
+    rows1 = [json.loads(x) for x in (one / f"{case}.steps.jsonl").read_text().splitlines()]
+    assert len(rows) == len(rows1) == 6
+    for r2, r1 in zip(rows, rows1):
+        for k, v in r1.items():
+            if k.startswith(("loss/", "grad_norm/", "cos/", "gen/l", "gen_eta")) or k == "lr":
+                assert r2[k] == pytest.approx(v, rel=1e-4, abs=1e-6), k
+    # the same parameters after the 6 steps
+    p2 = torch.load(two / f"{case}.params.pt")
+    p1 = torch.load(one / f"{case}.params.pt")
+    start = {k: v.detach() for k, v in _fresh().state_dict().items()}
+    diff = max(float((p2[k] - p1[k]).abs().max()) for k in p1)
+    moved = max(float((p1[k] - start[k]).abs().max()) for k in p1)
+    print(f"{case}: max |param(2 proc) - param(1 proc)| = {diff:.3g} (largest update {moved:.3g})")
+    assert moved > 100 * TOL  # the runs did move the weights
+    assert diff < TOL
+
+
+def test_processes_draw_different_retain_samples(two_process_engine):
+    two, _ = two_process_engine
+    ranks = [json.loads((two / f"ngdiff.rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["retain_index"] != ranks[1]["retain_index"]
+    assert all(set(a).isdisjoint(b) for a, b in zip(ranks[0]["forget_index"], ranks[1]["forget_index"]))
+    assert [len(x) for x in ranks[0]["forget_index"]] == [2, 2, 1, 2, 2, 1]
+
+
+def _fresh():
+    from unlearn.models import build_tiny_llama
+
+    return build_tiny_llama(ARCH, _Tok(), seed=0)
+
+
+# ------------------------------------------------------------------ run.py end to end
+
+
+SUMMARY_NUMBERS = ("forget_quality", "model_utility", "forget_truth_ratio", "forget_prob", "retain_prob",
+                   "retain_truth_ratio", "ra_prob", "wf_prob", "forget_rouge", "retain_rouge",
+                   "forget_exact_memorization")
+
+
+def test_two_process_run_py_matches_one_process(tmp_path):
+    env = {"UNLEARN_OUTPUTS": str(tmp_path / "out")}
+    # 3 steps of the 4 forget examples; generation in batches of 8 so both processes generate
+    args = ["debug=tiny", "method.epochs=3", "eval.trajectory_every=2", "eval.generation.batch_size=8",
+            "eval.batch_size=16"]
+    t = time.perf_counter()
+    proc = torchrun("run.py", *args, env=env, timeout=300)
+    seconds = time.perf_counter() - t
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    runs = tmp_path / "out" / "debug" / "runs"
+    records = list(runs.rglob("record.json"))
+    assert len(records) == 1
+    run_dir = records[0].parent
+    rec2 = json.loads(records[0].read_text())
+    assert rec2["status"] == "ok", rec2.get("error")
+    assert rec2["processes"]["count"] == 2 and rec2["unlearn"]["steps"] == 3
+    assert proc.stdout.count("status: ok") == 1  # the main process reports
+    assert len((run_dir / "steps.jsonl").read_text().splitlines()) == 3
+    assert (run_dir / "checkpoint" / "config.json").exists()
+    log_text = (run_dir / "run.log").read_text()
+    assert log_text.count("record:") == 1  # only the main process writes run.log
+    assert [p["step"] for p in rec2["trajectory"]] == [0, 2, 3]
+
+    # the same run in one process (stages and reference evals come from the 2-process run's cache)
+    from unlearn.config import compose_config
+    from unlearn.pipeline import run
+
+    cfg = compose_config([*args, f"paths.root={tmp_path / 'out' / 'debug'}"])
+    rec1 = run(cfg, run_dir=tmp_path / "one")
+    assert rec1["status"] == "ok", rec1.get("error")
+    assert all(s["reused"] for s in rec1["stages"].values())
+    worst = 0.0
+    for name in ("target", "retain", "unlearned"):
+        s1, s2 = rec1["metrics"][name]["summary"], rec2["metrics"][name]["summary"]
+        for key in SUMMARY_NUMBERS:
+            assert s2[key] == pytest.approx(s1[key], rel=1e-4, abs=1e-6), (name, key)
+            worst = max(worst, abs(s2[key] - s1[key]))
+    l1, l2 = rec1["metrics"]["unlearned"]["logs"], rec2["metrics"]["unlearned"]["logs"]
+    for task in l1:
+        assert l2[task]["generated_text"] == l1[task]["generated_text"]
+        assert list(l2[task]["avg_gt_loss"].values()) == pytest.approx(list(l1[task]["avg_gt_loss"].values()), rel=1e-4)
+    for p2, p1 in zip(rec2["trajectory"], rec1["trajectory"]):
+        assert p2["forget_prob"] == pytest.approx(p1["forget_prob"], rel=1e-4)
+        assert p2["forget_truth_ratio"] == pytest.approx(p1["forget_truth_ratio"], rel=1e-4)
+    print(f"2-process run.py: {seconds:.1f} s; max |summary(2 proc) - summary(1 proc)| = {worst:.3g}")
+
+
+def test_two_process_bad_input_fails_every_process_with_one_record(tmp_path):
+    """A failure while preparing (here: an unknown split) reaches every process: exit 1, no hang,
+    one failed record that names the error."""
+    proc = torchrun("run.py", "debug=tiny", "dataset.split=forget42", env={"UNLEARN_OUTPUTS": str(tmp_path)},
+                    timeout=180)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-5000:]
+    records = list(tmp_path.rglob("record.json"))
+    assert len(records) == 1
+    rec = json.loads(records[0].read_text())
+    assert rec["status"] == "failed" and "forget42" in rec["error"]["message"]
+    assert proc.stdout.count("status: FAILED") == 1
+
+
+if __name__ == "__main__":
+    worker(Path(sys.argv[1]))
