@@ -93,7 +93,8 @@ def _score(
             correct = logprobs.argmax(-1) == labels
             probs = logprobs.exp()
             mu = (probs * logprobs).sum(-1)
-            sigma = ((probs * logprobs.square()).sum(-1) - mu.square()).clamp_min(0).sqrt()
+            # centred second moment: E[lp^2] - mu^2 loses digits on near-uniform distributions
+            sigma = (probs * (logprobs - mu.unsqueeze(-1)).square()).sum(-1).sqrt()
             arrays = {"logp": [], "correct": [], "mu": [], "sigma": []}
             for row in range(len(idx)):
                 m = mask[row]

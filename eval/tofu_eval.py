@@ -10,9 +10,19 @@ log is then written in TOFU's own per-sample schema (``avg_gt_loss``, ``avg_para
 ``average_perturb_loss``, ``rougeL_recall``, ``generated_text``, ...), so the very same
 aggregation code (:func:`eval.tofu_logs.aggregate_tofu_run`) serves our runs and TOFU's published
 logs. Greedy generations are batched with a KV cache and stop at EOS.
+
+Membership inference (:mod:`eval.mia`, as open-unlearning's TOFU ``mia_*`` metrics): the forget
+answers against the answers of never-trained holdout authors (``holdoutXX``, as many items as
+``forgetXX``), every attack from the same pass. A task log must stay one TOFU per-sample log (every
+metric keyed by the same item indices: :func:`eval.tofu_logs.validate_tofu_log`), so the forget log
+holds ``mia_<attack>`` (forget item i) and ``mia_holdout_<attack>`` (holdout item i) per index.
+Scored answers end with the appended EOS, which open-unlearning's Min-k drops: its ``ou`` Min-k
+variant is the default (``eval.mia`` overrides :class:`eval.mia.MiaSettings`). Without a usable
+holdout split (real TOFU, the real-format fixture) the MIA is skipped and the summary says why.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -21,9 +31,12 @@ import torch
 from eval import tofu_metrics as tm
 from eval.generation import greedy_generate
 from eval.likelihood import score
+from eval.mia import ATTACKS, MiaSettings, group_scores, mia_aucs
 from eval.tofu_logs import per_item_truth_ratios
 
-EVAL_VERSION = 3  # part of the cached reference evals' key: bump when what is computed changes
+logger = logging.getLogger(__name__)
+
+EVAL_VERSION = 4  # part of the cached reference evals' key: bump when what is computed changes
 TASKS = ("forget", "retain", "ra", "wf")
 # task -> (TOFU file name pattern, the truth ratio's base answer key)  (TOFU eval_everything.yaml)
 TASK_SOURCES = {
@@ -34,14 +47,31 @@ TASK_SOURCES = {
 }
 
 
-def task_rows(prepared, task: str, ds_size: int | None):
-    name = TASK_SOURCES[task][0].format(split=prepared.data.split)
-    rows = prepared.data.rows(name)
+def _capped(rows, ds_size: int | None):
     n = len(rows) if ds_size is None else min(int(ds_size), len(rows))
     return rows.select(range(n))
 
 
-def _indexed(values) -> dict[str, Any]:
+def task_rows(prepared, task: str, ds_size: int | None):
+    return _capped(prepared.data.rows(TASK_SOURCES[task][0].format(split=prepared.data.split)), ds_size)
+
+
+def holdout_rows(prepared, n_forget: int):
+    """The first ``n_forget`` rows of ``holdoutXX`` (open-unlearning: forget and holdout sets of one
+    size), or None when the dataset has no such split or a smaller one (logged)."""
+    name = "holdout" + prepared.data.split[len("forget"):]
+    try:
+        rows = prepared.data.rows(name)
+    except (OSError, ValueError) as e:  # a local folder / Hub repository without it (or offline)
+        logger.warning("TOFU MIA skipped: %s", e)
+        return None
+    if len(rows) < n_forget:
+        logger.warning("TOFU MIA skipped: %s has %d items, the forget set %d", name, len(rows), n_forget)
+        return None
+    return rows.select(range(n_forget))
+
+
+def indexed(values) -> dict[str, Any]:
     """TOFU's per-sample layout: {"0": v0, "1": v1, ...}."""
     return {str(i): (v.tolist() if hasattr(v, "tolist") else v) for i, v in enumerate(values)}
 
@@ -75,7 +105,7 @@ def evaluate_tofu(
     generate: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Per-task logs in TOFU's per-sample schema (plus ``exact_memorization`` and
-    ``extraction_strength`` on the forget task)."""
+    ``extraction_strength`` and the MIA scores on the forget task)."""
     bs = int(cfg["batch_size"])
     rows = {t: task_rows(prepared, t, cfg.get("ds_size")) for t in tasks}
     # one flattened pass over every unique (question, text)
@@ -93,6 +123,8 @@ def evaluate_tofu(
         base_key = TASK_SOURCES[t][1]
         plan[t] = [(need(r["question"], r["answer"]), need(r["question"], r[base_key]),
                     [need(r["question"], p) for p in r["perturbed_answer"]]) for r in rows[t]]
+    holdout = holdout_rows(prepared, len(rows["forget"])) if "forget" in tasks else None
+    held = [need(r["question"], r["answer"]) for r in holdout] if holdout is not None else []
     feats = [prepared.features([{"question": q, "answer": a}])[0] for q, a in texts]
     s = score(model, feats, bs, prepared.tokenizer.pad_token_id, tokens="forget" in tasks)
     per_token = s.per_token
@@ -106,18 +138,23 @@ def evaluate_tofu(
             raise ValueError(f"TOFU task {t}: items have different numbers of perturbed answers {sorted(k)}")
         pert = np.array([p[2] for p in plan[t]], dtype=np.int64).reshape(len(plan[t]), -1)
         log = {
-            "avg_gt_loss": _indexed(per_token[ans]), "gt_loss": _indexed(s.sums[ans]),
-            "num_token_gt": _indexed(s.counts[ans]),
-            "avg_paraphrased_loss": _indexed(per_token[base]), "paraphrased_loss": _indexed(s.sums[base]),
-            "num_token_paraphrased": _indexed(s.counts[base]),
-            "average_perturb_loss": _indexed(per_token[pert]), "perturb_loss": _indexed(s.sums[pert]),
-            "num_token_perturb": _indexed(s.counts[pert]),
-            "truth_ratio": _indexed(np.exp(per_token[base] - per_token[pert].mean(-1))),
+            "avg_gt_loss": indexed(per_token[ans]), "gt_loss": indexed(s.sums[ans]),
+            "num_token_gt": indexed(s.counts[ans]),
+            "avg_paraphrased_loss": indexed(per_token[base]), "paraphrased_loss": indexed(s.sums[base]),
+            "num_token_paraphrased": indexed(s.counts[base]),
+            "average_perturb_loss": indexed(per_token[pert]), "perturb_loss": indexed(s.sums[pert]),
+            "num_token_perturb": indexed(s.counts[pert]),
+            "truth_ratio": indexed(np.exp(per_token[base] - per_token[pert].mean(-1))),
         }
         if t == "forget":
             correct = [s.correct[i] for i in ans]
-            log["exact_memorization"] = _indexed(exact_memorization(correct))
-            log["extraction_strength"] = _indexed(extraction_strength(correct))
+            log["exact_memorization"] = indexed(exact_memorization(correct))
+            log["extraction_strength"] = indexed(extraction_strength(correct))
+            if held:  # the zlib attack compresses the scored text: the answer
+                settings = MiaSettings.from_cfg(cfg.get("mia"), min_k_variant="ou")
+                for group, idx in (("", ans), ("holdout_", held)):
+                    for attack, v in group_scores(s, [(i, texts[i][1]) for i in idx], settings).items():
+                        log[f"mia_{group}{attack}"] = indexed(v)
         logs[t] = log
     if generate:
         _add_generations(model, prepared, cfg, rows, logs)
@@ -153,6 +190,8 @@ def summarize(logs: Mapping[str, Mapping[str, Any]], retain_forget_log: Mapping[
     the logs, i.e. the 9 utility numbers, model utility, forget prob/ROUGE/truth ratio and, given
     the retain model's forget log, forget quality. Without generations (trajectory evaluation)
     the ROUGE-free subset, and ``model_utility_no_rouge`` = hmean of the 6 likelihood numbers.
+    Both add ``mia_auc_<attack>`` (forget vs holdout answers, MUSE's AUC orientation), or a
+    ``mia_note`` when the MIA was skipped.
     """
     from eval.tofu_logs import aggregate_tofu_run
 
@@ -164,6 +203,11 @@ def summarize(logs: Mapping[str, Mapping[str, Any]], retain_forget_log: Mapping[
     for key in ("exact_memorization", "extraction_strength"):
         if key in forget:
             out[f"forget_{key}"] = float(np.mean(list(forget[key].values())))
+    if "mia_loss" in forget:
+        aucs = mia_aucs({a: forget[f"mia_{a}"] for a in ATTACKS}, {a: forget[f"mia_holdout_{a}"] for a in ATTACKS})
+        out.update({f"mia_auc_{a}": v for a, v in aucs.items()})
+    elif "forget" in logs:
+        out["mia_note"] = "skipped: no holdout split with as many items as the forget set"
     out["n_items"] = {t: len(log["avg_gt_loss"]) for t, log in logs.items()}
     return out
 

@@ -7,6 +7,10 @@ Embedded world (``model.source=scratch``)::
 
 Real world (``model.source=pretrained``): data from a local TOFU folder or the Hub, the target
 and retain checkpoints from config paths / Hub ids.
+
+The stage builders (:func:`world_stage`, :func:`tokenizer_stage`, :func:`trained_stage`) are
+shared with MUSE (:mod:`unlearn.benchmarks.muse`), which has no base model: its target and retrain
+models are trained from scratch on the news corpus.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from omegaconf import DictConfig
 
@@ -61,7 +65,7 @@ class TofuData:
 class Prepared:
     """What the pipeline gets: data, tokenizer, template and model locations, with stage info."""
 
-    data: TofuData
+    data: Any  # TofuData, or unlearn.benchmarks.muse.MuseData
     template: PromptTemplate
     tokenizer_path: str
     target_path: str
@@ -85,19 +89,33 @@ class Prepared:
         return encode_rows(self.tokenizer, self.template, rows, self.max_length, answer_key)
 
 
+def check_sources(cfg: DictConfig) -> None:
+    """A bad ``dataset.source`` / ``model.source`` fails before anything is built."""
+    if cfg.dataset.source not in DATA_SOURCES:
+        raise ValueError(f"unknown dataset.source {cfg.dataset.source!r}; valid: {', '.join(DATA_SOURCES)}")
+    if cfg.model.source not in MODEL_SOURCES:
+        raise ValueError(f"unknown model.source {cfg.model.source!r}; valid: {', '.join(MODEL_SOURCES)}")
+
+
+def model_settings(model_cfg: DictConfig) -> dict[str, Any]:
+    """The :class:`Prepared` fields every benchmark takes from ``cfg.model`` alone."""
+    return dict(max_length=int(model_cfg.max_length), dtype=str(model_cfg.dtype),
+                attn_implementation=model_cfg.get("attn_implementation"))
+
+
+def world_stage(cache: StageCache, ds: DictConfig, generator: str, generate: Callable[[Any, Path], Any]) -> Artifact:
+    """The generated data of an embedded world (``dataset.source=synth``), keyed by its sizes."""
+    return cache.get_or_build("world", {"generator": generator, "synth": ds.synth},
+                              lambda out: generate(ds.synth, out))
+
+
 def prepare(cfg: DictConfig, cache: StageCache) -> Prepared:
     ds, model_cfg = cfg.dataset, cfg.model
-    if ds.source not in DATA_SOURCES:
-        raise ValueError(f"unknown dataset.source {ds.source!r}; valid: {', '.join(DATA_SOURCES)}")
-    if model_cfg.source not in MODEL_SOURCES:
-        raise ValueError(f"unknown model.source {model_cfg.source!r}; valid: {', '.join(MODEL_SOURCES)}")
+    check_sources(cfg)
     retain_split_for(ds.split)  # a bad split name fails here, before anything is built
     stages: dict[str, Artifact] = {}
     if ds.source == "synth":
-        stages["world"] = cache.get_or_build(
-            "world", {"generator": "tofu_synth", "synth": ds.synth},
-            lambda out: generate_tofu_synth(ds.synth, out),
-        )
+        stages["world"] = world_stage(cache, ds, "tofu_synth", generate_tofu_synth)
         data = TofuData("local", str(stages["world"].path), ds.hub_id, ds.split)
     elif ds.source == "local":
         if not ds.path or not Path(ds.path).is_dir():
@@ -106,28 +124,64 @@ def prepare(cfg: DictConfig, cache: StageCache) -> Prepared:
     else:
         data = TofuData("hub", None, ds.hub_id, ds.split)
     template = PromptTemplate.from_cfg(model_cfg.template)
-    common = dict(max_length=int(model_cfg.max_length), dtype=str(model_cfg.dtype),
-                  attn_implementation=model_cfg.get("attn_implementation"))
+    common = model_settings(model_cfg)
     if model_cfg.source == "pretrained":
         return Prepared(data, template, str(model_cfg.tokenizer), str(model_cfg.target),
                         None if model_cfg.retain is None else str(model_cfg.retain), stages, **common)
     return _prepare_scratch(cfg, cache, data, template, stages, common)
 
 
-def _data_identity(cfg: DictConfig, stages: dict[str, Artifact]) -> dict[str, Any]:
+def data_identity(cfg: DictConfig, stages: dict[str, Artifact]) -> dict[str, Any]:
+    """What the data stages are keyed by: the generated world, or where the data is read from."""
     ds = cfg.dataset
     if "world" in stages:
         return {"world": stages["world"].key}
     return {"source": ds.source, "path": str(Path(ds.path).resolve()) if ds.path else None, "hub_id": ds.hub_id}
 
 
-def _prepare_scratch(cfg, cache, data, template, stages, common) -> Prepared:
-    m = cfg.model
-    data_id = _data_identity(cfg, stages)
+def tokenizer_stage(cache: StageCache, m: DictConfig, data_id: dict[str, Any],
+                    texts: Callable[[], list[str]]) -> Artifact:
+    """A byte-level BPE trained on ``texts()`` (called only when the stage is built)."""
 
-    def build_tokenizer(out: Path) -> None:
+    def build(out: Path) -> None:
         from unlearn.tokenizer import train_bpe_tokenizer
 
+        train_bpe_tokenizer(texts(), int(m.tokenizer.vocab_size), out)
+
+    return cache.get_or_build("tokenizer", {"data": data_id, "tokenizer": m.tokenizer}, build)
+
+
+def model_spec(m: DictConfig, tokenizer_key: str) -> dict[str, Any]:
+    """What every trained model stage of ``model.source=scratch`` is keyed by, besides its data."""
+    return {"tokenizer": tokenizer_key, "arch": m.arch, "template": m.template, "max_length": m.max_length,
+            "seed": m.seed}
+
+
+def trained_stage(cache: StageCache, stage: str, spec: dict[str, Any], *, m: DictConfig, tokenizer,
+                  features: Callable[[], Sequence[Feature]], recipe, seed: int,
+                  init_from: Path | None = None) -> Artifact:
+    """A model finetuned with ``recipe`` on ``features()`` -- from ``init_from`` or, when it is
+    None, from a fresh tiny Llama -- saved with its tokenizer and per-epoch losses."""
+
+    def build(out: Path) -> None:
+        from unlearn.train import finetune
+
+        model = (load_causal_lm(init_from) if init_from is not None
+                 else build_tiny_llama(m.arch, tokenizer, seed))
+        feats = features()
+        losses = finetune(model, feats, recipe, tokenizer.pad_token_id, seed, desc=f"train {stage}")
+        model.save_pretrained(str(out))
+        tokenizer.save_pretrained(str(out))
+        (out / "train_log.json").write_text(json.dumps({"epoch_losses": losses, "n_examples": len(feats)}))
+
+    return cache.get_or_build(stage, spec, build)
+
+
+def _prepare_scratch(cfg, cache, data, template, stages, common) -> Prepared:
+    m = cfg.model
+    data_id = data_identity(cfg, stages)
+
+    def tokenizer_texts() -> list[str]:
         texts = [template.question_start_tag + template.question_end_tag + template.answer_tag]
         names = ["full", f"{data.split}_perturbed", "retain_perturbed", "real_authors_perturbed",
                  "world_facts_perturbed"]
@@ -136,38 +190,25 @@ def _prepare_scratch(cfg, cache, data, template, stages, common) -> Prepared:
                 texts += [r["question"], r["answer"], r.get("paraphrased_answer") or ""]
                 texts += list(r.get("perturbed_answer") or [])
         texts += [r["question"] + " " + r["answer"] for r in data.pretrain_rows()]
-        train_bpe_tokenizer(texts, int(m.tokenizer.vocab_size), out)
+        return texts
 
-    stages["tokenizer"] = cache.get_or_build("tokenizer", {"data": data_id, "tokenizer": m.tokenizer}, build_tokenizer)
+    stages["tokenizer"] = tokenizer_stage(cache, m, data_id, tokenizer_texts)
     tok_path = str(stages["tokenizer"].path)
     tokenizer = load_tokenizer(tok_path)
-    model_spec = {"tokenizer": stages["tokenizer"].key, "arch": m.arch, "template": m.template,
-                  "max_length": m.max_length, "seed": m.seed}
+    spec = model_spec(m, stages["tokenizer"].key)
 
-    def trained(stage: str, init_from: Path | None, rows, recipe, seed: int):
-        def build(out: Path) -> None:
-            from unlearn.train import finetune
+    def qa(rows: Callable[[], Any]) -> Callable[[], list[Feature]]:
+        return lambda: encode_rows(tokenizer, template, rows(), int(m.max_length))
 
-            model = (load_causal_lm(init_from) if init_from is not None
-                     else build_tiny_llama(m.arch, tokenizer, seed))
-            feats = encode_rows(tokenizer, template, rows, int(m.max_length))
-            losses = finetune(model, feats, recipe, tokenizer.pad_token_id, seed, desc=f"train {stage}")
-            model.save_pretrained(str(out))
-            tokenizer.save_pretrained(str(out))
-            (out / "train_log.json").write_text(json.dumps({"epoch_losses": losses, "n_examples": len(feats)}))
-        return build
-
-    stages["base"] = cache.get_or_build(
-        "base", {**model_spec, "data": data_id, "recipe": m.pretrain},
-        trained("base", None, data.pretrain_rows(), m.pretrain, int(m.seed)),
-    )
+    train = dict(m=m, tokenizer=tokenizer)
+    stages["base"] = trained_stage(cache, "base", {**spec, "data": data_id, "recipe": m.pretrain},
+                                   features=qa(data.pretrain_rows), recipe=m.pretrain, seed=int(m.seed), **train)
     base = stages["base"].path
-    stages["target"] = cache.get_or_build(
-        "target", {"base": stages["base"].key, "data": data_id, "rows": "full", "recipe": m.finetune},
-        trained("target", base, data.rows("full"), m.finetune, int(m.seed) + 1),
-    )
-    stages["retain"] = cache.get_or_build(
-        "retain", {"base": stages["base"].key, "data": data_id, "rows": data.retain_split, "recipe": m.finetune},
-        trained("retain", base, data.rows(data.retain_split), m.finetune, int(m.seed) + 1),
-    )
+    stages["target"] = trained_stage(
+        cache, "target", {"base": stages["base"].key, "data": data_id, "rows": "full", "recipe": m.finetune},
+        features=qa(lambda: data.rows("full")), recipe=m.finetune, seed=int(m.seed) + 1, init_from=base, **train)
+    stages["retain"] = trained_stage(
+        cache, "retain", {"base": stages["base"].key, "data": data_id, "rows": data.retain_split, "recipe": m.finetune},
+        features=qa(lambda: data.rows(data.retain_split)), recipe=m.finetune, seed=int(m.seed) + 1, init_from=base,
+        **train)
     return Prepared(data, template, tok_path, str(stages["target"].path), str(stages["retain"].path), stages, **common)

@@ -26,7 +26,7 @@ class Tofu(Benchmark):
 
     def eval_spec(self, cfg: DictConfig) -> dict[str, Any]:
         return {"version": EVAL_VERSION, "template": cfg.model.template,
-                **{k: cfg.eval.get(k) for k in ("ds_size", "batch_size", "generation")}}
+                **{k: cfg.eval.get(k) for k in ("ds_size", "batch_size", "generation", "mia")}}
 
     def evaluate(self, model, prepared, cfg: DictConfig, *, cheap: bool = False) -> dict[str, Any]:
         generate = not cheap or bool(cfg.eval.get("trajectory_generate", False))
