@@ -218,3 +218,17 @@ def test_every_method_runs_on_muse(cfg, tmp_path, method):
     rec = run(cfg(f"method={method}", "method.max_steps=1", "save_checkpoint=false"), run_dir=tmp_path / method)
     assert rec["status"] == "ok", rec.get("error")
     assert rec["unlearn"]["steps"] == 1 and rec["metrics"]["unlearned"]["summary"]["n_items"]
+
+
+@pytest.mark.parametrize("experiment", ["muse_news", "muse_books"])
+def test_real_setting_experiments_on_a_local_mimic(experiment, checkpoints, tmp_path):
+    """The MUSE paper-setting experiments, Hub ids swapped for a local folder and local checkpoints."""
+    cfg = compose_cfg([f"paths.root={tmp_path}", f"experiment={experiment}", "dataset.source=local",
+                       f"dataset.path={FIXTURE}", f"model.target={checkpoints / 'target'}",
+                       f"model.retain={checkpoints / 'retain'}", f"model.tokenizer={checkpoints / 'target'}",
+                       "model.max_length=64", "dataset.chunk_length=64", "eval.verbmem.max_new_tokens=8",
+                       "method.batch_size=2", "method.max_steps=1"])
+    assert cfg.eval.get("verbmem") and cfg.method.name == "ngdiff" and cfg.method.lr == 1e-5
+    rec = run(cfg, run_dir=tmp_path / "r")
+    assert rec["status"] == "ok", rec.get("error")
+    assert rec["config"]["dataset"]["split"] == experiment.split("_")[1]
