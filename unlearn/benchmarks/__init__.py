@@ -46,10 +46,6 @@ class Benchmark:
 
 
 def get_benchmark(name: str) -> Benchmark:
-    from unlearn.benchmarks import tofu  # noqa: F401  (registration)
+    from unlearn.benchmarks import muse, tofu  # noqa: F401  (registration)
 
-    try:
-        from unlearn.benchmarks import muse  # noqa: F401
-    except ImportError:  # pragma: no cover - MUSE is optional until its module exists
-        pass
     return BENCHMARKS.get(name)()
