@@ -55,10 +55,17 @@ def main() -> None:
     base = build_tiny_llama(ARCH, _Tok(), seed=0)
     forget = features(args.steps * args.batch_size, seed=1)
     retain = features(400, seed=2)
-    rows = [{"question": f"q{i}", "answer": f"a{i}"} for i in range(len(forget))]
+    rows = [{"question": f"q{i}", "answer": f"a{i}", "index": i} for i in range(len(forget))]
+
+    def encode(row, answer, prefix_tokens):
+        """A row's own answer: its forget feature; an IDK answer: a shorter synthetic QA text, fixed
+        per (question, answer)."""
+        if answer is None:
+            return forget[row["index"]]
+        return features(1, seed=zlib.crc32(f"{row['question']}\0{answer}".encode()), length=30)[0]
+
     ctx = MethodContext(
-        # an IDK answer: a shorter synthetic QA text, fixed per (question, answer)
-        encode=lambda q, a: features(1, seed=zlib.crc32(f"{q}\0{a}".encode()), length=30)[0],
+        encode=encode,
         forget_rows=rows, retain_rows=rows, forget_features=forget, retain_features=retain, pad_id=0,
         device=torch.device("cpu"), load_reference=lambda: frozen(copy.deepcopy(base)),
     )

@@ -41,9 +41,10 @@ LOGP_P = [math.log(0.2) + math.log(0.25) + math.log(0.2), math.log(0.3) + math.l
 LOGP_Q = [math.log(0.3) + math.log(0.3) + math.log(0.25), math.log(0.2) + math.log(0.25)]
 
 
-def encode(question, answer):
+def encode(row, answer=None, prefix_tokens=32):
     """A toy template: BOS 0, then one token per character (ord % 4); the question is masked."""
-    q, a = [ord(c) % 4 for c in question], [ord(c) % 4 for c in answer]
+    q = [ord(c) % 4 for c in row["question"]]
+    a = [ord(c) % 4 for c in (row["answer"] if answer is None else answer)]
     return {"input_ids": [0, *q, *a], "attention_mask": [1] * (1 + len(q) + len(a)),
             "labels": [-100] * (1 + len(q)) + a}
 
@@ -58,14 +59,18 @@ def log_sigmoid(x):
     return -math.log1p(math.exp(-x))
 
 
+def rows(n):
+    return [{"question": f"q{i}", "answer": "ab"[: 1 + i % 2] + "c"} for i in range(n)]
+
+
 def context(reference=None, loads=None, forget=FORGET):
-    rows = [{"question": f"q{i}", "answer": "ab"} for i in range(len(forget))]
+    rows_ = rows(len(forget))
 
     def load():
         loads.append(1)
         return reference
 
-    return MethodContext(encode=encode, forget_rows=rows, retain_rows=rows, forget_features=forget,
+    return MethodContext(encode=encode, forget_rows=rows_, retain_rows=rows_, forget_features=forget,
                          retain_features=forget, pad_id=0, device=torch.device("cpu"),
                          load_reference=load if reference is not None else None)
 
@@ -141,14 +146,14 @@ def test_idk_answers_are_packaged_seeded_and_fixed():
     c.setup(context(forget=forget))
     assert a.idk_answers == b.idk_answers != c.idk_answers
     assert set(a.idk_answers) <= set(answers) and len(set(a.idk_answers)) > 1
-    assert a.idk_features[5] == encode("q5", a.idk_answers[5])
+    assert a.idk_features[5] == encode(rows(20)[5], a.idk_answers[5])
 
 
 def test_idk_loss_is_the_lm_loss_of_the_idk_answers(tmp_path):
     (tmp_path / "idk.txt").write_text("abc\n\nba\n")
     method = build_method({"name": "idk", "idk_file": str(tmp_path / "idk.txt"), "idk_seed": 0})
     method.setup(context())
-    feats = [encode(f"q{i}", a) for i, a in enumerate(method.idk_answers)]
+    feats = [encode(r, a) for r, a in zip(rows(2), method.idk_answers)]
     # token mean over the batch (1, 0): summed NLL of both IDK answers / their total answer tokens
     n_tokens = sum(len(method.idk_answers[i]) for i in (1, 0))
     expected = -(table_logp(P, feats[1]) + table_logp(P, feats[0])) / n_tokens
@@ -162,11 +167,13 @@ def test_idk_dpo_loss_and_reference_logprobs_computed_once(tmp_path):
     method = build_method({"name": "idk_dpo", "beta": 0.5, "idk_file": str(tmp_path / "idk.txt"), "ref_batch_size": 8})
     method.setup(context(ref, loads))
     assert loads == [1] and ref.forwards == 2  # one batch of IDK answers, one of true answers
-    idk = [encode(f"q{i}", a) for i, a in enumerate(method.idk_answers)]
+    idk = [encode(r, a) for r, a in zip(rows(2), method.idk_answers)]
+    true = [encode(r) for r in rows(2)]  # the rejected y: each row's own answer after its question
     b = 0.5
 
     def term(i):  # log sigmoid(b [(log pi(idk) - log ref(idk)) - (log pi(y) - log ref(y))])
-        return log_sigmoid(b * ((table_logp(P, idk[i]) - table_logp(Q, idk[i])) - (LOGP_P[i] - LOGP_Q[i])))
+        return log_sigmoid(b * ((table_logp(P, idk[i]) - table_logp(Q, idk[i]))
+                                - (table_logp(P, true[i]) - table_logp(Q, true[i]))))
 
     expected = -(2 / b) * (term(1) + term(0)) / 2
     model = BigramLM(P)

@@ -1,6 +1,8 @@
 """MUSE end to end (debug world, the real layout on the local fixture), the MIA suite computed from
 one teacher-forced pass, the MIA on TOFU, and (slow) that the default embedded MUSE world is
 meaningful."""
+import json
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,8 +19,9 @@ from eval.records import load_record
 from tests.conftest import compose_cfg
 from unlearn.benchmarks import get_benchmark
 from unlearn.data import encode_text
+from unlearn.methods import METHODS
 from unlearn.models import build_tiny_llama
-from unlearn.pipeline import run, summary_table
+from unlearn.pipeline import STEP_LOG, run, summary_table
 from unlearn.tokenizer import train_bpe_tokenizer
 from unlearn.worlds import load_muse
 
@@ -100,8 +103,6 @@ def test_bad_choices_fail_clearly(cfg, debug_cfg, shared_cache, tmp_path):
     # dataset=muse_synth selects eval=muse itself; forcing TOFU's evaluator is a clear error
     rec = run(debug_cfg(f"paths.cache={shared_cache}", "dataset=muse_synth", "eval=tofu"), run_dir=tmp_path / "e")
     assert rec["status"] == "failed" and "eval=muse" in rec["error"]["message"]
-    rec = run(cfg("method=idk", "method.max_steps=1"), run_dir=tmp_path / "i")  # idk rewrites QA answers
-    assert rec["status"] == "failed" and "does not apply to MUSE" in rec["error"]["message"]
     rec = run(cfg("dataset.split=poems"), run_dir=tmp_path / "p")
     assert rec["status"] == "failed" and "news, books" in rec["error"]["message"]
 
@@ -209,15 +210,43 @@ def test_default_muse_world_is_meaningful(tmp_path):
     assert min(target["knowmem_r"], retrain["knowmem_r"]) > 50  # both learned the retain facts
 
 
-# every method runs unchanged on MUSE's raw-text chunks (idk / idk_dpo rewrite QA answers: TOFU only)
-MUSE_METHODS = ["ga", "gdiff", "ngdiff", "kl", "gdiff_kl", "npo", "simnpo", "mgda", "pcgrad", "cagrad", "imtlg"]
-
-
-@pytest.mark.parametrize("method", MUSE_METHODS)
+# every method runs unchanged on MUSE's raw-text chunks (idk / idk_dpo: a chunk's prefix is the prompt)
+@pytest.mark.parametrize("method", list(METHODS))
 def test_every_method_runs_on_muse(cfg, tmp_path, method):
     rec = run(cfg(f"method={method}", "method.max_steps=1", "save_checkpoint=false"), run_dir=tmp_path / method)
     assert rec["status"] == "ok", rec.get("error")
     assert rec["unlearn"]["steps"] == 1 and rec["metrics"]["unlearned"]["summary"]["n_items"]
+    if method == "idk_dpo":  # at the target, pi = pi_ref on both answers: the loss is (2/beta) log 2
+        row = json.loads((tmp_path / method / STEP_LOG).read_text().splitlines()[0])
+        assert row["loss/forget"] == pytest.approx(2 / rec["config"]["method"]["beta"] * math.log(2), rel=1e-4)
+
+
+def test_idk_features_on_raw_text_split_a_chunk_after_its_prefix(tmp_path):
+    """A tokenizer of bytes alone (no merges: one token a character) makes the counts hand-checkable."""
+    tok = train_bpe_tokenizer(["The cat sat. No idea."] * 3, 260, tmp_path / "bytes")
+    prepared = SimpleNamespace(tokenizer=tok, data=SimpleNamespace(chunk_length=64))
+    muse, chunk = get_benchmark("muse"), {"text": "The cat sat."}
+
+    def parts(feature):  # (prompt text, scored text): the labels are -100 exactly on the prompt
+        ids, labels = feature["input_ids"], feature["labels"]
+        n = labels.count(-100)
+        assert labels[n:] == ids[n:] and ids[0] == tok.bos_token_id and len(feature["attention_mask"]) == len(ids)
+        return tok.decode(ids[1:n]), tok.decode(labels[n:])
+
+    true = muse.answer_feature(prepared, chunk, None, 3)
+    assert true["input_ids"] == encode_text(tok, chunk["text"], 64)["input_ids"]  # the chunk's own tokens
+    assert parts(true) == ("The", " cat sat.") and true["labels"].count(-100) == 1 + 3
+    idk = muse.answer_feature(prepared, chunk, "No idea.", 3)  # running text: after a space, no EOS
+    assert parts(idk) == ("The", " No idea.") and len(idk["input_ids"]) == 1 + 3 + 9
+    assert idk["input_ids"][:4] == true["input_ids"][:4]  # the same prompt tokens
+    # a prefix longer than the chunk leaves it one token of continuation
+    assert parts(muse.answer_feature(prepared, chunk, None, 32)) == ("The cat sat", ".")
+    # with merges, the IDK sentence's first token carries its space as in running text
+    merging = train_bpe_tokenizer(["The cat sat. No idea. No, no idea at all."] * 3, 300, tmp_path / "bpe")
+    feature = muse.answer_feature(SimpleNamespace(tokenizer=merging, data=prepared.data), chunk, "No idea.", 2)
+    n = feature["labels"].count(-100)
+    assert merging.decode(feature["labels"][n:]) == " No idea." and n == 1 + 2
+    assert feature["labels"][n:] == merging(" No idea.", add_special_tokens=False)["input_ids"]
 
 
 @pytest.mark.parametrize("experiment", ["muse_news", "muse_books"])

@@ -169,7 +169,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         model = configure_training(prepared.load("target"), cfg.model)
         forget_rows, retain_rows, forget, retain = bench.unlearning_data(prepared)
         context = MethodContext(
-            encode=lambda q, a: prepared.features([{"question": q, "answer": a}])[0],
+            encode=lambda row, answer, prefix_tokens: bench.answer_feature(prepared, row, answer, prefix_tokens),
             forget_rows=forget_rows, retain_rows=retain_rows, forget_features=forget, retain_features=retain,
             pad_id=prepared.tokenizer.pad_token_id, device=torch.device("cpu"),
             load_reference=lambda: frozen(prepared.load("target")),

@@ -29,6 +29,13 @@ class Benchmark:
         """(forget rows, retain rows, forget features, retain features) for the engine."""
         raise NotImplementedError
 
+    def answer_feature(self, prepared, row, answer: str | None, prefix_tokens: int) -> dict[str, list[int]]:
+        """The feature of an unlearning row's prompt followed by ``answer`` (``None``: the row's own
+        answer), only the answer's tokens scored: what IDK and IDK-DPO train on
+        (``MethodContext.encode``). ``prefix_tokens``: the prompt length of a row without a question
+        (raw text)."""
+        raise NotImplementedError
+
     def eval_spec(self, cfg: DictConfig) -> dict[str, Any]:
         """The eval settings that change results (part of the cached reference evals' key)."""
         raise NotImplementedError

@@ -24,6 +24,15 @@ Unlearning data (MUSE ``baselines/dataset.py`` ``DefaultDataset``): the forget (
 and retain (``raw/retain1``) corpora are each joined into one text, tokenized, cut into chunks of
 ``dataset.chunk_length - 1`` tokens and given a BOS; every method and scheduler uses them as they
 use TOFU's QA features (causal-LM loss on every token).
+
+IDK and IDK-DPO on raw text (a framework-defined extension: MUSE has no IDK baseline). They need a
+prompt and an answer (:meth:`Muse.answer_feature`): a forget chunk's prompt is BOS and its first
+``method.prefix_tokens`` tokens (VerbMem's prefix -> continuation setting; at most all but the last
+token), its true answer the rest of the chunk. IDK trains the IDK answer after the prompt (only its
+tokens scored); IDK-DPO prefers it to the true continuation, both scored after the same prompt. The
+cut is made in the chunk's token ids, so prompt and continuation are exactly its unlearning
+feature's tokens (decoding a prefix and re-encoding it could tokenize its last word differently);
+the IDK sentence is tokenized as running text after a space, with no EOS (a chunk has none either).
 """
 from __future__ import annotations
 
@@ -76,11 +85,11 @@ class MuseData:
 
 class TextRow(dict):
     """An unlearning row of MUSE: ``{"text": chunk}``. A method that reads TOFU's QA fields from it
-    (idk's ``question``) gets an error that says so, not a bare ``KeyError: 'question'``."""
+    gets an error that says where its prompt and answer are, not a bare ``KeyError: 'question'``."""
 
     def __missing__(self, key):
         raise KeyError(f"MUSE unlearning rows are raw-text chunks ({', '.join(self)}); they have no {key!r}: "
-                       "this method needs TOFU-style QA rows and does not apply to MUSE")
+                       "a method gets a row's (prompt, answer) feature from MethodContext.encode")
 
 
 def text_chunks(tokenizer, texts: Sequence[str], chunk_length: int) -> list[str]:
@@ -101,16 +110,40 @@ def text_chunks(tokenizer, texts: Sequence[str], chunk_length: int) -> list[str]
     return [corpus[a:b] for a, b in zip(cuts, cuts[1:]) if b > a]
 
 
+def prompt_answer_feature(prompt: list[int], answer: list[int], max_length: int) -> Feature:
+    """``prompt + answer`` token ids cut to ``max_length``, only the answer scored."""
+    ids = (prompt + answer)[:max_length]
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": ([-100] * len(prompt) + answer)[:max_length]}
+
+
 def encode_prompt_answer(tokenizer, prompt: str, answer: str, max_length: int) -> Feature:
     """``BOS + tokens(prompt) + tokens(answer)``, the prompt masked: the answer is scored exactly
     as KnowMem's greedy decoding produces it after the separately tokenized prompt."""
     p = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-    a = tokenizer(answer, add_special_tokens=False)["input_ids"]
     if len(p) >= max_length:
         raise ValueError(f"a KnowMem training prompt has {len(p)} tokens, more than dataset.chunk_length="
                          f"{max_length}: lower dataset.synth.n_knowmem_icl or raise the chunk length")
-    ids = (p + a)[:max_length]
-    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": ([-100] * len(p) + a)[:max_length]}
+    return prompt_answer_feature(p, tokenizer(answer, add_special_tokens=False)["input_ids"], max_length)
+
+
+def split_chunk(tokenizer, text: str, chunk_length: int, prefix_tokens: int) -> tuple[list[int], list[int]]:
+    """A chunk's unlearning-feature ids (:func:`encode_text`) cut into the prompt, BOS and the first
+    ``prefix_tokens`` tokens (at most all but the last: the continuation is never empty), and the
+    continuation, the rest."""
+    ids = encode_text(tokenizer, text, chunk_length)["input_ids"]
+    k = 1 + min(prefix_tokens, len(ids) - 2)
+    return ids[:k], ids[k:]
+
+
+def running_text_ids(tokenizer, text: str) -> list[int]:
+    """``text``'s tokens where it follows a word and a space, however the tokenizer marks a word's
+    leading space: a byte-level BPE on the word's first token; SentencePiece (Llama-2) prefixes every
+    text with one itself, so ``tokenizer(" " + text)`` would get a second, as a token of its own."""
+    anchor = tokenizer("a", add_special_tokens=False)["input_ids"]
+    ids = tokenizer("a " + text, add_special_tokens=False)["input_ids"]
+    if ids[:len(anchor)] != anchor:
+        raise ValueError(f"the tokenizer merges {text!r} into the word before it: cannot tokenize it as running text")
+    return ids[len(anchor):]
 
 
 def training_features(tokenizer, data: MuseData, which: str) -> list[Feature]:
@@ -148,7 +181,7 @@ def prepare_muse(cfg: DictConfig, cache) -> Prepared:
         raise ValueError(f"dataset={cfg.dataset.name} is a MUSE dataset and needs MUSE's evaluation: add eval=muse")
     data, stages = _data(cfg, cache)
     m = cfg.model
-    template = PromptTemplate.from_cfg(m.template)  # only TOFU-style QA methods (idk) use it
+    template = PromptTemplate.from_cfg(m.template)  # unused by MUSE's raw-text rows; Prepared has one
     common = model_settings(m)
     if m.source == "pretrained":
         return Prepared(data, template, str(m.tokenizer), str(m.target), None if m.retain is None else str(m.retain),
@@ -192,6 +225,13 @@ class Muse(Benchmark):
                           for s in UNLEARN_SPLITS)
         return (forget, retain, [encode_text(tok, r["text"], data.chunk_length) for r in forget],
                 [encode_text(tok, r["text"], data.chunk_length) for r in retain])
+
+    def answer_feature(self, prepared, row, answer, prefix_tokens):
+        """A chunk's prompt, then its continuation (``answer=None``) or ``answer`` as running text
+        (see the module docstring)."""
+        tok, n = prepared.tokenizer, prepared.data.chunk_length
+        prompt, continuation = split_chunk(tok, row["text"], n, prefix_tokens)
+        return prompt_answer_feature(prompt, continuation if answer is None else running_text_ids(tok, answer), n)
 
     def eval_spec(self, cfg: DictConfig) -> dict[str, Any]:
         return {"version": EVAL_VERSION,

@@ -34,7 +34,10 @@ class MethodContext:
     can be gathered every step without recomputation.
     """
 
-    encode: Callable[[str, str], Any]  # (question, answer) -> feature, with the run's template
+    # (row, answer, prefix_tokens) -> the feature of the row's prompt followed by ``answer`` (None: the
+    # row's own answer), only the answer scored (Benchmark.answer_feature): TOFU's prompt is the
+    # question in the run's template; a raw-text chunk's (MUSE) is its first prefix_tokens tokens
+    encode: Callable[[Mapping[str, Any], str | None, int], Feature]
     forget_rows: Sequence[Mapping[str, Any]]
     retain_rows: Sequence[Mapping[str, Any]]
     forget_features: Sequence[Any]
