@@ -1,5 +1,6 @@
 """TOFU masking/EOS conventions on a real tokenizer, the stage cache, and forget/retain pairing."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from unlearn.losses import sequence_nll, token_mean_nll
 from unlearn.models import PromptTemplate
 from unlearn.stages import StageCache
 from unlearn.tokenizer import train_bpe_tokenizer
+from unlearn.world import replay_rows
 
 TEMPLATE = PromptTemplate("Question: ", "\nAnswer:", " ")
 
@@ -119,3 +121,33 @@ def test_pairing_rejects_bad_input():
         PairedBatches([], feats(3), 2, 0)
     with pytest.raises(ValueError, match="divisible"):
         PairedBatches(feats(3), feats(3), 3, 0, rank=0, world=2)
+
+
+def test_replay_rows_are_a_fixed_seeded_share_of_the_base_corpus():
+    rows = [{"question": f"q{i}", "answer": f"a{i}"} for i in range(10)]
+    assert replay_rows(rows, 0.0, 0) == [] and replay_rows(rows, 1.0, 0) == rows
+    half = replay_rows(rows, 0.5, 3)
+    assert len(half) == 5 and half == replay_rows(rows, 0.5, 3)  # the same rows every time
+    assert half == sorted(half, key=lambda r: int(r["question"][1:]))  # corpus order kept
+    assert {r["question"] for r in half} < {r["question"] for r in rows}
+    assert any(replay_rows(rows, 0.5, s) != half for s in range(4, 10))  # the seed draws them
+    with pytest.raises(ValueError, match="replay_pretrain must be in"):
+        replay_rows(rows, 1.5, 0)
+
+
+def test_finetuning_stages_replay_the_base_corpus(debug_cfg, tmp_path):
+    from unlearn.pipeline import run
+
+    cache = tmp_path / "cache"
+    a = run(debug_cfg(f"paths.cache={cache}", "method.max_steps=1", "model.finetune.replay_pretrain=0"),
+            run_dir=tmp_path / "a")
+    b = run(debug_cfg(f"paths.cache={cache}", "method.max_steps=1", "model.finetune.replay_pretrain=1"),
+            run_dir=tmp_path / "b")
+    n = {}
+    for name, rec in (("a", a), ("b", b)):
+        n[name] = {s: json.loads((Path(rec["stages"][s]["path"]) / "train_log.json").read_text())["n_examples"]
+                   for s in ("target", "retain")}
+    world = Path(a["stages"]["world"]["path"])
+    pretrain = len((world / "pretrain.json").read_text().splitlines())
+    assert b["stages"]["base"]["reused"] and not b["stages"]["target"]["reused"]
+    assert n["b"]["target"] == n["a"]["target"] + pretrain and n["b"]["retain"] == n["a"]["retain"] + pretrain

@@ -14,7 +14,7 @@ SUMMARY_KEYS = {"forget_quality", "ks_statistic", "model_utility", "forget_rouge
                 "retain_truth_ratio", "ra_prob", "ra_rouge", "ra_truth_ratio", "wf_prob", "wf_rouge", "wf_truth_ratio"}
 LOG_KEYS = {"avg_gt_loss", "gt_loss", "num_token_gt", "avg_paraphrased_loss", "average_perturb_loss", "truth_ratio",
             "generated_text", "rougeL_recall", "exact_memorization", "extraction_strength"}
-RECORD_KEYS = {"record_version", "status", "reference", "run_dir", "seed", "config", "config_hash", "git", "environment",
+RECORD_KEYS = {"record_version", "status", "reference", "run_dir", "seed", "config", "config_hash", "result_hash", "git", "environment",
                "stages", "unlearn", "metrics", "timings", "started", "finished", "logs"}
 
 
@@ -57,6 +57,18 @@ def test_complete_record_is_skipped_unless_overwrite(cfg, tmp_path):
     assert again["started"] == first["started"] and again["finished"] == first["finished"]
     forced = run(cfg("method=ga", "method.max_steps=1", "overwrite=true"), run_dir=tmp_path / "r")
     assert forced["status"] == "ok" and forced["timings"] != first["timings"]
+
+
+def test_record_of_another_config_is_kept_aside_and_the_job_runs_again(cfg, tmp_path):
+    first = run(cfg("method=ga", "method.max_steps=1"), run_dir=tmp_path / "r")
+    # threads and paths do not change a result: the record is reused
+    same = run(cfg("method=ga", "method.max_steps=1", "threads=1"), run_dir=tmp_path / "r")
+    assert same["started"] == first["started"]
+    # a changed default (here the unlearning rate, as a new default of a config group would) re-runs
+    changed = run(cfg("method=ga", "method.max_steps=1", "method.lr=2e-4"), run_dir=tmp_path / "r")
+    assert changed["status"] == "ok" and changed["result_hash"] != first["result_hash"]
+    kept = load_record(tmp_path / "r" / f"record.{first['result_hash']}.json")
+    assert kept["started"] == first["started"] and kept["config"]["method"]["lr"] != 2e-4
 
 
 def test_stages_are_reused_and_rebuilt_when_their_config_changes(debug_cfg, tmp_path):

@@ -36,6 +36,29 @@ log = logging.getLogger("unlearn")
 STEP_LOG = "steps.jsonl"
 RUN_LOG = "run.log"
 SKIP_STATUSES = ("ok", "diverged")  # a failed run is run again; these are results
+# keys that do not change a run's result: a record made under other values of these is still valid
+NON_RESULT_KEYS = ("overwrite", "threads", "paths")
+
+
+def result_hash(cfg: DictConfig) -> str:
+    """What a record must have been computed from to be reused: the resolved config minus
+    :data:`NON_RESULT_KEYS` (a changed default, e.g. of the embedded world, re-runs the job)."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    return content_hash({k: v for k, v in plain.items() if k not in NON_RESULT_KEYS})
+
+
+def reusable(existing: dict[str, Any] | None, cfg: DictConfig, run_dir: Path) -> bool:
+    """Whether the run's complete record answers ``cfg``; a record made from another config is kept
+    beside it as ``record.<its hash>.json`` and the job runs again."""
+    if existing is None or existing["status"] not in SKIP_STATUSES or cfg.overwrite:
+        return False
+    if existing.get("result_hash") == result_hash(cfg):
+        return True
+    old = existing.get("result_hash") or existing.get("config_hash") or "old"
+    log.warning("%s was computed from another config (result hash %s, now %s): kept as record.%s.json, "
+                "running again", run_dir / RECORD_NAME, old, result_hash(cfg), old)
+    (run_dir / RECORD_NAME).replace(run_dir / f"record.{old}.json")
+    return False
 
 
 def resolve_run_dir(run_dir: str | Path | None) -> Path:
@@ -120,7 +143,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
     existing = complete_record(run_dir)
-    skip = existing is not None and existing["status"] in SKIP_STATUSES and not cfg.overwrite
+    skip = main and reusable(existing, cfg, run_dir)
     if dist_utils.broadcast_object(acc, skip):  # the main process decides for all
         log.info("%s holds a complete record (status %s): skipped (overwrite=true re-runs it)",
                  run_dir / RECORD_NAME, existing["status"] if existing else "?")
@@ -133,6 +156,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     record: dict[str, Any] = {
         "status": "failed", "run_dir": str(run_dir), "seed": int(cfg.seed),
         "config": OmegaConf.to_container(cfg, resolve=True), "config_hash": content_hash(cfg),
+        "result_hash": result_hash(cfg),
         "git": git_info() if main else {}, "environment": environment_info(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "logs": {"steps": STEP_LOG, "run": RUN_LOG},
     }

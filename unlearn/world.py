@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -200,15 +201,37 @@ def _prepare_scratch(cfg, cache, data, template, stages, common) -> Prepared:
     def qa(rows: Callable[[], Any]) -> Callable[[], list[Feature]]:
         return lambda: encode_rows(tokenizer, template, rows(), int(m.max_length))
 
+    def finetune_rows(name: str) -> Callable[[], list[dict[str, str]]]:
+        # TOFU's finetuning starts from a chat model that keeps its general knowledge; a 1M-parameter
+        # base forgets its corpus in 30 epochs on the authors, so a share of that corpus is replayed
+        # (the same rows for target and retain: they differ only by the forget authors)
+        def rows() -> list[dict[str, str]]:
+            return list(data.rows(name)) + replay_rows(data.pretrain_rows(), m.finetune.get("replay_pretrain", 0.0),
+                                                        int(m.seed))
+        return rows
+
     train = dict(m=m, tokenizer=tokenizer)
     stages["base"] = trained_stage(cache, "base", {**spec, "data": data_id, "recipe": m.pretrain},
                                    features=qa(data.pretrain_rows), recipe=m.pretrain, seed=int(m.seed), **train)
     base = stages["base"].path
     stages["target"] = trained_stage(
         cache, "target", {"base": stages["base"].key, "data": data_id, "rows": "full", "recipe": m.finetune},
-        features=qa(lambda: data.rows("full")), recipe=m.finetune, seed=int(m.seed) + 1, init_from=base, **train)
+        features=qa(finetune_rows("full")), recipe=m.finetune, seed=int(m.seed) + 1, init_from=base, **train)
     stages["retain"] = trained_stage(
         cache, "retain", {"base": stages["base"].key, "data": data_id, "rows": data.retain_split, "recipe": m.finetune},
-        features=qa(lambda: data.rows(data.retain_split)), recipe=m.finetune, seed=int(m.seed) + 1, init_from=base,
+        features=qa(finetune_rows(data.retain_split)), recipe=m.finetune, seed=int(m.seed) + 1, init_from=base,
         **train)
     return Prepared(data, template, tok_path, str(stages["target"].path), str(stages["retain"].path), stages, **common)
+
+
+def replay_rows(rows: Sequence[dict[str, str]], fraction: float, seed: int) -> list[dict[str, str]]:
+    """A fixed ``fraction`` (0..1) of the base corpus, drawn once with ``seed``, to mix into finetuning."""
+    fraction = float(fraction)
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"model.finetune.replay_pretrain must be in [0, 1], got {fraction}")
+    rows = list(rows)
+    n = round(fraction * len(rows))
+    if n == len(rows):
+        return rows
+    keep = sorted(random.Random(seed).sample(range(len(rows)), n))
+    return [rows[i] for i in keep]
