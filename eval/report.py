@@ -100,11 +100,12 @@ def load_runs(root: str | Path, records: Iterable[Path] | None = None) -> pd.Dat
 # aggregation
 # ------------------------------------------------------------------------------------------------
 def mean_stderr(values: pd.Series) -> tuple[float, float, int]:
-    """Mean and standard error (sample std / sqrt(n); 0 for one seed) of the finite values."""
+    """Mean and standard error (sample std / sqrt(n); 0 for one seed or equal values: the rounding
+    of their mean would otherwise show as a spurious 1e-17) of the finite values."""
     v = pd.to_numeric(values, errors="coerce").dropna().to_numpy(dtype=float)
     if len(v) == 0:
         return math.nan, math.nan, 0
-    se = float(np.std(v, ddof=1) / math.sqrt(len(v))) if len(v) > 1 else 0.0
+    se = float(np.std(v, ddof=1) / math.sqrt(len(v))) if len(v) > 1 and np.ptp(v) > 0 else 0.0
     return float(v.mean()), se, len(v)
 
 
@@ -345,16 +346,48 @@ def sweep_spec(name: str) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
 
 
-def _matches(row: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
-    """Does a run (its DataFrame row) belong to a sweep grid? Only the grid's group/split/seed keys count."""
+def variant_keys_excluded() -> set[str]:
+    """The overrides that never name the variant directory (conf/config.yaml's override_dirname)."""
+    from omegaconf import OmegaConf
+
+    from unlearn.config import CONFIG_DIR
+
+    conf = OmegaConf.load(CONFIG_DIR / "config.yaml")
+    return set(OmegaConf.select(conf, "hydra.job.config.override_dirname.exclude_keys") or [])
+
+
+def variant_items(variant: Any) -> dict[str, str]:
+    """``'method.lr=0.001,eval.x=2'`` -> ``{'method.lr': '0.001', 'eval.x': '2'}`` (Hydra's
+    override_dirname: ``key=value`` items joined by commas; 'default' -> {})."""
+    if variant in (None, "", "default") or (isinstance(variant, float) and math.isnan(variant)):
+        return {}
+    items: dict[str, str] = {}
+    last = None
+    for piece in str(variant).split(","):
+        if "=" in piece:
+            last, value = piece.split("=", 1)
+            items[last] = value
+        elif last is not None:  # a comma inside a value (a list)
+            items[last] += "," + piece
+    return items
+
+
+def _matches(row: Mapping[str, Any], params: Mapping[str, Any], excluded: set[str] = frozenset()) -> bool:
+    """Does a run (its DataFrame row) belong to a sweep grid? Its group/split/seed choices must be in
+    the grid, and its variant directory must hold exactly the grid's other keys, with values in the
+    grid (a run of another sweep over the same methods, e.g. ``method.lr=1e-3``, does not belong)."""
     key_of = {"method": "method", "scheduler": "scheduler", "dataset": "dataset", "dataset.split": "split",
               "seed": "seed", "model": "model"}
+    variant = variant_items(row.get("variant"))
+    swept = {k: v for k, v in params.items() if k not in key_of and k not in excluded}
+    if set(variant) != set(swept):
+        return False
     for k, v in params.items():
-        col = key_of.get(k)
-        if col is None:
+        if k in excluded and k not in key_of:
             continue
         allowed = {_canon(s.strip()) for s in str(v).split(",")}
-        if _canon(row.get(col)) not in allowed:
+        value = row.get(key_of[k]) if k in key_of else variant[k]
+        if _canon(value) not in allowed:
             return False
     return True
 
@@ -372,7 +405,8 @@ def report(runs: str | Path, out: str | Path, sweep: str | None = None) -> dict[
     df = load_runs(runs)
     spec = sweep_spec(sweep) if sweep else {}
     if sweep and not df.empty:
-        df = df[df.apply(lambda r: _matches(r, spec.get("params", {})), axis=1)]
+        excluded = variant_keys_excluded()
+        df = df[df.apply(lambda r: _matches(r, spec.get("params", {}), excluded), axis=1)]
     rep = spec.get("report", {})
     bench = rep.get("benchmark") or (df["benchmark"].dropna().iloc[0] if "benchmark" in df and df["benchmark"].notna().any() else "tofu")
     metrics = list(rep.get("metrics", DEFAULT_METRICS.get(bench, DEFAULT_METRICS["tofu"])))

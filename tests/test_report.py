@@ -8,18 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from eval.records import RECORD_VERSION
-from eval.report import aggregate, load_runs, paper_table, reference_rows, report
+from eval.report import aggregate, load_runs, mean_stderr, paper_table, reference_rows, report
 from tests.conftest import compose_cfg
 from unlearn.config import ROOT
 
 SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml"))
 
 
-def write_record(root, method, split, seed, status="ok", fq=None, mu=None, scheduler="gen"):
-    run_dir = root / "tofu_synth" / split / "tiny_llama" / f"{method}-{scheduler}" / "default" / f"seed{seed}"
+def write_record(root, method, split, seed, status="ok", fq=None, mu=None, scheduler="gen", variant="default"):
+    run_dir = root / "tofu_synth" / split / "tiny_llama" / f"{method}-{scheduler}" / variant / f"seed{seed}"
     run_dir.mkdir(parents=True)
     rec = {"record_version": RECORD_VERSION, "status": status, "seed": seed,
            "config": {"dataset": {"benchmark": "tofu", "name": "tofu_synth", "split": split},
@@ -45,6 +46,11 @@ def runs(tmp_path):
     write_record(root, "ga", "forget10", 1, status="diverged", fq=0.5, mu=0.1)
     write_record(root, "gdiff", "forget05", 0, fq=0.2, mu=0.35)
     return root
+
+
+def test_equal_values_have_no_stderr():
+    assert mean_stderr(pd.Series([0.7] * 3)) == (pytest.approx(0.7), 0.0, 3)  # np.std gives 1.4e-16 here
+    assert mean_stderr(pd.Series([0.1, 0.3, None])) == (pytest.approx(0.2), pytest.approx(0.1), 2)
 
 
 def test_mean_and_stderr_over_ok_seeds_only(runs):
@@ -84,6 +90,21 @@ def test_report_writes_tables_and_is_reproducible(runs, tmp_path):
     shutil.rmtree(out)
     report(runs, out)
     assert {n: (out / n).read_text() for n in tables} == tables
+
+
+def test_a_sweep_report_reads_only_the_runs_of_its_grid(tmp_path, monkeypatch):
+    root = tmp_path / "runs"
+    write_record(root, "gdiff", "forget10", 0, fq=0.1, mu=0.4)  # tofu_main's run (no variant)
+    write_record(root, "gdiff", "forget10", 0, fq=0.9, mu=0.0, variant="method.lr=0.001")  # lr_sensitivity's
+    write_record(root, "gdiff", "forget10", 1, fq=0.5, mu=0.2, variant="method.lr=0.001,eval.x=2")  # neither
+    write_record(root, "gdiff", "forget10", 2, fq=0.7, mu=0.3, variant="method.lr=0.002")  # not in the grid
+    grids = {"main": {"params": {"method": "gdiff", "dataset.split": "forget10", "seed": "0,1,2"}},
+             "lr": {"params": {"method": "gdiff", "method.lr": "1e-3,1e-4", "seed": "0,1,2", "threads": 1}}}
+    monkeypatch.setattr("eval.report.sweep_spec", lambda name: grids[name])
+    main = report(root, tmp_path / "main", sweep="main")["table"]
+    lr = report(root, tmp_path / "lr", sweep="lr")["table"]
+    assert main[main["method"] == "gdiff"]["forget_quality ↑ [forget10]"].tolist() == ["**0.100**"]
+    assert lr[lr["method"] == "gdiff"]["forget_quality ↑ [forget10]"].tolist() == ["**0.900**"]
 
 
 @pytest.mark.parametrize("sweep", SWEEPS)
