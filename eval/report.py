@@ -1,6 +1,6 @@
 """Tables and figures regenerated from run records alone.
 
-    python -m eval.report [RUNS_DIR] [--sweep NAME] [--out DIR]
+    python -m eval.report [RUNS_DIR] [--sweep NAME [--with KEY=VALUE ...]] [--out DIR] [--readme FILE]
 
 reads every ``record.json`` under ``RUNS_DIR`` (default ``outputs/runs``; with ``--sweep`` only the
 runs that sweep's grid selects), builds one pandas DataFrame (one row per run), and writes into
@@ -10,8 +10,9 @@ runs that sweep's grid selects), builds one pandas DataFrame (one row per run), 
   one column group per forget split, mean ± stderr over seeds, an arrow for each metric's better
   direction, the best value of each column in bold; the target and retain models as reference rows;
   failed, diverged or missing runs shown as such, never as zeros;
-* figures (PNG and PDF): forget quality vs model utility along unlearning (trajectories), the final
-  trade-off per method, GeN's learning rate, task gradient norms and cosines, forget/retain losses.
+* figures (PNG and PDF), one panel per split, one mark or curve per method (mean over seeds): the
+  final trade-off (TOFU: forget quality vs model utility; MUSE: KnowMem on D_f vs on D_r), the same
+  along unlearning (trajectories), GeN's learning rate, task gradient norms and cosines, task losses.
 
 Nothing in a table is typed by hand: deleting ``outputs/reports`` and re-running this command gives
 identical tables.
@@ -254,8 +255,49 @@ def _label(r: Mapping[str, Any]) -> str:
     return f"{r['method']}+{r['scheduler']}" + ("" if v in (None, "", "default") else f" ({v})")
 
 
-def write_figures(df: pd.DataFrame, out: Path, utility: str = "model_utility") -> list[Path]:
-    """Trade-off and training-dynamics figures from records and step logs."""
+# the final trade-off plotted per benchmark: (x, y, log y); TOFU's is the paper's FQ-vs-MU plane,
+# MUSE's its utility (KnowMem on D_r) against what is left of the forget set's knowledge
+TRADEOFF = {"tofu": ("model_utility", "forget_quality", True), "muse": ("knowmem_r", "knowmem_f", False)}
+CURVES = {"lr": ("learning rate", "learning_rate", True), "grad_norm": ("task gradient norm", "grad_norms", True),
+          "cos": ("cos(g_F, g_R)", "grad_cosine", False), "loss": ("task loss", "losses", False)}
+
+
+def _panels(plt, n: int, height: float = 3.6):
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n + 2.2, height), squeeze=False, sharey=True)
+    return fig, list(axes[0])
+
+
+def _finish(fig, axes, title: str) -> None:
+    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes[1:]:  # every label once, even one that only a later panel has
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    if handles:
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout()
+
+
+def _style(labels: list[str]) -> dict[str, dict[str, Any]]:
+    """One color per method+variant (tab20), the marker / line style by scheduler."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab20"]
+    keys = sorted({lab.split("+")[0] + (lab.split(" ", 1)[1] if " " in lab else "") for lab in labels})
+    color = {k: cmap(i % 20) for i, k in enumerate(keys)}
+    out = {}
+    for lab in labels:
+        key = lab.split("+")[0] + (lab.split(" ", 1)[1] if " " in lab else "")
+        gen = "+gen" in lab
+        out[lab] = {"color": color[key], "marker": "s" if gen else "o", "linestyle": "--" if gen else "-"}
+    return out
+
+
+def write_figures(df: pd.DataFrame, out: Path, benchmark: str = "tofu") -> list[Path]:
+    """Trade-off and training-dynamics figures from records and step logs: one panel per forget
+    split, one point or curve per method+scheduler(+variant), averaged over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -266,68 +308,83 @@ def write_figures(df: pd.DataFrame, out: Path, utility: str = "model_utility") -
     un = df[(df["model_role"] == "unlearned") & (df["status"] == "ok")] if len(df) else df
     if un.empty:
         return written
-    # final FQ vs MU per method (mean over seeds), with the target and retain models
-    if {"forget_quality", utility} <= set(un.columns):
-        fig, ax = plt.subplots(figsize=(5.5, 4))
-        for label, g in un.groupby(un.apply(_label, axis=1), sort=True):
-            ax.scatter(g[utility].mean(), g["forget_quality"].mean(), label=label)
-        for role, marker in (("target", "x"), ("retain", "*")):
-            ref = df[df["model_role"] == role]
-            if not ref.empty and utility in ref:
-                ax.scatter(ref[utility].mean(), ref["forget_quality"].mean(), marker=marker, c="k", label=role)
-        ax.set_yscale("log")
-        ax.set_xlabel(f"{utility} ↑")
-        ax.set_ylabel("forget quality ↑ (log)")
-        ax.legend(fontsize=7, loc="best")
-        ax.set_title("Forget quality vs model utility (final)")
+    un = un.assign(label=un.apply(_label, axis=1), split=un["split"].fillna(""))
+    splits = sorted(un["split"].unique())
+    style = _style(sorted(un["label"].unique()))
+    x, y, logy = TRADEOFF.get(benchmark, TRADEOFF["tofu"])
+    if {x, y} <= set(un.columns):
+        fig, axes = _panels(plt, len(splits))
+        for ax, split in zip(axes, splits):
+            part = un[un["split"] == split]
+            for label, g in part.groupby("label", sort=True):
+                st = style[label]
+                ax.scatter(g[x].mean(), g[y].mean(), label=label, color=st["color"], marker=st["marker"])
+            for role, marker in (("target", "x"), ("retain", "*")):
+                ref = df[(df["model_role"] == role) & (df["split"].fillna("") == split)]
+                if not ref.empty and {x, y} <= set(ref.columns):
+                    ax.scatter(ref[x].mean(), ref[y].mean(), marker=marker, s=80, c="k", label=role)
+            if logy:
+                ax.set_yscale("log")
+            ax.set_xlabel(f"{x} {ARROW[DIRECTION.get(x, 'max')]}")
+            ax.set_title(split or "all")
+        axes[0].set_ylabel(f"{y} {ARROW[DIRECTION.get(y, 'max')]}" + (" (log)" if logy else ""))
+        _finish(fig, axes, f"{y} vs {x} after unlearning (mean over seeds)")
         written += _save(fig, out, "tradeoff_final")
-    # trajectories and step-log curves
-    traj_fig, traj_ax = plt.subplots(figsize=(5.5, 4))
-    curves = {k: plt.subplots(figsize=(5.5, 3.5)) for k in ("lr", "grad_norm", "cos", "loss")}
-    any_traj = False
+    # trajectories (records) and step-log curves, averaged over the seeds of a label
+    traj = {s: {} for s in splits}
+    curves = {k: {s: {} for s in splits} for k in CURVES}
     for _, r in un.drop_duplicates("run_dir").iterrows():
         run_dir = Path(r["run_dir"])
         rec = json.loads((run_dir / RECORD_NAME).read_text())
-        traj = rec.get("trajectory") or []
-        mu_key = next((k for k in (utility, "model_utility_no_rouge") if traj and k in traj[0]), None)
-        if traj and mu_key and "forget_quality" in traj[0]:
-            any_traj = True
-            traj_ax.plot([t[mu_key] for t in traj], [t["forget_quality"] for t in traj], marker=".",
-                         label=f"{_label(r)} s{r['seed']}")
-            traj_ax.set_xlabel(f"{mu_key} ↑")
+        points = rec.get("trajectory") or []
+        ux = next((k for k in (x, "model_utility_no_rouge") if points and k in points[0]), None)
+        if points and ux and y in points[0]:
+            frame = pd.DataFrame([{"step": p.get("step", i), "x": p[ux], "y": p[y]} for i, p in enumerate(points)])
+            traj[r["split"]].setdefault(r["label"], []).append(frame.assign(xname=ux))
         steps_path = run_dir / rec.get("logs", {}).get("steps", "steps.jsonl")
         if not steps_path.exists():
             continue
         steps = pd.read_json(steps_path, lines=True)
-        lab = f"{_label(r)} s{r['seed']}"
-        curves["lr"][1].plot(steps["step"], steps["lr"], label=lab)
-        for col in [c for c in steps.columns if c.startswith("grad_norm/")]:
-            curves["grad_norm"][1].plot(steps["step"], steps[col], label=f"{lab} {col.split('/')[1]}")
-        if "cos/forget_retain" in steps:
-            curves["cos"][1].plot(steps["step"], steps["cos/forget_retain"], label=lab)
-        for col in [c for c in steps.columns if c.startswith("loss/")]:
-            curves["loss"][1].plot(steps["step"], pd.to_numeric(steps[col], errors="coerce"),
-                                   label=f"{lab} {col.split('/')[1]}")
-    if any_traj:
-        traj_ax.set_yscale("log")
-        traj_ax.set_ylabel("forget quality ↑ (log)")
-        traj_ax.set_title("Forget quality vs model utility over unlearning steps")
-        traj_ax.legend(fontsize=6)
-        written += _save(traj_fig, out, "tradeoff_trajectories")
-    else:
-        plt.close(traj_fig)
-    titles = {"lr": ("learning rate", "learning_rate"), "grad_norm": ("task gradient norm", "grad_norms"),
-              "cos": ("cos(g_F, g_R)", "grad_cosine"), "loss": ("task loss", "losses")}
-    for key, (fig, ax) in curves.items():
-        if not ax.lines:
-            plt.close(fig)
+        series = {"lr": {"": steps.get("lr")}, "cos": {"": steps.get("cos/forget_retain")},
+                  "grad_norm": {c.split("/")[1]: steps[c] for c in steps.columns if c.startswith("grad_norm/")},
+                  "loss": {c.split("/")[1]: pd.to_numeric(steps[c], errors="coerce")
+                           for c in steps.columns if c.startswith("loss/")}}
+        for kind, named in series.items():
+            for task, values in named.items():
+                if values is not None:
+                    key = r["label"] + (f" [{task}]" if task else "")
+                    curves[kind][r["split"]].setdefault(key, []).append(pd.Series(values.to_numpy(), index=steps["step"]))
+    if any(traj[s] for s in splits):
+        fig, axes = _panels(plt, len(splits))
+        for ax, split in zip(axes, splits):
+            for label, frames in sorted(traj[split].items()):
+                mean = pd.concat(frames).groupby("step")[["x", "y"]].mean()
+                st = style[label]
+                ax.plot(mean["x"], mean["y"], marker=".", color=st["color"], linestyle=st["linestyle"], label=label)
+                ax.set_xlabel(f"{frames[0]['xname'].iloc[0]} {ARROW['max']}")
+            if logy:
+                ax.set_yscale("log")
+            ax.set_title(split or "all")
+        axes[0].set_ylabel(f"{y}" + (" (log)" if logy else ""))
+        _finish(fig, axes, f"{y} vs utility over unlearning steps (mean over seeds)")
+        written += _save(fig, out, "tradeoff_trajectories")
+    for kind, (ylabel, name, log) in CURVES.items():
+        if not any(curves[kind][s] for s in splits):
             continue
-        ax.set_xlabel("step")
-        ax.set_ylabel(titles[key][0])
-        if key in ("lr", "grad_norm"):
-            ax.set_yscale("log")
-        ax.legend(fontsize=6)
-        written += _save(fig, out, titles[key][1])
+        fig, axes = _panels(plt, len(splits), height=3.2)
+        for ax, split in zip(axes, splits):
+            for key, runs in sorted(curves[kind][split].items()):
+                mean = pd.concat(runs, axis=1).mean(axis=1)
+                st = style[key.split(" [")[0]]
+                task_style = ":" if key.endswith("[forget]") else st["linestyle"]
+                ax.plot(mean.index, mean.to_numpy(), color=st["color"], linestyle=task_style, label=key)
+            ax.set_xlabel("step")
+            ax.set_title(split or "all")
+            if log:
+                ax.set_yscale("log")
+        axes[0].set_ylabel(ylabel)
+        _finish(fig, axes, f"{ylabel} (mean over seeds)")
+        written += _save(fig, out, name)
     return written
 
 
@@ -401,12 +458,27 @@ def _canon(x: Any) -> str:
     return str(int(f)) if f.is_integer() else repr(f)
 
 
-def report(runs: str | Path, out: str | Path, sweep: str | None = None) -> dict[str, Any]:
+def parse_overrides(items: Iterable[str]) -> dict[str, str]:
+    """``["method.max_steps=2"]`` -> ``{"method.max_steps": "2"}`` (a bad item is a clear error)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--with takes KEY=VALUE (an override the sweep was run with), got {item!r}")
+        out[key] = value
+    return out
+
+
+def report(runs: str | Path, out: str | Path, sweep: str | None = None,
+           extra: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``extra``: overrides given on the command line next to ``sweeps=NAME`` (they name the runs'
+    variant directory too, so the sweep's runs are found only with them)."""
     df = load_runs(runs)
     spec = sweep_spec(sweep) if sweep else {}
     if sweep and not df.empty:
         excluded = variant_keys_excluded()
-        df = df[df.apply(lambda r: _matches(r, spec.get("params", {}), excluded), axis=1)]
+        grid = {**spec.get("params", {}), **(extra or {})}
+        df = df[df.apply(lambda r: _matches(r, grid, excluded), axis=1)]
     rep = spec.get("report", {})
     bench = rep.get("benchmark") or (df["benchmark"].dropna().iloc[0] if "benchmark" in df and df["benchmark"].notna().any() else "tofu")
     metrics = list(rep.get("metrics", DEFAULT_METRICS.get(bench, DEFAULT_METRICS["tofu"])))
@@ -422,7 +494,7 @@ def report(runs: str | Path, out: str | Path, sweep: str | None = None) -> dict[
     result["files"] += write_tables(table, out)
     df.to_csv(out / "runs.csv", index=False)
     result["files"].append(out / "runs.csv")
-    result["files"] += write_figures(df, out, rep.get("utility", "model_utility" if bench == "tofu" else "knowmem_r"))
+    result["files"] += write_figures(df, out, bench)
     result["table"] = table
     return result
 
@@ -434,13 +506,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", help="output folder (default: <paths.reports>/<sweep or all>)")
     ap.add_argument("--readme", help="also replace the block between <!-- report:NAME --> and <!-- /report:NAME --> "
                                      "in this Markdown file with the generated table (NAME: the sweep or 'all')")
+    ap.add_argument("--with", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                    help="an override the sweep was run with besides its grid (repeatable), e.g. method.epochs=10")
     args = ap.parse_args(argv)
     import os
 
     root = Path(os.environ.get("UNLEARN_OUTPUTS", "outputs"))
     runs = Path(args.runs) if args.runs else root / "runs"
     out = Path(args.out) if args.out else root / "reports" / (args.sweep or "all")
-    res = report(runs, out, args.sweep)
+    res = report(runs, out, args.sweep, parse_overrides(args.extra))
     if "table" in res:
         print(res["table"].to_string(index=False))
     print(f"\n{res['runs']} runs from {runs}" + (f" ({res['message']})" if "message" in res else ""))

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from eval.records import RECORD_VERSION
-from eval.report import aggregate, load_runs, mean_stderr, paper_table, reference_rows, report
+from eval.report import aggregate, load_runs, mean_stderr, paper_table, parse_overrides, reference_rows, report
 from tests.conftest import compose_cfg
 from unlearn.config import ROOT
 
@@ -105,6 +105,11 @@ def test_a_sweep_report_reads_only_the_runs_of_its_grid(tmp_path, monkeypatch):
     lr = report(root, tmp_path / "lr", sweep="lr")["table"]
     assert main[main["method"] == "gdiff"]["forget_quality ↑ [forget10]"].tolist() == ["**0.100**"]
     assert lr[lr["method"] == "gdiff"]["forget_quality ↑ [forget10]"].tolist() == ["**0.900**"]
+    # an override given next to the sweep on the command line: its runs are found when the report is told
+    both = report(root, tmp_path / "x", sweep="lr", extra=parse_overrides(["eval.x=2"]))["table"]
+    assert both[both["method"] == "gdiff"]["forget_quality ↑ [forget10]"].tolist() == ["**0.500**"]
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_overrides(["eval.x"])
 
 
 @pytest.mark.parametrize("sweep", SWEEPS)
@@ -131,14 +136,17 @@ def test_a_tiny_sweep_runs_through_multirun_and_reports(tmp_path):
     runs = tmp_path / "debug" / "runs"
     assert len(list(runs.rglob("record.json"))) == 4
     out = tmp_path / "reports"
-    proc = subprocess.run([sys.executable, "-m", "eval.report", str(runs), "--sweep", "smoke", "--out", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    # the command-line override next to the sweep names the runs' variant: the report is told of it
+    cmd = [sys.executable, "-m", "eval.report", str(runs), "--sweep", "smoke", "--with", "method.max_steps=2",
+           "--out", str(out)]
+    bare = subprocess.run(cmd[:-4] + cmd[-2:], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert bare.returncode == 0 and "0 runs" in bare.stdout and not out.exists()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = (out / "table.md").read_text()
     assert "| ga | gen |" in table and "| ngdiff | gen |" in table and "(retain)" in table
     assert (out / "tradeoff_trajectories.png").exists() and (out / "learning_rate.pdf").exists()
     before = {p.name: p.read_text() for p in out.glob("table.*")}
     shutil.rmtree(out)
-    subprocess.run([sys.executable, "-m", "eval.report", str(runs), "--sweep", "smoke", "--out", str(out)],
-                   cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=True)
+    subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=True)
     assert {p.name: p.read_text() for p in out.glob("table.*")} == before
