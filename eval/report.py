@@ -250,9 +250,10 @@ def _save(fig, out: Path, name: str) -> list[Path]:
     return paths
 
 
-def _label(r: Mapping[str, Any]) -> str:
-    v = r.get("variant")
-    return f"{r['method']}+{r['scheduler']}" + ("" if v in (None, "", "default") else f" ({v})")
+def _label(r: Mapping[str, Any], common: Mapping[str, str] | None = None) -> str:
+    """``method+scheduler (overrides)``, leaving out the overrides every plotted run shares."""
+    items = {k: v for k, v in variant_items(r.get("variant")).items() if (common or {}).get(k) != v}
+    return f"{r['method']}+{r['scheduler']}" + (f" ({','.join(f'{k}={v}' for k, v in items.items())})" if items else "")
 
 
 # the final trade-off plotted per benchmark: (x, y, log y); TOFU's is the paper's FQ-vs-MU plane,
@@ -267,7 +268,7 @@ def _panels(plt, n: int, height: float = 3.6):
     return fig, list(axes[0])
 
 
-def _finish(fig, axes, title: str) -> None:
+def _finish(fig, axes, title: str, common: Mapping[str, str] | None = None) -> None:
     handles, labels = axes[0].get_legend_handles_labels()
     for ax in axes[1:]:  # every label once, even one that only a later panel has
         for h, lab in zip(*ax.get_legend_handles_labels()):
@@ -276,7 +277,7 @@ def _finish(fig, axes, title: str) -> None:
                 labels.append(lab)
     if handles:
         fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
-    fig.suptitle(title)
+    fig.suptitle(title + (f"\n({', '.join(f'{k}={v}' for k, v in common.items())})" if common else ""), fontsize=10)
     fig.tight_layout()
 
 
@@ -308,7 +309,9 @@ def write_figures(df: pd.DataFrame, out: Path, benchmark: str = "tofu") -> list[
     un = df[(df["model_role"] == "unlearned") & (df["status"] == "ok")] if len(df) else df
     if un.empty:
         return written
-    un = un.assign(label=un.apply(_label, axis=1), split=un["split"].fillna(""))
+    variants = [variant_items(v) for v in un["variant"]]
+    common = {k: v for k, v in variants[0].items() if all(d.get(k) == v for d in variants)}
+    un = un.assign(label=un.apply(lambda r: _label(r, common), axis=1), split=un["split"].fillna(""))
     splits = sorted(un["split"].unique())
     style = _style(sorted(un["label"].unique()))
     x, y, logy = TRADEOFF.get(benchmark, TRADEOFF["tofu"])
@@ -328,7 +331,7 @@ def write_figures(df: pd.DataFrame, out: Path, benchmark: str = "tofu") -> list[
             ax.set_xlabel(f"{x} {ARROW[DIRECTION.get(x, 'max')]}")
             ax.set_title(split or "all")
         axes[0].set_ylabel(f"{y} {ARROW[DIRECTION.get(y, 'max')]}" + (" (log)" if logy else ""))
-        _finish(fig, axes, f"{y} vs {x} after unlearning (mean over seeds)")
+        _finish(fig, axes, f"{y} vs {x} after unlearning (mean over seeds)", common)
         written += _save(fig, out, "tradeoff_final")
     # trajectories (records) and step-log curves, averaged over the seeds of a label
     traj = {s: {} for s in splits}
@@ -366,7 +369,7 @@ def write_figures(df: pd.DataFrame, out: Path, benchmark: str = "tofu") -> list[
                 ax.set_yscale("log")
             ax.set_title(split or "all")
         axes[0].set_ylabel(f"{y}" + (" (log)" if logy else ""))
-        _finish(fig, axes, f"{y} vs utility over unlearning steps (mean over seeds)")
+        _finish(fig, axes, f"{y} vs utility over unlearning steps (mean over seeds)", common)
         written += _save(fig, out, "tradeoff_trajectories")
     for kind, (ylabel, name, log) in CURVES.items():
         if not any(curves[kind][s] for s in splits):
@@ -383,7 +386,7 @@ def write_figures(df: pd.DataFrame, out: Path, benchmark: str = "tofu") -> list[
             if log:
                 ax.set_yscale("log")
         axes[0].set_ylabel(ylabel)
-        _finish(fig, axes, f"{ylabel} (mean over seeds)")
+        _finish(fig, axes, f"{ylabel} (mean over seeds)", common)
         written += _save(fig, out, name)
     return written
 
