@@ -281,19 +281,16 @@ def _finish(fig, axes, title: str, common: Mapping[str, str] | None = None) -> N
     fig.tight_layout()
 
 
-def _style(labels: list[str]) -> dict[str, dict[str, Any]]:
-    """One color per method+variant (tab20), the marker / line style by scheduler."""
+def _style(un: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """label -> plot style: one color per method+overrides (tab20), the marker and line style by
+    scheduler (GeN dashed)."""
     import matplotlib
 
     cmap = matplotlib.colormaps["tab20"]
-    keys = sorted({lab.split("+")[0] + (lab.split(" ", 1)[1] if " " in lab else "") for lab in labels})
-    color = {k: cmap(i % 20) for i, k in enumerate(keys)}
-    out = {}
-    for lab in labels:
-        key = lab.split("+")[0] + (lab.split(" ", 1)[1] if " " in lab else "")
-        gen = "+gen" in lab
-        out[lab] = {"color": color[key], "marker": "s" if gen else "o", "linestyle": "--" if gen else "-"}
-    return out
+    color = {k: cmap(i % 20) for i, k in enumerate(sorted(un["color_key"].unique()))}
+    return {r.label: {"color": color[r.color_key], "marker": "s" if r.scheduler == "gen" else "o",
+                      "linestyle": "--" if r.scheduler == "gen" else "-"}
+            for r in un[["label", "color_key", "scheduler"]].drop_duplicates().itertuples()}
 
 
 def write_figures(df: pd.DataFrame, out: Path, benchmark: str = "tofu") -> list[Path]:
@@ -311,9 +308,11 @@ def write_figures(df: pd.DataFrame, out: Path, benchmark: str = "tofu") -> list[
         return written
     variants = [variant_items(v) for v in un["variant"]]
     common = {k: v for k, v in variants[0].items() if all(d.get(k) == v for d in variants)}
-    un = un.assign(label=un.apply(lambda r: _label(r, common), axis=1), split=un["split"].fillna(""))
+    un = un.assign(label=un.apply(lambda r: _label(r, common), axis=1),
+                   color_key=un.apply(lambda r: _label({**r, "scheduler": ""}, common), axis=1),
+                   split=un["split"].fillna(""))
     splits = sorted(un["split"].unique())
-    style = _style(sorted(un["label"].unique()))
+    style = _style(un)
     x, y, logy = TRADEOFF.get(benchmark, TRADEOFF["tofu"])
     if {x, y} <= set(un.columns):
         fig, axes = _panels(plt, len(splits))
