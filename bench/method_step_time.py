@@ -11,7 +11,6 @@ forget set for NPO / IDK-DPO, IDK answer encoding), measured once per repeat out
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import statistics
 import sys
@@ -27,11 +26,11 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from step_time import ARCH, _Tok, features  # noqa: E402  (same model and synthetic batches)
+from step_time import bench_setup, features  # noqa: E402  (same model and synthetic batches)
 from unlearn.config import CONFIG_DIR  # noqa: E402
 from unlearn.engine import unlearn  # noqa: E402
 from unlearn.methods import METHODS, MethodContext, build_method  # noqa: E402
-from unlearn.models import build_tiny_llama, frozen  # noqa: E402
+from unlearn.models import frozen  # noqa: E402
 from unlearn.schedulers import build_scheduler  # noqa: E402
 
 
@@ -46,15 +45,7 @@ def method_cfgs(names, batch_size: int) -> dict[str, dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--batch-size", type=int, default=8)
-    args = ap.parse_args()
-    torch.manual_seed(0)
-    base = build_tiny_llama(ARCH, _Tok(), seed=0)
-    forget = features(args.steps * args.batch_size, seed=1)
-    retain = features(400, seed=2)
+    args, base, forget, retain = bench_setup(default_steps=20)
     rows = [{"question": f"q{i}", "answer": f"a{i}", "index": i} for i in range(len(forget))]
 
     def encode(row, answer, prefix_tokens):

@@ -54,16 +54,21 @@ VARIANTS = {
 }
 
 
-def main() -> None:
+def bench_setup(default_steps: int):
+    """The step benches' shared start: ``--steps/--repeats/--batch-size``, the initial tiny Llama,
+    ``steps x batch`` forget features and 400 retain features, all seeded."""
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--steps", type=int, default=default_steps)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=8)
     args = ap.parse_args()
     torch.manual_seed(0)
     base = build_tiny_llama(ARCH, _Tok(), seed=0)
-    forget = features(args.steps * args.batch_size, seed=1)
-    retain = features(400, seed=2)
+    return args, base, features(args.steps * args.batch_size, seed=1), features(400, seed=2)
+
+
+def main() -> None:
+    args, base, forget, retain = bench_setup(default_steps=40)
     times: dict[str, list[float]] = {k: [] for k in VARIANTS}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.repeats + 1):  # repeat 0 warms up and is discarded
