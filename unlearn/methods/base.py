@@ -124,6 +124,14 @@ class TwoTaskDirection(Method):
         raise NotImplementedError
 
 
+def positive_beta(cfg: Mapping[str, Any], method: str, default: float) -> float:
+    """The inverse temperature ``beta`` of a preference loss (NPO, SimNPO, DPO): must be > 0."""
+    beta = float(cfg.get("beta", default))
+    if beta <= 0:
+        raise ValueError(f"{method} needs beta > 0, got {beta}")
+    return beta
+
+
 def load_reference(ctx: MethodContext) -> torch.nn.Module:
     """The frozen target on the run's device; methods call this once, in ``setup``."""
     if ctx.load_reference is None:

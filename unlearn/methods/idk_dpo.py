@@ -11,7 +11,8 @@ MUSE the rejected y is the chunk's continuation after its prefix, not the whole 
 reference log-likelihoods of both answers of every forget row are computed once in ``setup``.
 """
 from unlearn.losses import preference_loss, sequence_logprob
-from unlearn.methods.base import features_batch, load_reference, reference_logprobs, register_method
+from unlearn.methods.base import (features_batch, load_reference, positive_beta, reference_logprobs,
+                                  register_method)
 from unlearn.methods.idk import IDK
 
 
@@ -19,9 +20,7 @@ from unlearn.methods.idk import IDK
 class IDKDPO(IDK):
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
-        self.beta = float(cfg.get("beta", 0.1))
-        if self.beta <= 0:
-            raise ValueError(f"idk_dpo needs beta > 0, got {self.beta}")
+        self.beta = positive_beta(cfg, "idk_dpo", 0.1)
 
     def setup(self, ctx) -> None:
         super().setup(ctx)

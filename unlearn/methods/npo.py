@@ -9,16 +9,15 @@ example is computed once in ``setup`` and gathered by ``batch["index"]``: no ref
 during training (TOFU's and open-unlearning's code run one per step).
 """
 from unlearn.losses import preference_loss, sequence_logprob
-from unlearn.methods.base import RetainRegularized, load_reference, reference_logprobs, register_method
+from unlearn.methods.base import (RetainRegularized, load_reference, positive_beta, reference_logprobs,
+                                  register_method)
 
 
 @register_method("npo")
 class NPO(RetainRegularized):
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
-        self.beta = float(cfg.get("beta", 0.1))
-        if self.beta <= 0:
-            raise ValueError(f"npo needs beta > 0, got {self.beta}")
+        self.beta = positive_beta(cfg, "npo", 0.1)
 
     def setup(self, ctx) -> None:
         reference = load_reference(ctx)  # used here only, then freed

@@ -10,16 +10,14 @@ i.e. its d is delta / beta. Defaults are open-unlearning's TOFU ones (beta 4.5, 
 c_F = 0.125, c_R = 1).
 """
 from unlearn.losses import preference_loss, sequence_logprob
-from unlearn.methods.base import RetainRegularized, register_method
+from unlearn.methods.base import RetainRegularized, positive_beta, register_method
 
 
 @register_method("simnpo")
 class SimNPO(RetainRegularized):
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
-        self.beta, self.delta = float(cfg.get("beta", 4.5)), float(cfg.get("delta", 0.0))
-        if self.beta <= 0:
-            raise ValueError(f"simnpo needs beta > 0, got {self.beta}")
+        self.beta, self.delta = positive_beta(cfg, "simnpo", 4.5), float(cfg.get("delta", 0.0))
 
     def task_loss(self, task, model, batch):
         if task != "forget":
