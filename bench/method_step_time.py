@@ -70,7 +70,7 @@ def main() -> None:
                 cfg = cfgs[name]
                 t0 = time.perf_counter()
                 res = unlearn(copy.deepcopy(base), build_method(cfg),
-                              lambda total: build_scheduler({"name": "constant"}, 1e-4, total), forget, retain, cfg,
+                              lambda total, e: build_scheduler({"name": "constant"}, 1e-4, total, e), forget, retain, cfg,
                               pad_id=0, seed=0, log_path=Path(tmp) / "steps.jsonl", context=ctx)
                 if rep:
                     step[name].append(res.seconds / res.steps)

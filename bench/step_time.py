@@ -76,7 +76,7 @@ def main() -> None:
                 cfg = {"lr": 1e-4, "epochs": 1, "batch_size": args.batch_size, "optimizer": "adamw",
                        "weight_decay": 0.01, **mcfg}
                 res = unlearn(copy.deepcopy(base), build_method(cfg),
-                              lambda total, s=scfg: build_scheduler(s, 1e-4, total), forget, retain, cfg,
+                              lambda total, e, s=scfg: build_scheduler(s, 1e-4, total, e), forget, retain, cfg,
                               pad_id=0, seed=0, log_path=Path(tmp) / "steps.jsonl")
                 if rep:
                     times[name].append(res.seconds / res.steps)

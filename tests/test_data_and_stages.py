@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from unlearn.data import collate, encode_qa
-from unlearn.engine import PairedBatches
+from unlearn.batching import PairedBatches
 from unlearn.losses import sequence_nll, token_mean_nll
 from unlearn.models import PromptTemplate
 from unlearn.stages import StageCache

@@ -85,12 +85,36 @@ def test_collect_task_gradients_on_a_toy_model():
     assert torch.allclose(g["retain"][0], w.detach() - b)
     assert float(losses["forget"]) == pytest.approx(0.5 * (1 + 4 + 4))
     assert w.grad is None  # the facility leaves no stale gradient behind
-    stats = g.stats(ngdiff().direction(g))
+    coeffs = ngdiff().combination(g)
+    stats = g.stats(coeffs)
     assert stats["grad_norm/forget"] == pytest.approx(3.0)
     assert stats["grad_norm/retain"] == pytest.approx(2.0)
     assert stats["cos/forget_retain"] == pytest.approx(((1 * 0) + (2 * -2) + (2 * 0)) / 6)
+    # <d, g_t> from the Gram matrix equals the dot with d itself: g_F = (1, 2, 2), g_R = (0, -2, 0)
+    d = torch.tensor([0.0, -1.0, 0.0]) - torch.tensor([1.0, 2.0, 2.0]) / 3
+    assert stats["dot/dir_forget"] == pytest.approx(float(d @ torch.tensor([1.0, 2.0, 2.0])), rel=1e-6)
+    assert stats["dot/dir_retain"] == pytest.approx(float(d @ torch.tensor([0.0, -2.0, 0.0])), rel=1e-6)
+    # formed in place over the last task's buffer: no new tensor, the object is spent
+    retain_buffer = g["retain"][0]
+    formed = g.combine_into_place(coeffs)
+    assert formed[0] is retain_buffer and torch.allclose(formed[0], d)
+    with pytest.raises(ValueError, match="already"):
+        g.combine_into_place(coeffs)
     set_gradient([w], [torch.ones(3)])
     assert torch.equal(w.grad, torch.ones(3))
+
+
+def test_dot_products_accumulate_in_fp32_for_bf16_gradients():
+    # two close bf16 gradients: ||u - v||^2 = uu + vv - 2uv (MGDA, CAGrad) must not cancel to noise
+    gen = torch.Generator().manual_seed(0)
+    u = torch.randn(4096, generator=gen).bfloat16()
+    v = (u.float() + 0.01 * torch.randn(4096, generator=gen)).bfloat16()
+    g = TaskGradients({"retain": [u], "forget": [v]})
+    exact = float(((u.double() - v.double()) ** 2).sum())
+    dist2 = g.dot("retain", "retain") + g.dot("forget", "forget") - 2 * g.dot("retain", "forget")
+    assert dist2 == pytest.approx(exact, rel=1e-2)
+    rounded = float(torch.dot(u, u)) + float(torch.dot(v, v)) - 2 * float(torch.dot(u, v))  # bf16 results
+    assert abs(rounded - exact) > 10 * abs(dist2 - exact)
 
 
 def test_unknown_method_lists_valid_names():

@@ -23,13 +23,20 @@ ROOT = Path(__file__).resolve().parents[1]
 ARCH = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
         "max_position_embeddings": 64}
 BASE = {"lr": 1e-2, "epochs": 2, "batch_size": 4, "optimizer": "adamw", "weight_decay": 0.0}
-# name -> (method cfg, scheduler cfg). forget: 10 examples, batch 4 -> steps of 4, 4, 2 examples
-# (the last one split 1 + 1 across 2 processes), 3 steps an epoch, 6 in all.
+GEN = {"name": "gen", "lazy": 2, "fit": "retain"}
+# name -> (method cfg, scheduler cfg, grad_accum_steps under 2 processes). ``batch_size`` is the
+# effective batch (4): one process takes it in one micro-batch, each of 2 processes takes
+# 4 / (2 x accum) per micro-batch. forget: 10 examples -> steps of 4, 4, 2 examples (the last one
+# split 1 + 1 across 2 processes), 3 steps an epoch, 6 in all.
 CASES = {
-    "ngdiff": ({"name": "ngdiff", "eps": 1e-8, **BASE}, {"name": "constant"}),
-    "ngdiff_gen": ({"name": "ngdiff", "eps": 1e-8, **BASE}, {"name": "gen", "lazy": 2, "fit": "retain"}),
+    "ngdiff": ({"name": "ngdiff", "eps": 1e-8, **BASE}, {"name": "constant"}, 1),
+    "ngdiff_gen": ({"name": "ngdiff", "eps": 1e-8, **BASE}, GEN, 1),
     "gdiff_one_backward": ({"name": "gdiff", "retain_weight": 1.0, "forget_weight": 1.0, **BASE,
-                            "optimizer": "sgd", "lr": 0.5, "task_grad_stats": False}, {"name": "constant"}),
+                            "optimizer": "sgd", "lr": 0.5, "task_grad_stats": False}, {"name": "constant"}, 1),
+    # gradient accumulation on top of data parallelism: 1 example per micro-batch, 2 micro-batches
+    **{f"{m}_gen_accum": ({"name": m, **BASE, **extra}, GEN, 2)
+       for m, extra in (("gdiff", {"retain_weight": 1.0, "forget_weight": 1.0}), ("ngdiff", {"eps": 1e-8}), ("npo", {"beta": 0.1}), ("mgda", {}),
+                        ("pcgrad", {}))},
 }
 N_FORGET, N_RETAIN = 10, 24
 TOL = 1e-5  # max |param(2 processes) - param(1 process)| after the 6 steps (fp noise only)
@@ -61,25 +68,35 @@ def run_case(name: str, out: Path, accelerator) -> dict:
     from unlearn.models import build_tiny_llama
     from unlearn.schedulers import build_scheduler
 
-    cfg, sched_cfg = CASES[name]
+    cfg, sched_cfg, accum = CASES[name]
+    world = accelerator.num_processes
+    if world > 1:  # the same effective batch, split across processes and micro-batches
+        cfg = {**cfg, "batch_size": cfg["batch_size"] // (world * accum), "grad_accum_steps": accum}
     model = build_tiny_llama(ARCH, _Tok(), seed=0)
     method = build_method(cfg)
     seen: dict[str, list] = {"retain_index": [], "forget_index": [], "geometry": [], "probes": []}
-    task_losses, direction = method.task_losses, method.direction
+    combination = method.combination
 
-    def spy_task_losses(m, batches):
-        seen["forget_index"].append(batches["forget"]["index"].tolist())
-        seen["retain_index"].append(batches["retain"]["index"].tolist())
-        return task_losses(m, batches)
+    from unlearn.batching import PairedBatches
 
-    def spy_direction(grads):
+    steps = PairedBatches.steps
+
+    def spy_steps(self, *args, **kwargs):  # this process's indices of each step (all its micro-batches)
+        for micro in steps(self, *args, **kwargs):
+            seen["forget_index"].append([i for m in micro for i in m.forget])
+            seen["retain_index"].append([i for m in micro for i in m.retain])
+            seen.setdefault("micro_sizes", []).append([len(m.forget) for m in micro])
+            yield micro
+
+    def spy_combination(grads):
         seen["geometry"].append([grads.norm("forget"), grads.norm("retain"), grads.cos("forget", "retain")])
-        return direction(grads)
+        return combination(grads)
 
-    method.task_losses, method.direction = spy_task_losses, spy_direction
+    method.combination = spy_combination
+    PairedBatches.steps = spy_steps
 
-    def make_scheduler(total):
-        sched = build_scheduler(sched_cfg, float(cfg["lr"]), total)
+    def make_scheduler(total, per_epoch):
+        sched = build_scheduler(sched_cfg, float(cfg["lr"]), total, per_epoch)
         if not sched.probes:
             return sched
         observe = sched.observe
@@ -92,8 +109,12 @@ def run_case(name: str, out: Path, accelerator) -> dict:
         sched.observe = spy_observe
         return sched
 
-    res = unlearn(model, method, make_scheduler, features(N_FORGET, 1), features(N_RETAIN, 2), cfg, pad_id=0,
-                  seed=7, log_path=out / f"{name}.steps.jsonl", accelerator=accelerator)
+    try:
+        res = unlearn(model, method, make_scheduler, features(N_FORGET, 1), features(N_RETAIN, 2), cfg, pad_id=0,
+                      seed=7, log_path=out / f"{name}.steps.jsonl", accelerator=accelerator,
+                      context=_context(features(N_FORGET, 1)))
+    finally:
+        PairedBatches.steps = steps
     seen.update(status=res.status, steps=res.steps, final=res.final)
     # a sharded evaluation of the result: every rank scores every other batch of 3, all get all
     from eval.likelihood import score
@@ -104,6 +125,16 @@ def run_case(name: str, out: Path, accelerator) -> dict:
     if accelerator.is_main_process:
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / f"{name}.params.pt")
     return seen
+
+
+def _context(forget):
+    """What NPO's setup needs: the frozen target (the same seeded model) and the forget features."""
+    from unlearn.methods import MethodContext
+    from unlearn.models import build_tiny_llama
+
+    return MethodContext(encode=None, forget_rows=[{}] * len(forget), retain_rows=[], forget_features=forget,
+                         retain_features=[], pad_id=0, device=torch.device("cpu"),
+                         load_reference=lambda: build_tiny_llama(ARCH, _Tok(), seed=0))
 
 
 def worker(out: Path) -> None:
@@ -160,6 +191,8 @@ def test_two_processes_take_the_one_process_updates(case, two_process_engine, on
     ranks = [json.loads((two / f"{case}.rank{r}.json").read_text()) for r in (0, 1)]
     # the same global batches: each rank's slice, and their union is the 1-process batch
     assert ranks[0]["steps"] == ranks[1]["steps"] == seen1[case]["steps"] == 6
+    if CASES[case][2] > 1:  # 2 micro-batches of 1 per process; the short last step has one
+        assert ranks[0]["micro_sizes"] == ranks[1]["micro_sizes"] == [[1, 1], [1, 1], [1]] * 2
     for step, (f1, r1) in enumerate(zip(seen1[case]["forget_index"], seen1[case]["retain_index"])):
         assert ranks[0]["forget_index"][step] + ranks[1]["forget_index"][step] == f1[0::2] + f1[1::2]
         assert ranks[0]["retain_index"][step] + ranks[1]["retain_index"][step] == r1[0::2] + r1[1::2]

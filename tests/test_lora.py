@@ -38,7 +38,7 @@ def test_only_adapters_change_and_ngdiff_geometry_holds(tmp_path):
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     cfg = {"name": "ngdiff", "eps": 1e-8, "lr": 1e-2, "epochs": 2, "batch_size": 4, "optimizer": "adamw",
            "weight_decay": 0.0}
-    res = unlearn(model, build_method(cfg), lambda t: build_scheduler({"name": "constant"}, 1e-2, t),
+    res = unlearn(model, build_method(cfg), lambda t, e: build_scheduler({"name": "constant"}, 1e-2, t, e),
                   feats(8, 1), feats(16, 2), cfg, pad_id=0, seed=0, log_path=tmp_path / "s.jsonl")
     assert res.status == "ok" and res.steps == 4
     for n, p in model.named_parameters():

@@ -80,7 +80,9 @@ def make_accelerator():
     from accelerate.utils import InitProcessGroupKwargs
 
     minutes = float(os.environ.get(TIMEOUT_ENV, 720))
-    acc = Accelerator(cpu=not torch.cuda.is_available(),
+    # mixed_precision="no": the run's model.precision is applied by unlearn.precision (per run, per
+    # task gradient), never by accelerate as well; a launcher's --mixed_precision is checked against it
+    acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no",
                       kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(minutes=minutes))])
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not is_fsdp(acc):
         log.warning("FSDP was asked for, but accelerate runs %s here (FSDP needs GPUs): plain data "

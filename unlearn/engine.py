@@ -1,18 +1,22 @@
 """The unlearning loop: forget/retain pairing, per-task gradients, directions, GeN probes, logs.
 
-One step (DESIGN.md §5):
+One step (DESIGN.md §5, §8):
 1. set the scheduler's learning rate;
-2. take the next forget batch and a seeded random retain batch (TOFU pairs every forget example
-   with a random retain example); under W processes both global batches are drawn as in one
-   process and each process takes its slice ``[rank::W]``;
-3. per-task losses and gradients -> the method's direction d, handed to the optimizer as the
-   gradient (scalarizations may instead use one backward of their weighted sum); LM losses are
-   token means over the GLOBAL batch (the batch's ``token_normalizer``), so a W-process step is
-   the 1-process step on the concatenated batch (:mod:`unlearn.distributed`);
-4. a non-finite loss stops the run before the update (status ``diverged``);
-5. GeN probe steps measure the fitted loss at w0 + delta and w0 - delta and update the rate;
-6. one JSONL row (main process): task losses, task gradient norms, cos(g_F, g_R), <d, g_t>, lr,
-   step time -- every value global, the same on every process.
+2. draw the effective batch -- ``batch_size x grad_accum_steps x processes`` forget examples,
+   each paired with a seeded random retain example (TOFU's pairing) -- as one batch; this
+   process takes its slice ``[rank::W]`` and cuts it into micro-batches of ``batch_size``
+   (:mod:`unlearn.batching`);
+3. per task, the gradient accumulated over the micro-batches (synchronized across processes once,
+   on the last) -> the method's combination d = sum_t c_t g_t of the accumulated task gradients,
+   formed once per step in place and handed to the optimizer as the gradient (scalarizations may
+   instead use one backward of their weighted sum per micro-batch); LM losses are token means
+   over the whole effective batch, so every split of it takes the same update;
+4. a non-finite loss stops the run before the update (status ``diverged``); under ``16-mixed`` a
+   non-finite gradient skips the update and lowers the loss scale (:mod:`unlearn.precision`);
+5. ``max_grad_norm`` clips d (its pre-clip norm ``dir_norm`` is logged every step);
+6. GeN probe steps measure the fitted loss on the effective batch at w0 + delta and w0 - delta;
+7. one JSONL row (main process): task losses, task gradient norms, cos(g_F, g_R), <d, g_t>, ||d||,
+   lr, step time -- every value global, the same on every process.
 """
 from __future__ import annotations
 
@@ -30,16 +34,20 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from unlearn.data import Feature, collate
-from unlearn.distributed import make_accelerator, sum_across
-from unlearn.gradients import collect_task_gradients, set_gradient, trainable_parameters
-from unlearn.losses import TOKEN_NORMALIZER, Batch, lm_loss, scored_tokens
+from unlearn.batching import PairedBatches, global_means, normalize_batches
+from unlearn.data import Feature
+from unlearn.distributed import is_fsdp, make_accelerator, sum_across
+from unlearn.gradients import collect_task_gradients, global_dot, set_gradient, trainable_parameters
+from unlearn.losses import Batch, lm_loss
 from unlearn.methods import Method, MethodContext
+from unlearn.optimizers import build_optimizer
+from unlearn.precision import Precision
 from unlearn.schedulers import Scheduler
 
 log = logging.getLogger(__name__)
 
 FIT_LOSSES = ("retain", "forget", "objective")
+CLIP_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s: coef = max_norm / (norm + 1e-6)
 
 
 @dataclass
@@ -53,78 +61,8 @@ class EngineResult:
     trajectory: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     model: Any = None  # the trained model as the accelerator prepared it (DDP / FSDP wrapper)
-
-
-class PairedBatches:
-    """Epochs over the forget set, each forget batch paired with random retain examples.
-
-    Global batches are formed exactly as in one process: the forget order is seeded by (seed,
-    epoch), and each step draws one retain index per forget example from ONE generator seeded by
-    the run seed only. Process r of W then takes items r, r+W, ... of both, so the processes see
-    different retain samples and their union is the 1-process batch. A trailing forget batch with
-    fewer than W examples (some process would get none) is skipped when W > 1.
-    """
-
-    def __init__(
-        self,
-        forget: Sequence[Feature],
-        retain: Sequence[Feature],
-        batch_size: int,
-        seed: int,
-        rank: int = 0,
-        world: int = 1,
-    ) -> None:
-        if not forget:
-            raise ValueError("the forget set is empty")
-        if not retain:
-            raise ValueError("the retain set is empty")
-        if batch_size % world:
-            raise ValueError(f"batch_size {batch_size} is not divisible by the {world} processes")
-        self.forget, self.retain = forget, retain
-        self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
-        # one stream for every process (the stream a 1-process run drew before: rank 0's seed)
-        self.retain_gen = torch.Generator().manual_seed(seed * 1_000_003 + 7919)
-        if len(forget) < world:
-            raise ValueError(f"the forget set ({len(forget)} examples) is smaller than the {world} processes")
-        rest = len(forget) % batch_size
-        if rest and rest < world:
-            log.warning("the last forget batch of each epoch (%d examples) is skipped: fewer than the %d processes",
-                        rest, world)
-
-    @property
-    def steps_per_epoch(self) -> int:
-        full, rest = divmod(len(self.forget), self.batch_size)
-        return full + (1 if rest >= self.world else 0)
-
-    def epoch(self, epoch: int):
-        """Yield (forget indices, retain indices) of this process, step by step."""
-        order = torch.randperm(len(self.forget), generator=torch.Generator().manual_seed(self.seed + 104729 * epoch)).tolist()
-        for i in range(0, len(order), self.batch_size):
-            forget = order[i : i + self.batch_size]
-            if len(forget) < self.world:
-                continue
-            retain = torch.randint(len(self.retain), (len(forget),), generator=self.retain_gen).tolist()
-            yield forget[self.rank :: self.world], retain[self.rank :: self.world]
-
-    def batch(self, which: str, index: Sequence[int], pad_id: int, device) -> dict[str, torch.Tensor]:
-        feats = self.forget if which == "forget" else self.retain
-        out = _to(collate([feats[j] for j in index], pad_id), device)
-        out["index"] = torch.tensor(index, dtype=torch.long, device=device)
-        return out
-
-
-def _to(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device) for k, v in batch.items()}
-
-
-def build_optimizer(params: Sequence[torch.nn.Parameter], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
-    name = str(cfg.get("optimizer", "adamw"))
-    lr, wd = float(cfg["lr"]), float(cfg.get("weight_decay", 0.0))
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=float(cfg.get("momentum", 0.0)))
-    raise ValueError(f"unknown optimizer {name!r}; valid: adamw, sgd")
+    batch: dict[str, Any] = field(default_factory=dict)  # micro-batch, accumulation, processes, effective
+    skipped_steps: int = 0  # 16-mixed: updates skipped on a non-finite gradient
 
 
 def fit_loss_value(kind: str, losses: Mapping[str, float]) -> float:
@@ -138,10 +76,96 @@ def fit_loss_value(kind: str, losses: Mapping[str, float]) -> float:
     raise ValueError(f"unknown gen fit loss {kind!r}; valid: {', '.join(FIT_LOSSES)}")
 
 
+STEP_RULES = ("epochs", "tofu", "full_batches")
+
+
+def batch_plan(cfg: Mapping[str, Any], processes: int) -> dict[str, int]:
+    """micro-batch x accumulation x processes = the effective batch of every update.
+
+    ``method.effective_batch`` set (the recipes: 32) fixes the product: ``grad_accum_steps``
+    (null) is then what makes it, on however many processes the run has."""
+    micro = int(cfg["batch_size"])
+    accum, effective = cfg.get("grad_accum_steps"), cfg.get("effective_batch")
+    if micro < 1 or (accum is not None and int(accum) < 1) or (effective is not None and int(effective) < 1):
+        raise ValueError(f"method.batch_size, grad_accum_steps and effective_batch must be >= 1, got "
+                         f"{micro}, {accum}, {effective}")
+    if effective is not None:
+        per_update = micro * processes
+        if int(effective) % per_update or (accum is not None and int(accum) * per_update != int(effective)):
+            raise ValueError(f"method.effective_batch={effective} is not method.batch_size={micro} x "
+                             f"grad_accum_steps={accum if accum is not None else '?'} x {processes} process(es)")
+        accum = int(effective) // per_update
+    accum = int(accum or 1)
+    return {"batch_size": micro, "grad_accum_steps": accum, "processes": processes,
+            "effective_batch": micro * accum * processes}
+
+
+def total_steps(rule: str, epochs: int, n_forget: int, pairs: PairedBatches) -> int:
+    """How many updates a run takes (``method.step_rule``):
+
+    ``epochs``: every epoch is ``steps_per_epoch`` updates, the last one on the epoch's rest;
+    ``tofu``: floor(epochs x N / E), TOFU ``forget.py``'s ``max_steps`` (epochs still cycle with their rest);
+    ``full_batches``: epochs x floor(N / E), the rest of each epoch unused (the Trainer's updates per
+    epoch, ``len(dataloader) // grad_accum``, as open-unlearning runs it)."""
+    if rule == "epochs":
+        return pairs.steps_per_epoch * epochs
+    if rule == "tofu":
+        return max(1, epochs * n_forget // pairs.batch_size)
+    if rule == "full_batches":
+        return epochs * pairs.steps_per_epoch  # pairs drops the rest (drop_last)
+    raise ValueError(f"unknown method.step_rule {rule!r}; valid: {', '.join(STEP_RULES)}")
+
+
+@dataclass
+class _Step:
+    """The pieces of the loop that stay fixed for a run."""
+
+    model: torch.nn.Module
+    params: list[torch.nn.Parameter]
+    method: Method
+    acc: Accelerator
+    precision: Precision
+    sharded: bool
+    reduce: Callable | None
+    fit: str
+
+    def autocast(self):
+        return self.precision.autocast(self.acc.device, self.sharded)
+
+    def closure(self, fn: Callable[[], torch.Tensor], factor: float) -> Callable[[], torch.Tensor]:
+        """A task loss of one micro-batch, computed in the run's precision and scaled by its share."""
+        def run() -> torch.Tensor:
+            with self.autocast():
+                loss = fn()
+            return loss if factor == 1.0 else loss * factor
+        return run
+
+    def sync(self, last: bool):
+        """Gradient synchronization only on a task's last micro-batch (DDP ``no_sync``, FSDP2's
+        ``set_requires_gradient_sync``, both behind ``accelerator.no_sync``)."""
+        return contextlib.nullcontext() if last or self.acc.num_processes == 1 else self.acc.no_sync(self.model)
+
+    def any_process(self, flag: bool) -> bool:
+        if self.acc.num_processes == 1:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self.acc.device)
+        return bool(self.acc.reduce(t, "sum").item() > 0)
+
+    @torch.no_grad()
+    def fit_losses(self, micro: Sequence[Mapping[str, Batch]], weights: Sequence[float]) -> float:
+        """GeN's fitted loss on the effective batch (the batches carry its token normalizer)."""
+        need = ("retain",) if self.fit == "retain" else ("forget",) if self.fit == "forget" else ("retain", "forget")
+        sums = {}
+        with self.autocast():
+            for t in need:
+                sums[t] = sum(w * lm_loss(self.model, mb[t]) for mb, w in zip(micro, weights))
+        return fit_loss_value(self.fit, global_means(sums, self.acc))
+
+
 def unlearn(
     model: torch.nn.Module,
     method: Method,
-    scheduler_factory: Callable[[int], Scheduler],
+    scheduler_factory: Callable[[int, int], Scheduler],
     forget: Sequence[Feature],
     retain: Sequence[Feature],
     cfg: Mapping[str, Any],
@@ -154,68 +178,100 @@ def unlearn(
     trajectory: Callable[[int, torch.nn.Module], dict[str, Any]] | None = None,
     trajectory_every: int = 0,
     context: MethodContext | None = None,
+    precision: Precision | None = None,
 ) -> EngineResult:
-    """Unlearn in place. ``cfg`` is the method node (lr, epochs, batch_size, optimizer, ...)."""
+    """Unlearn in place. ``cfg`` is the method node (lr, epochs, batch_size, grad_accum_steps,
+    max_grad_norm, optimizer, ...); ``scheduler_factory(total_steps, steps_per_epoch)``."""
     if fit not in FIT_LOSSES:
         raise ValueError(f"unknown gen fit loss {fit!r}; valid: {', '.join(FIT_LOSSES)}")
     acc = accelerator if accelerator is not None else make_accelerator()
-    pairs = PairedBatches(forget, retain, int(cfg["batch_size"]), seed, acc.process_index, acc.num_processes)
-    total = pairs.steps_per_epoch * int(cfg["epochs"])
+    precision = precision or Precision()
+    plan = batch_plan(cfg, acc.num_processes)
+    rule = str(cfg.get("step_rule", "epochs"))
+    pairs = PairedBatches(forget, retain, plan["effective_batch"], seed, acc.process_index, acc.num_processes,
+                          drop_last=rule == "full_batches")
+    total = total_steps(rule, int(cfg["epochs"]), len(forget), pairs)
     if cfg.get("max_steps"):
         total = min(total, int(cfg["max_steps"]))
-    sched = scheduler_factory(total)
+    sched = scheduler_factory(total, len(forget) / plan["effective_batch"])
+    max_norm = cfg.get("max_grad_norm")
+    max_norm = float(max_norm) if max_norm is not None else None
+    if max_norm is not None and not max_norm > 0:
+        raise ValueError(f"method.max_grad_norm must be > 0 or null, got {max_norm}")
     optim = build_optimizer(trainable_parameters(model), cfg)
+    if is_fsdp(acc):
+        from unlearn.fsdp import configure_accelerate_fsdp
+
+        configure_accelerate_fsdp(acc, model, precision.fsdp_policy())
     model, optim = acc.prepare(model, optim)
     params = trainable_parameters(model)  # after prepare: FSDP replaces the parameters by shards
-    reduce = sum_across(acc)  # FSDP: per-shard inner products summed across processes
+    st = _Step(model, params, method, acc, precision, is_fsdp(acc), sum_across(acc), fit)
+    scaler = precision.loss_scaler()
+    backward = acc.backward if scaler is None else scaler.scaled(acc.backward)
     if context is not None:
         method.setup(dataclasses.replace(context, device=acc.device))
     elif type(method).setup is not Method.setup:
         raise ValueError(f"method {cfg['name']!r} precomputes from its data (reference model, alternative "
                          "answers): unlearn() needs its `context`")
     model.train()
-    stats_for_scalarization = bool(cfg.get("task_grad_stats", True))
+    one_backward = method.weights() is not None and not bool(cfg.get("task_grad_stats", True))
     weights = method.weights()
     lm_tasks = set(method.lm_tasks)
-    result = EngineResult(status="ok", steps=0, total_steps=total)
+    result = EngineResult(status="ok", steps=0, total_steps=total, batch=plan)
     t_start = time.perf_counter()
     log_path = Path(log_path)
     main = acc.is_main_process
     if main:
         log_path.parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=total, desc=f"unlearn[{cfg['name']}]", disable=not main)
+
+    def evaluate(step: int) -> None:
+        with st.autocast():
+            result.trajectory.append({"step": step, **trajectory(step, model)})
+        model.train()
+
     step = 0
     with (open(log_path, "w") if main else contextlib.nullcontext()) as jsonl:
         if trajectory is not None and trajectory_every > 0:
-            result.trajectory.append({"step": 0, **trajectory(0, model)})
+            evaluate(0)
         for epoch in range(int(cfg["epochs"])):
-            for f_idx, r_idx in pairs.epoch(epoch):
+            for plan_step in pairs.steps(epoch, plan["batch_size"], synced=st.sharded):
                 if step >= total:
                     break
                 t0 = time.perf_counter()
                 lr = sched.lr(step)
                 for g in optim.param_groups:
                     g["lr"] = lr
-                batches: dict[str, Batch] = {
-                    "forget": pairs.batch("forget", f_idx, pad_id, acc.device),
-                    "retain": pairs.batch("retain", r_idx, pad_id, acc.device),
-                }
-                shares = normalize_batches(batches, acc)
-                closures = method.task_losses(model, batches)
-                for t, share in shares.items():  # per-sequence means of an uneven split (see below)
-                    if t in closures and t not in lm_tasks and share != 1.0:
-                        closures[t] = _scaled(closures[t], share)
+                micro = [{"forget": pairs.batch("forget", m.forget, pad_id, acc.device),
+                          "retain": pairs.batch("retain", m.retain, pad_id, acc.device)} for m in plan_step]
+                mweights = [m.weight for m in plan_step]
+                shares = normalize_batches(micro, mweights, acc)
+                tasks: dict[str, list[Callable[[], torch.Tensor]]] = {}
+                for mb, w, share in zip(micro, mweights, shares):
+                    for t, fn in method.task_losses(model, mb).items():
+                        # token means are normalized by the batch itself; per-sequence means by share
+                        tasks.setdefault(t, []).append(st.closure(fn, w * (1.0 if t in lm_tasks else share[t])))
                 row: dict[str, Any] = {"step": step, "epoch": epoch, "lr": lr}
-                if weights is not None and not stats_for_scalarization:
+                if one_backward:
                     optim.zero_grad(set_to_none=True)
-                    parts = {t: fn() for t, fn in closures.items()}
-                    acc.backward(sum(weights[t] * parts[t] for t in parts))
-                    values = {t: v.detach() for t, v in parts.items()}
+                    n = len(micro)
+                    values = {}
+                    for j in range(n):
+                        with st.sync(j == n - 1):
+                            parts = {t: fns[j]() for t, fns in tasks.items()}
+                            backward(sum(weights[t] * parts[t] for t in parts))
+                        for t, v in parts.items():
+                            values[t] = v.detach() if t not in values else values[t] + v.detach()
+                    found_inf = scaler is not None and not scaler.unscale_([p.grad for p in params])
                 else:
-                    values, grads = collect_task_gradients(params, closures, acc.backward, reduce)
-                    direction = method.direction(grads)
-                    row.update(grads.stats(direction))
-                    set_gradient(params, direction)
+                    values, grads = collect_task_gradients(params, tasks, backward, st.reduce, st.sync)
+                    found_inf = scaler is not None and not all([scaler.unscale_(g) for g in grads.values()])
+                found_inf = st.any_process(found_inf) if scaler is not None else False
+                if not one_backward and not found_inf:
+                    coeffs = method.combination(grads)
+                    row.update(grads.stats(coeffs))
+                    set_gradient(params, grads.combine_into_place(coeffs))
+                if not one_backward:
                     del grads
                 losses = global_means(values, acc)
                 row.update({f"loss/{t}": v for t, v in losses.items()})
@@ -228,17 +284,31 @@ def unlearn(
                     if jsonl is not None:
                         jsonl.write(json.dumps(_finite(row)) + "\n")
                     break
-                probe = sched.probes and sched.should_probe(step)
-                if probe:
-                    # L0 reuses the step's values only for tasks whose loss is the plain LM loss
-                    lm = {t: losses[t] for t in method.lm_tasks if t in losses}
-                    l0 = _fit_at_current(model, fit, batches, lm, acc)
-                    w0 = [p.detach().clone() for p in params]
-                optim.step()
-                optim.zero_grad(set_to_none=True)
-                if probe:
-                    row.update(_probe(model, params, w0, fit, batches, l0, lr, sched, step, acc))
-                    del w0
+                if found_inf:  # 16-mixed: an overflowing gradient, the update is skipped
+                    optim.zero_grad(set_to_none=True)
+                    scaler.update(True)
+                    result.skipped_steps += 1
+                    row["skipped"] = "non-finite gradient (fp16 overflow): update skipped, loss scale lowered"
+                else:
+                    row.update(_clip(params, max_norm, st.reduce))
+                    probe = sched.probes and sched.should_probe(step)
+                    if probe:
+                        # L0 reuses the step's values only for tasks whose loss is the plain LM loss
+                        lm = {t: losses[t] for t in method.lm_tasks if t in losses}
+                        try:
+                            l0 = fit_loss_value(fit, lm)
+                        except KeyError:
+                            l0 = st.fit_losses(micro, mweights)
+                        w0 = [p.detach().clone() for p in params]
+                    optim.step()
+                    optim.zero_grad(set_to_none=True)
+                    if scaler is not None:
+                        scaler.update(False)
+                    if probe:
+                        row.update(_probe(st, w0, micro, mweights, l0, lr, sched, step))
+                        del w0
+                if scaler is not None:
+                    row.update(scaler.state())
                 row.update(sched.state())
                 row["time"] = time.perf_counter() - t0
                 if jsonl is not None:
@@ -249,8 +319,7 @@ def unlearn(
                 bar.update(1)
                 bar.set_postfix({k.split("/")[-1][:6]: f"{v:.3g}" for k, v in row.items() if k.startswith("loss/")} | {"lr": f"{lr:.2e}"})
                 if trajectory is not None and trajectory_every > 0 and (step % trajectory_every == 0 or step == total):
-                    result.trajectory.append({"step": step, **trajectory(step, model)})
-                    model.train()
+                    evaluate(step)
             if result.status != "ok" or step >= total:
                 break
     bar.close()
@@ -261,46 +330,19 @@ def unlearn(
     return result
 
 
-def normalize_batches(batches: dict[str, dict[str, torch.Tensor]], acc: Accelerator) -> dict[str, float]:
-    """Make this process's losses parts of the global batch's losses (one all-reduce per step).
-
-    Each batch gets ``token_normalizer`` = (global scored-token count) / W, so :func:`lm_loss` on
-    it is this process's summed NLL over that: the mean across processes of the loss (and DDP's
-    average of the gradients) is the global token mean. Returns each batch's sequence share
-    ``n_local * W / n_global`` (1 when the batch is split evenly), the factor that makes a
-    per-sequence mean of this process's part average to the global per-sequence mean.
-    """
-    names = list(batches)
-    local = [float(scored_tokens(batches[t]["labels"])) for t in names] + \
-            [float(batches[t]["input_ids"].shape[0]) for t in names]
-    world = acc.num_processes
-    counts = torch.tensor(local, dtype=torch.float64, device=acc.device)
-    if world > 1:
-        counts = acc.reduce(counts, "sum")
-    counts = counts.tolist()
-    shares = {}
-    for k, t in enumerate(names):
-        tokens, seqs = counts[k], counts[len(names) + k]
-        batches[t][TOKEN_NORMALIZER] = torch.tensor(max(tokens, 1.0) / world, dtype=torch.float32,
-                                                    device=acc.device)
-        shares[t] = local[len(names) + k] * world / seqs
-    return shares
-
-
-def global_means(values: Mapping[str, torch.Tensor], acc: Accelerator) -> dict[str, float]:
-    """Each task's loss averaged across processes (one all-reduce): with the normalization of
-    :func:`normalize_batches`, the loss of the global batch -- the same number on every process."""
-    names = list(values)
-    if not names:
-        return {}
-    stacked = torch.stack([values[t].detach().float().reshape(()) for t in names])
-    if acc.num_processes > 1:
-        stacked = acc.reduce(stacked, "mean")
-    return dict(zip(names, (float(v) for v in stacked.tolist())))
-
-
-def _scaled(fn: Callable[[], torch.Tensor], factor: float) -> Callable[[], torch.Tensor]:
-    return lambda: fn() * factor
+def _clip(params: Sequence[torch.nn.Parameter], max_norm: float | None, reduce) -> dict[str, float]:
+    """||d|| before clipping (global, fp32-accumulated), and d scaled to ``max_norm`` if longer
+    (torch's ``clip_grad_norm_`` rule, on the final update direction -- as the Trainer clips the
+    accumulated gradient)."""
+    d = [p.grad for p in params if p.grad is not None]
+    norm = global_dot(d, d, reduce) ** 0.5
+    out = {"dir_norm": norm}
+    if max_norm is not None:
+        coef = min(1.0, max_norm / (norm + CLIP_EPS))
+        if coef < 1.0:
+            torch._foreach_mul_(d, coef)
+        out["clip_coef"] = coef
+    return out
 
 
 def _finite(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -309,29 +351,14 @@ def _finite(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def _fit_losses(model: torch.nn.Module, fit: str, batches: Mapping[str, Batch], acc: Accelerator) -> float:
-    need = ("retain",) if fit == "retain" else ("forget",) if fit == "forget" else ("retain", "forget")
-    # the batches carry the step's token normalizer: the mean across processes is the global loss
-    return fit_loss_value(fit, global_means({t: lm_loss(model, batches[t]) for t in need}, acc))
-
-
-def _fit_at_current(model, fit, batches, losses, acc) -> float:
-    """L0: reuse the step's own losses when they cover the fitted loss (no extra forward)."""
-    try:
-        return fit_loss_value(fit, losses)
-    except KeyError:
-        return _fit_losses(model, fit, batches, acc)
-
-
-@torch.no_grad()
-def _probe(model, params, w0, fit, batches, l0, lr, sched, step, acc) -> dict[str, Any]:
+def _probe(st: _Step, w0, micro, weights, l0, lr, sched, step) -> dict[str, Any]:
     """Measure the fitted loss at w1 = w0 + delta and at w0 - delta, restore w1, update the rate."""
-    l_step = _fit_losses(model, fit, batches, acc)
-    w1 = [p.detach().clone() for p in params]
-    for p, a, b in zip(params, w0, w1):
+    l_step = st.fit_losses(micro, weights)
+    w1 = [p.detach().clone() for p in st.params]
+    for p, a, b in zip(st.params, w0, w1):
         p.copy_(2 * a - b)  # w0 - delta
-    l_back = _fit_losses(model, fit, batches, acc)
-    for p, b in zip(params, w1):
+    l_back = st.fit_losses(micro, weights)
+    for p, b in zip(st.params, w1):
         p.copy_(b)
     res = sched.observe(step, l0, l_step, l_back, lr)
     return {

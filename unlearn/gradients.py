@@ -14,7 +14,8 @@ sums its own part and ``reduce`` adds the parts.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping, Sequence
+import contextlib
+from typing import Callable, ContextManager, Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -45,7 +46,7 @@ class TaskGradients(Mapping[str, Grad]):
         return self._grads[g] if isinstance(g, str) else g
 
     def dot(self, a: str | Grad, b: str | Grad) -> float:
-        """<a, b> over all parameters (per-tensor dots summed in float64)."""
+        """<a, b> over all parameters (:func:`global_dot`; named pairs are computed once)."""
         if isinstance(a, str) and isinstance(b, str):
             key = (a, b) if a <= b else (b, a)
             if key not in self._dots:
@@ -54,13 +55,7 @@ class TaskGradients(Mapping[str, Grad]):
         return self._dot(self._vec(a), self._vec(b))
 
     def _dot(self, va: Grad, vb: Grad) -> float:
-        # per-tensor dots in the gradients' own dtype (no float64 copies of whole gradients),
-        # summed across tensors in float64
-        parts = [torch.dot(_local(x).reshape(-1), _local(y).reshape(-1)) for x, y in zip(va, vb, strict=True)]
-        total = torch.stack(parts).double().sum()
-        if self._reduce is not None:
-            total = self._reduce(total)
-        return float(total)
+        return global_dot(va, vb, self._reduce)
 
     def norm(self, a: str | Grad) -> float:
         return self.dot(a, a) ** 0.5
@@ -82,16 +77,49 @@ class TaskGradients(Mapping[str, Grad]):
             raise ValueError("combine() needs at least one gradient")
         return out
 
-    def stats(self, direction: Grad | None = None) -> dict[str, float]:
-        """Per-task norms, pairwise cosine of forget/retain, and <d, g_t> for the realized direction."""
+    def combine_into_place(self, coeffs: Mapping[str, float]) -> Grad:
+        """sum_t c_t g_t written over the buffers of the last task, the others released: the
+        update costs no buffer beyond the task gradients themselves (a two-task step holds two
+        gradient-sized buffers at its peak, and one once the direction is formed). The object
+        is spent afterwards."""
+        if not self._grads:
+            raise ValueError("no task gradients left (combine_into_place was called already)")
+        names = list(self._grads)
+        last = names[-1]
+        out = self._grads[last]
+        torch._foreach_mul_(out, float(coeffs.get(last, 0.0)))
+        for t in names[:-1]:
+            if coeffs.get(t, 0.0):
+                torch._foreach_add_(out, self._grads[t], alpha=float(coeffs[t]))
+        self._grads = {}
+        return out
+
+    def stats(self, coeffs: Mapping[str, float] | None = None) -> dict[str, float]:
+        """Per-task norms, the cosine of forget/retain, and, for the direction d = sum_s c_s g_s,
+        <d, g_t> = sum_s c_s <g_s, g_t> (from the Gram matrix: no pass over d itself)."""
         out = {f"grad_norm/{t}": self.norm(t) for t in self._grads}
         if "forget" in self._grads and "retain" in self._grads:
             out["cos/forget_retain"] = self.cos("forget", "retain")
-        if direction is not None:
-            out["dir_norm"] = self.norm(direction)
+        if coeffs is not None:
             for t in self._grads:
-                out[f"dot/dir_{t}"] = self.dot(direction, t)
+                out[f"dot/dir_{t}"] = sum(float(c) * self.dot(s, t) for s, c in coeffs.items() if c)
         return out
+
+
+def global_dot(va: Grad, vb: Grad, reduce: Callable[[Tensor], Tensor] | None = None) -> float:
+    """<a, b> over every parameter: each tensor's dot accumulated in fp32 whatever the gradient
+    dtype (a bf16 dot rounds its result to 3 digits: MGDA's ||u - v||^2 = uu + vv - 2uv would
+    cancel to noise), summed across tensors in float64, and across processes by ``reduce``."""
+    parts = [torch.dot(_fp32(_local(x)), _fp32(_local(y))) for x, y in zip(va, vb, strict=True)]
+    total = torch.stack(parts).double().sum() if parts else torch.zeros((), dtype=torch.float64)
+    if reduce is not None:
+        total = reduce(total)
+    return float(total)
+
+
+def _fp32(t: Tensor) -> Tensor:
+    t = t.reshape(-1)
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
 
 
 def _local(t: Tensor) -> Tensor:
@@ -105,29 +133,34 @@ def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
 
 def collect_task_gradients(
     params: Sequence[torch.nn.Parameter],
-    losses: Mapping[str, Callable[[], Tensor]],
+    losses: Mapping[str, Callable[[], Tensor] | Sequence[Callable[[], Tensor]]],
     backward: Callable[[Tensor], None],
     reduce: Callable[[Tensor], Tensor] | None = None,
+    sync: Callable[[bool], ContextManager] | None = None,
 ) -> tuple[dict[str, Tensor], TaskGradients]:
-    """Run each task's loss closure and backward separately; return detached losses and gradients.
+    """Each task's gradient, accumulated over its micro-batches; return summed losses and gradients.
 
-    The last task's gradient is taken from ``p.grad`` without a copy (the buffers are detached and
-    then cleared), so a two-task step holds one extra gradient copy, not two.
+    ``losses[t]`` is one loss closure, or one per micro-batch (gradient accumulation): their
+    gradients add up in ``p.grad``, and ``sync(last)`` is the context of each backward --
+    gradient synchronization off for all but a task's last micro-batch (DDP's ``no_sync``), so
+    each task's gradient is all-reduced once. A task's gradient is then moved out of ``p.grad``
+    (no copy) before the next task's backward, so the per-task gradients cost one buffer per
+    task and nothing more.
     """
-    names = list(losses)
     grads: dict[str, Grad] = {}
     values: dict[str, Tensor] = {}
-    for i, name in enumerate(names):
+    for name, fns in losses.items():
+        fns = [fns] if callable(fns) else list(fns)
         for p in params:
             p.grad = None
-        loss = losses[name]()
-        backward(loss)
-        values[name] = loss.detach()
-        last = i == len(names) - 1
-        grads[name] = [
-            (p.grad if last else p.grad.detach().clone()) if p.grad is not None else torch.zeros_like(p)
-            for p in params
-        ]
+        total = None
+        for j, fn in enumerate(fns):
+            with sync(j == len(fns) - 1) if sync is not None else contextlib.nullcontext():
+                loss = fn()
+                backward(loss)
+            total = loss.detach() if total is None else total + loss.detach()
+        values[name] = total
+        grads[name] = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     for p in params:
         p.grad = None
     return values, TaskGradients(grads, reduce)

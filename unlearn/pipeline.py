@@ -23,9 +23,11 @@ from omegaconf import DictConfig, OmegaConf
 from eval.records import (RECORD_NAME, complete_record, environment_info, git_info, load_record,
                           write_json_atomic, write_record)
 from unlearn import distributed as dist_utils
-from unlearn.engine import unlearn
+from unlearn.engine import STEP_RULES, batch_plan, unlearn
 from unlearn.methods import MethodContext, build_method
-from unlearn.models import configure_training, frozen
+from unlearn.models import configure_training, frozen, torch_dtype
+from unlearn.optimizers import check_optimizer
+from unlearn.precision import Precision, check_launcher_precision, to_storage
 from unlearn.schedulers import SCHEDULERS, build_scheduler
 from unlearn.stages import StageCache, content_hash
 from unlearn.benchmarks import Benchmark, get_benchmark
@@ -84,14 +86,26 @@ def _attach_log_file(run_dir: Path) -> logging.Handler | None:
     return handler
 
 
-def validate(cfg: DictConfig) -> None:
+def validate(cfg: DictConfig, processes: int = 1) -> None:
     """Fail before any work on choices that would otherwise fail deep inside a library."""
     build_method(cfg.method)  # unknown method -> lists the valid ones
     SCHEDULERS.get(cfg.scheduler.name)
     if float(cfg.method.lr) <= 0:
         raise ValueError(f"method.lr must be positive, got {cfg.method.lr}")
-    if int(cfg.method.batch_size) < 1 or int(cfg.method.epochs) < 1:
-        raise ValueError("method.batch_size and method.epochs must be >= 1")
+    if int(cfg.method.epochs) < 1:
+        raise ValueError("method.epochs must be >= 1")
+    batch_plan(cfg.method, processes)
+    if str(cfg.method.get("step_rule", "epochs")) not in STEP_RULES:
+        raise ValueError(f"unknown method.step_rule {cfg.method.step_rule!r}; valid: {', '.join(STEP_RULES)}")
+    max_norm = cfg.method.get("max_grad_norm")
+    if max_norm is not None and not float(max_norm) > 0:
+        raise ValueError(f"method.max_grad_norm must be > 0 or null, got {max_norm}")
+    check_optimizer(str(cfg.method.get("optimizer", "adamw")))
+    check_launcher_precision(run_precision(cfg))
+
+
+def run_precision(cfg: DictConfig) -> Precision:
+    return Precision(str(cfg.model.get("precision", "32-true")))
 
 
 def reference_eval(which: str, bench: Benchmark, prepared: Prepared, cfg: DictConfig, cache: StageCache) -> dict[str, Any]:
@@ -165,7 +179,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
                                "backend": acc.state.backend}
     failed = False
     try:
-        validate(cfg)
+        validate(cfg, acc.num_processes)
         if cfg.get("threads"):
             torch.set_num_threads(int(cfg.threads))
         torch.manual_seed(int(cfg.seed))
@@ -190,7 +204,9 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         reference, record["reference"] = bench.reference(logs, cfg)
 
         t = time.perf_counter()
-        model = configure_training(prepared.load("target"), cfg.model)
+        precision = run_precision(cfg)
+        # the target in its storage dtype; trainable weights (all, or LoRA's adapters) in the precision's
+        model = precision.prepare_trainable(configure_training(prepared.load("target"), cfg.model))
         forget_rows, retain_rows, forget, retain = bench.unlearning_data(prepared)
         context = MethodContext(
             encode=lambda row, answer, prefix_tokens: bench.answer_feature(prepared, row, answer, prefix_tokens),
@@ -199,19 +215,24 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
             load_reference=lambda: frozen(prepared.load("target")),
         )
         result = unlearn(
-            model, build_method(cfg.method), lambda total: build_scheduler(cfg.scheduler, float(cfg.method.lr), total),
+            model, build_method(cfg.method), lambda total, per_epoch: build_scheduler(cfg.scheduler, float(cfg.method.lr), total, per_epoch),
             forget, retain, cfg.method, pad_id=prepared.tokenizer.pad_token_id, seed=int(cfg.seed),
             log_path=run_dir / STEP_LOG, accelerator=acc, fit=str(cfg.scheduler.get("fit", "retain")),
             context=context, trajectory=trajectory_fn(bench, prepared, cfg, reference, acc),
-            trajectory_every=int(cfg.eval.trajectory_every),
+            trajectory_every=int(cfg.eval.trajectory_every), precision=precision,
         )
         trained = result.model
+        if not dist_utils.is_fsdp(acc):  # FSDP: the policy already computes in the half dtype
+            to_storage(acc.unwrap_model(trained), torch_dtype(prepared.dtype))
         if result.trajectory:
             record["trajectory"] = result.trajectory
         timings["unlearn"] = time.perf_counter() - t
         record["unlearn"] = {"status": result.status, "steps": result.steps, "total_steps": result.total_steps,
                              "diverged_at": result.diverged_at, "reason": result.reason,
-                             "final_losses": result.final, "seconds": result.seconds}
+                             "final_losses": result.final, "seconds": result.seconds,
+                             "precision": precision.name, **result.batch}
+        if result.skipped_steps:
+            record["unlearn"]["skipped_steps"] = result.skipped_steps
         finite = dist_utils.all_finite(acc, trained)
         if not finite:  # a diverged update left inf/NaN weights: nothing to save or evaluate
             record["unlearn"]["weights_finite"] = False

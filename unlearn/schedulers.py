@@ -18,7 +18,7 @@ SCHEDULERS: Registry[type["Scheduler"]] = Registry("scheduler")
 class Scheduler:
     probes = False  # True for schedulers that need loss probes along the update
 
-    def __init__(self, lr: float, total_steps: int, cfg: Mapping[str, Any]) -> None:
+    def __init__(self, lr: float, total_steps: int, cfg: Mapping[str, Any], epoch_batches: float | None = None) -> None:
         if lr <= 0 or not math.isfinite(lr):
             raise ValueError(f"the initial learning rate must be positive and finite, got {lr}")
         if total_steps < 1:
@@ -26,17 +26,28 @@ class Scheduler:
         self.base_lr = float(lr)
         self.total_steps = int(total_steps)
         self.cfg = cfg
+        self.epoch_batches = epoch_batches
         self.warmup = self._warmup_steps(cfg)
+        self.from_zero = bool(cfg.get("warmup_from_zero", False))
 
     def _warmup_steps(self, cfg: Mapping[str, Any]) -> int:
+        """The largest of ``warmup_steps``, ``warmup_ratio`` x total steps and ``warmup_epochs``
+        epochs of full batches: max(1, floor(warmup_epochs x N_forget / effective batch)) -- TOFU's
+        ``warmup_steps=max(1, steps_per_epoch)`` and open-unlearning's ``warmup_epochs``."""
         steps = int(cfg.get("warmup_steps", 0) or 0)
         ratio = float(cfg.get("warmup_ratio", 0.0) or 0.0)
-        return max(steps, int(round(ratio * self.total_steps)))
+        epochs = float(cfg.get("warmup_epochs", 0.0) or 0.0)
+        if epochs and self.epoch_batches is None:
+            raise ValueError("scheduler.warmup_epochs needs the number of batches in an epoch")
+        by_epochs = max(1, math.floor(epochs * self.epoch_batches + 1e-9)) if epochs else 0
+        return max(steps, int(round(ratio * self.total_steps)), by_epochs)
 
     def _warm(self, step: int) -> float | None:
-        """Linear warmup from lr/warmup to lr over the first ``warmup`` steps (None after it)."""
+        """Linear warmup over the first ``warmup`` steps (None after it): lr (step + 1) / warmup, or
+        with ``warmup_from_zero`` transformers' lr step / warmup (the first update at rate 0, as in
+        TOFU and open-unlearning, whose Trainer uses ``get_linear_schedule_with_warmup``)."""
         if step < self.warmup:
-            return self.base_lr * (step + 1) / self.warmup
+            return self.base_lr * (step if self.from_zero else step + 1) / self.warmup
         return None
 
     def lr(self, step: int) -> float:
@@ -115,8 +126,8 @@ class GeN(Scheduler):
 
     probes = True
 
-    def __init__(self, lr: float, total_steps: int, cfg: Mapping[str, Any]) -> None:
-        super().__init__(lr, total_steps, cfg)
+    def __init__(self, lr: float, total_steps: int, cfg: Mapping[str, Any], epoch_batches: float | None = None) -> None:
+        super().__init__(lr, total_steps, cfg, epoch_batches)
         self.eta = self.base_lr
         self.lazy = int(cfg.get("lazy", 4))
         self.ema = float(cfg.get("ema", 0.9))
@@ -168,5 +179,6 @@ class GeN(Scheduler):
         return {"gen_eta": self.eta, "gen_probes": self.n_probes, "gen_accepted": self.n_accepted}
 
 
-def build_scheduler(cfg: Mapping[str, Any], lr: float, total_steps: int) -> Scheduler:
-    return SCHEDULERS.get(cfg["name"])(lr, total_steps, cfg)
+def build_scheduler(cfg: Mapping[str, Any], lr: float, total_steps: int, epoch_batches: float | None = None) -> Scheduler:
+    """``epoch_batches``: forget examples / effective batch (what ``warmup_epochs`` counts in)."""
+    return SCHEDULERS.get(cfg["name"])(lr, total_steps, cfg, epoch_batches)

@@ -72,9 +72,10 @@ class Prepared:
     target_path: str
     retain_path: str | None
     stages: dict[str, Artifact]
-    max_length: int
-    dtype: str
+    max_length: int  # tokens per evaluated QA text (TOFU's eval: 200)
+    dtype: str  # the storage dtype: frozen and evaluated models load in it
     attn_implementation: str | None
+    train_max_length: int | None = None  # tokens per unlearning example (TOFU's forget.py: 500); None: max_length
 
     @cached_property
     def tokenizer(self):
@@ -86,8 +87,10 @@ class Prepared:
             raise ValueError(f"no {which} model configured (model.{which} is null)")
         return load_causal_lm(path, self.dtype, self.attn_implementation)
 
-    def features(self, rows, answer_key: str = "answer") -> list[Feature]:
-        return encode_rows(self.tokenizer, self.template, rows, self.max_length, answer_key)
+    def features(self, rows, answer_key: str = "answer", train: bool = False) -> list[Feature]:
+        """QA features, cut at ``max_length`` (evaluation) or ``train_max_length`` (``train``: unlearning)."""
+        n = (self.train_max_length or self.max_length) if train else self.max_length
+        return encode_rows(self.tokenizer, self.template, rows, n, answer_key)
 
 
 def check_sources(cfg: DictConfig) -> None:
@@ -100,8 +103,10 @@ def check_sources(cfg: DictConfig) -> None:
 
 def model_settings(model_cfg: DictConfig) -> dict[str, Any]:
     """The :class:`Prepared` fields every benchmark takes from ``cfg.model`` alone."""
+    train_max_length = model_cfg.get("train_max_length")
     return dict(max_length=int(model_cfg.max_length), dtype=str(model_cfg.dtype),
-                attn_implementation=model_cfg.get("attn_implementation"))
+                attn_implementation=model_cfg.get("attn_implementation"),
+                train_max_length=None if train_max_length is None else int(train_max_length))
 
 
 def world_stage(cache: StageCache, ds: DictConfig, generator: str, generate: Callable[[Any, Path], Any]) -> Artifact:

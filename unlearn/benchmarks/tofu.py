@@ -22,13 +22,14 @@ class Tofu(Benchmark):
     def unlearning_data(self, prepared):
         data = prepared.data
         forget_rows, retain_rows = list(data.rows(data.split)), list(data.rows(data.retain_split))
-        return forget_rows, retain_rows, prepared.features(forget_rows), prepared.features(retain_rows)
+        return (forget_rows, retain_rows, prepared.features(forget_rows, train=True),
+                prepared.features(retain_rows, train=True))
 
     def answer_feature(self, prepared, row, answer, prefix_tokens):
         """The question in the run's template, then ``answer`` (``prefix_tokens`` is unused: a QA row
         has its prompt); the row's own answer gives exactly its unlearning feature."""
         qa = {"question": row["question"], "answer": row["answer"] if answer is None else answer}
-        return prepared.features([qa])[0]
+        return prepared.features([qa], train=True)[0]
 
     def eval_spec(self, cfg: DictConfig) -> dict[str, Any]:
         return {"version": EVAL_VERSION, "template": cfg.model.template,

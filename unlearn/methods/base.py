@@ -81,11 +81,18 @@ class Method:
         """Scalarization weights w_t (d = sum_t w_t g_t); ``None`` for a direction method."""
         return None
 
-    def direction(self, grads: TaskGradients) -> Grad:
+    def combination(self, grads: TaskGradients) -> dict[str, float]:
+        """The coefficients c_t of the update direction d = sum_t c_t g_t, from the task gradients'
+        geometry (every direction here -- NGDiff, MGDA, PCGrad, CAGrad, IMTL-G -- is such a
+        combination; the engine forms d in place, so it costs no extra gradient buffer)."""
         w = self.weights()
         if w is None:
-            raise NotImplementedError(f"{type(self).__name__} must define weights() or direction()")
-        return grads.combine(w)
+            raise NotImplementedError(f"{type(self).__name__} must define weights() or combination()")
+        return dict(w)
+
+    def direction(self, grads: TaskGradients) -> Grad:
+        """d itself, as fresh tensors (the task gradients are left untouched)."""
+        return grads.combine(self.combination(grads))
 
 
 class RetainRegularized(Method):
@@ -115,10 +122,10 @@ class TwoTaskDirection(Method):
     PCGrad, CAGrad, IMTL-G) for two tasks are scalar geometry on <u,u>, <v,v>, <u,v>.
     """
 
-    def direction(self, grads: TaskGradients) -> Grad:
+    def combination(self, grads: TaskGradients) -> dict[str, float]:
         uu, vv = grads.dot("retain", "retain"), grads.dot("forget", "forget")
         a, b = self.coefficients(uu, vv, -grads.dot("retain", "forget"))
-        return grads.combine({"retain": a, "forget": -b})
+        return {"retain": a, "forget": -b}
 
     def coefficients(self, uu: float, vv: float, uv: float) -> tuple[float, float]:
         raise NotImplementedError
