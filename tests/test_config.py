@@ -34,7 +34,7 @@ def test_every_method_and_scheduler_composes(method, scheduler):
         assert key in cfg.method, f"method={method} lacks {key}"
 
 
-@pytest.mark.parametrize("group", ["model", "dataset", "eval", "paths", "debug", "experiment"])
+@pytest.mark.parametrize("group", ["model", "dataset", "eval", "paths", "debug", "experiment", "recipe"])
 def test_every_option_of_the_other_groups_composes(group):
     # `???` marks what a user must give on the command line, e.g. model.target for model=hf
     required = {"hf": ["model.target=/path/to/checkpoint"]}

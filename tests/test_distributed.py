@@ -260,7 +260,7 @@ def test_two_process_run_py_matches_one_process(tmp_path):
     args = ["debug=tiny", "method.epochs=3", "eval.trajectory_every=2", "eval.generation.batch_size=8",
             "eval.batch_size=16"]
     t = time.perf_counter()
-    proc = torchrun("run.py", *args, env=env, timeout=300)
+    proc = torchrun("run.py", *args, "method.batch_size=2", env=env, timeout=300)  # 2 x 2 = 1 x 4
     seconds = time.perf_counter() - t
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     runs = tmp_path / "out" / "debug" / "runs"
@@ -270,6 +270,7 @@ def test_two_process_run_py_matches_one_process(tmp_path):
     rec2 = json.loads(records[0].read_text())
     assert rec2["status"] == "ok", rec2.get("error")
     assert rec2["processes"]["count"] == 2 and rec2["unlearn"]["steps"] == 3
+    assert (rec2["unlearn"]["batch_size"], rec2["unlearn"]["effective_batch"]) == (2, 4)
     assert proc.stdout.count("status: ok") == 1  # the main process reports
     assert len((run_dir / "steps.jsonl").read_text().splitlines()) == 3
     assert (run_dir / "checkpoint" / "config.json").exists()
@@ -281,7 +282,7 @@ def test_two_process_run_py_matches_one_process(tmp_path):
     from unlearn.config import compose_config
     from unlearn.pipeline import run
 
-    cfg = compose_config([*args, f"paths.root={tmp_path / 'out' / 'debug'}"])
+    cfg = compose_config([*args, "method.batch_size=4", f"paths.root={tmp_path / 'out' / 'debug'}"])
     rec1 = run(cfg, run_dir=tmp_path / "one")
     assert rec1["status"] == "ok", rec1.get("error")
     assert all(s["reused"] for s in rec1["stages"].values())

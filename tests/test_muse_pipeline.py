@@ -258,6 +258,11 @@ def test_real_setting_experiments_on_a_local_mimic(experiment, checkpoints, tmp_
                        "model.max_length=64", "dataset.chunk_length=64", "eval.verbmem.max_new_tokens=8",
                        "method.batch_size=2", "method.max_steps=1"])
     assert cfg.eval.get("verbmem") and cfg.method.name == "ngdiff" and cfg.method.lr == 1e-5
+    from tests.test_recipes import assert_recipe
+
+    assert_recipe(compose_cfg([f"experiment={experiment}"]), "muse")  # MUSE's recipe, before the local swaps
     rec = run(cfg, run_dir=tmp_path / "r")
     assert rec["status"] == "ok", rec.get("error")
+    # batch_size=2 on the recipe's effective batch 4: two micro-batches, pure bf16 as MUSE trains
+    assert (rec["unlearn"]["grad_accum_steps"], rec["unlearn"]["precision"]) == (2, "bf16-true")
     assert rec["config"]["dataset"]["split"] == experiment.split("_")[1]

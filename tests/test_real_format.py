@@ -1,4 +1,5 @@
 """The real-scale path on small local stand-ins: TOFU's file layout and a saved HF checkpoint."""
+import json
 from pathlib import Path
 
 import pytest
@@ -61,14 +62,25 @@ def test_missing_checkpoint_is_a_clear_failure(tmp_path):
     assert rec["status"] == "failed" and "nothing_here" in rec["error"]["message"]
 
 
-@pytest.mark.parametrize("experiment", ["tofu_phi_forget01", "tofu_llama2_forget01"])
-def test_real_setting_experiments_run_on_local_mimics(experiment, checkpoints, tmp_path):
-    """The paper-setting experiment files, with the Hub ids swapped for local save_pretrained folders."""
-    cfg = compose_cfg([f"paths.root={tmp_path}", f"experiment={experiment}", "dataset.source=local",
-                       f"dataset.path={FIXTURE}", f"model.target={checkpoints['target']}",
-                       f"model.retain={checkpoints['retain']}", "model.dtype=float32", "model.max_length=64",
-                       "method.batch_size=2", "method.max_steps=1", "eval.generation.max_length=64"])
-    assert cfg.method.name == "ngdiff" and cfg.method.lr == 1e-5 and cfg.dataset.split == "forget01"
+@pytest.mark.parametrize("experiment, recipe", [(f"tofu_{m}_forget{s}", "tofu") for m in ("phi", "llama2")
+                                                for s in ("01", "05", "10")] + [("tofu_llama2_forget01", "tofu_open_unlearning")])
+def test_real_setting_experiments_run_on_local_mimics(experiment, recipe, checkpoints, tmp_path):
+    """The paper-setting experiment files, with the Hub ids swapped for local save_pretrained folders,
+    in their recipe's precision (bf16 storage, bf16-mixed training); the split is the fixture's."""
+    from tests.test_recipes import assert_recipe
+
+    composed = compose_cfg([f"experiment={experiment}", f"recipe={recipe}"])
+    assert_recipe(composed, recipe)  # the recipe as the experiment composes it, before the local swaps
+    cfg = compose_cfg([f"paths.root={tmp_path}", f"experiment={experiment}", f"recipe={recipe}",
+                       "dataset.source=local", f"dataset.path={FIXTURE}", "dataset.split=forget01",
+                       f"model.target={checkpoints['target']}", f"model.retain={checkpoints['retain']}",
+                       "model.max_length=64", "method.batch_size=2", "method.effective_batch=4", "method.max_steps=2",
+                       "eval.generation.max_length=64"])
+    assert cfg.model.dtype == "bfloat16" and cfg.model.precision == "bf16-mixed"
     rec = run(cfg, run_dir=tmp_path / "r")
     assert rec["status"] == "ok", rec.get("error")
+    assert rec["unlearn"]["precision"] == "bf16-mixed" and rec["unlearn"]["grad_accum_steps"] == 2
+    assert rec["unlearn"]["effective_batch"] == 4 and rec["unlearn"]["steps"] == 2
     assert rec["metrics"]["retain"]["summary"]["forget_quality"] == 1.0
+    rows = [json.loads(x) for x in (tmp_path / "r" / "steps.jsonl").read_text().splitlines()]
+    assert rows[0]["lr"] == 0.0 and rows[1]["lr"] == pytest.approx(1e-5)  # transformers' warmup from 0

@@ -1,0 +1,83 @@
+"""The references' recipes, as composed and as counted: every number of conf/recipe/ against its
+source (TOFU forget.py, MUSE's baselines scripts, open-unlearning's trainer configs), and the
+step, warmup and rate arithmetic their Trainer does (transformers' linear schedule)."""
+import pytest
+
+from tests.conftest import compose_cfg
+from unlearn.batching import PairedBatches
+from unlearn.engine import total_steps
+from unlearn.schedulers import build_scheduler
+
+# recipe -> (method values, model.precision, model.train_max_length, scheduler values)
+RECIPES = {
+    "tofu": ({"lr": 1e-5, "epochs": 5, "batch_size": 4, "effective_batch": 32, "weight_decay": 0.01,
+              "optimizer": "adamw", "step_rule": "tofu", "max_grad_norm": None},
+             "bf16-mixed", 500, {"name": "linear", "warmup_epochs": 1, "warmup_ratio": 0.0, "warmup_from_zero": True}),
+    "tofu_open_unlearning": ({"lr": 1e-5, "epochs": 10, "batch_size": 4, "effective_batch": 32, "weight_decay": 0.01,
+                              "optimizer": "adamw", "step_rule": "full_batches", "max_grad_norm": None},
+                             "bf16-mixed", 512,
+                             {"name": "linear", "warmup_epochs": 1, "warmup_ratio": 0.0, "warmup_from_zero": True}),
+    "muse": ({"lr": 1e-5, "epochs": 10, "batch_size": 4, "effective_batch": 4, "weight_decay": 0.0,
+              "optimizer": "adamw", "step_rule": "epochs", "max_grad_norm": 1.0},
+             "bf16-true", None, {"name": "constant", "warmup_ratio": 0.0, "warmup_epochs": 0}),
+    "muse_open_unlearning": ({"lr": 1e-5, "epochs": 10, "batch_size": 4, "effective_batch": 64, "weight_decay": 0.0,
+                              "optimizer": "adamw", "step_rule": "full_batches", "max_grad_norm": None},
+                             "bf16-mixed", None, {"name": "constant", "warmup_ratio": 0.0, "warmup_epochs": 0}),
+}
+EXPERIMENTS = {f"tofu_{m}_forget{s}": ("tofu", f"tofu_{m}", f"forget{s}") for m in ("llama2", "phi") for s in ("01", "05", "10")}
+EXPERIMENTS |= {"muse_news": ("muse", "muse_news", "news"), "muse_books": ("muse", "muse_books", "books")}
+
+
+def assert_recipe(cfg, recipe):
+    method, precision, train_max_length, scheduler = RECIPES[recipe]
+    for key, value in method.items():
+        assert cfg.method[key] == value, (recipe, key)
+    assert cfg.model.precision == precision
+    assert cfg.model.get("train_max_length") == train_max_length
+    for key, value in scheduler.items():
+        assert cfg.scheduler[key] == value, (recipe, key)
+
+
+@pytest.mark.parametrize("experiment", list(EXPERIMENTS))
+def test_every_experiment_is_its_reference_recipe(experiment):
+    recipe, model, split = EXPERIMENTS[experiment]
+    cfg = compose_cfg([f"experiment={experiment}"])
+    assert (cfg.model.name, cfg.dataset.split, cfg.method.name) == (model, split, "ngdiff")
+    assert_recipe(cfg, recipe)
+    assert cfg.model.dtype == ("bfloat16" if recipe == "tofu" else "float32")  # the storage dtype
+    # the paper's automatic rate on the same recipe, and the open-unlearning variant, by one switch
+    gen = compose_cfg([f"experiment={experiment}", "scheduler=gen", "method=npo"])
+    assert (gen.scheduler.name, gen.method.name, gen.method.lr) == ("gen", "npo", 1e-5)
+    variant = f"{recipe}_open_unlearning"
+    assert_recipe(compose_cfg([f"experiment={experiment}", f"recipe={variant}"]), variant)
+
+
+@pytest.mark.parametrize("n_forget, steps, warmup", [(40, 6, 1), (200, 31, 6), (400, 62, 12)])
+def test_tofu_step_count_and_warmup(n_forget, steps, warmup):
+    # forget.py: max_steps = num_epochs * len // 32, warmup_steps = max(1, len // 32)
+    pairs = PairedBatches([{}] * n_forget, [{}], 32, 0)
+    total = total_steps("tofu", 5, n_forget, pairs)
+    sched = build_scheduler(RECIPES["tofu"][3], 1e-5, total, n_forget / 32)
+    assert (total, sched.warmup) == (steps, warmup)
+
+
+def test_tofu_rates_are_transformers_linear_schedule():
+    # forget01: 6 steps, warmup 1 -> get_linear_schedule_with_warmup: 0, then (6 - s) / 5
+    sched = build_scheduler(RECIPES["tofu"][3], 1e-5, 6, 40 / 32)
+    assert [sched.lr(s) for s in range(6)] == pytest.approx([0.0, 1e-5, 0.8e-5, 0.6e-5, 0.4e-5, 0.2e-5])
+
+
+def test_open_unlearning_counts_full_batches():
+    # forget10 on 2 GPUs, 4 x 4: len(dataloader) // grad_accum = 12 updates an epoch, 10 epochs, warmup 12
+    pairs = PairedBatches([{}] * 400, [{}], 32, 0, drop_last=True)
+    total = total_steps("full_batches", 10, 400, pairs)
+    assert total == 120 and build_scheduler(RECIPES["tofu_open_unlearning"][3], 1e-5, total, 400 / 32).warmup == 12
+    assert total_steps("epochs", 10, 400, PairedBatches([{}] * 400, [{}], 32, 0)) == 130  # 12 + the rest of 16
+
+
+def test_unknown_step_rule_fails_before_any_work(debug_cfg, tmp_path):
+    from unlearn.pipeline import run
+
+    rec = run(debug_cfg("method.step_rule=trainer"), run_dir=tmp_path / "r")
+    assert rec["status"] == "failed" and "valid: epochs, tofu, full_batches" in rec["error"]["message"]
+    assert "stages" not in rec
