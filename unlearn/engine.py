@@ -8,8 +8,8 @@ One step (DESIGN.md §5, §8):
    (:mod:`unlearn.batching`);
 3. per task, the gradient accumulated over the micro-batches (synchronized across processes once,
    on the last) -> the method's combination d = sum_t c_t g_t of the accumulated task gradients,
-   formed once per step in place and handed to the optimizer as the gradient (scalarizations may
-   instead use one backward of their weighted sum per micro-batch); LM losses are token means
+   formed once per step in place and handed to the optimizer as the gradient (scalarizations
+   without per-task statistics accumulate sum_t w_t g_t straight into ``p.grad``); LM losses are token means
    over the whole effective batch, so every split of it takes the same update;
 4. a non-finite loss stops the run before the update (status ``diverged``); under ``16-mixed`` a
    non-finite gradient skips the update and lowers the loss scale (:mod:`unlearn.precision`);
@@ -214,7 +214,7 @@ def unlearn(
         raise ValueError(f"method {cfg['name']!r} precomputes from its data (reference model, alternative "
                          "answers): unlearn() needs its `context`")
     model.train()
-    one_backward = method.weights() is not None and not bool(cfg.get("task_grad_stats", True))
+    summed = method.weights() is not None and not bool(cfg.get("task_grad_stats", True))
     weights = method.weights()
     lm_tasks = set(method.lm_tasks)
     result = EngineResult(status="ok", steps=0, total_steps=total, batch=plan)
@@ -252,26 +252,29 @@ def unlearn(
                         # token means are normalized by the batch itself; per-sequence means by share
                         tasks.setdefault(t, []).append(st.closure(fn, w * (1.0 if t in lm_tasks else share[t])))
                 row: dict[str, Any] = {"step": step, "epoch": epoch, "lr": lr}
-                if one_backward:
+                if summed:
+                    # d = sum_t w_t g_t accumulated straight into p.grad, one task's forward and backward
+                    # at a time (a backward of the summed loss would hold every pending parameter
+                    # gradient beside the accumulated one: two gradient-sized buffers, not one)
                     optim.zero_grad(set_to_none=True)
                     n = len(micro)
                     values = {}
                     for j in range(n):
-                        with st.sync(j == n - 1):
-                            parts = {t: fns[j]() for t, fns in tasks.items()}
-                            backward(sum(weights[t] * parts[t] for t in parts))
-                        for t, v in parts.items():
-                            values[t] = v.detach() if t not in values else values[t] + v.detach()
+                        for k, (t, fns) in enumerate(tasks.items()):
+                            with st.sync(j == n - 1 and k == len(tasks) - 1):
+                                loss = fns[j]()
+                                backward(weights[t] * loss)
+                            values[t] = loss.detach() if t not in values else values[t] + loss.detach()
                     found_inf = scaler is not None and not scaler.unscale_([p.grad for p in params])
                 else:
                     values, grads = collect_task_gradients(params, tasks, backward, st.reduce, st.sync)
                     found_inf = scaler is not None and not all([scaler.unscale_(g) for g in grads.values()])
                 found_inf = st.any_process(found_inf) if scaler is not None else False
-                if not one_backward and not found_inf:
+                if not summed and not found_inf:
                     coeffs = method.combination(grads)
                     row.update(grads.stats(coeffs))
                     set_gradient(params, grads.combine_into_place(coeffs))
-                if not one_backward:
+                if not summed:
                     del grads
                 losses = global_means(values, acc)
                 row.update({f"loss/{t}": v for t, v in losses.items()})

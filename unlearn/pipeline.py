@@ -174,9 +174,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         "git": git_info() if main else {}, "environment": environment_info(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "logs": {"steps": STEP_LOG, "run": RUN_LOG},
     }
-    if acc.num_processes > 1:
-        record["processes"] = {"count": acc.num_processes, "distributed_type": str(acc.distributed_type),
-                               "backend": acc.state.backend}
+    record["processes"] = {"count": acc.num_processes, "distributed_type": str(acc.distributed_type),
+                           "backend": acc.state.backend, "device": str(acc.device)}
     failed = False
     try:
         validate(cfg, acc.num_processes)
