@@ -81,3 +81,26 @@ def test_unknown_step_rule_fails_before_any_work(debug_cfg, tmp_path):
     rec = run(debug_cfg("method.step_rule=trainer"), run_dir=tmp_path / "r")
     assert rec["status"] == "failed" and "valid: epochs, tofu, full_batches" in rec["error"]["message"]
     assert "stages" not in rec
+
+
+def test_optimizer_names_fail_clearly(monkeypatch):
+    import builtins
+
+    from unlearn.optimizers import check_optimizer
+
+    with pytest.raises(ValueError, match="unknown method.optimizer 'adam'; valid: adamw, sgd, adamw_8bit"):
+        check_optimizer("adam")
+    real_import = builtins.__import__
+
+    def no_bnb(name, *args, **kwargs):
+        if name == "bitsandbytes":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_bnb)
+    with pytest.raises(ValueError, match=r"needs bitsandbytes: pip install -e \".\[bnb\]\""):
+        check_optimizer("paged_adamw_32bit")
+    monkeypatch.setattr(builtins, "__import__", real_import)
+    monkeypatch.setitem(__import__("sys").modules, "bitsandbytes", object())  # installed, but no GPU
+    with pytest.raises(ValueError, match="needs a CUDA GPU; on CPU use adamw"):
+        check_optimizer("adamw_8bit", on_gpu=False)

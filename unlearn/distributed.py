@@ -19,13 +19,15 @@ in CPU mode, i.e. DDP over gloo.) On GPUs::
 What several processes mean (DESIGN.md §5), and why a W-process run takes the same update as a
 1-process run on the concatenated batch (up to floating-point noise):
 
-* every global forget batch is split ``[rank::W]``; its retain partners are drawn ONCE per step
-  from a generator seeded by the run seed only and split the same way, so the processes see
-  different retain samples whose union is the 1-process batch (:class:`unlearn.engine.PairedBatches`);
+* ``method.batch_size`` is per process (and micro-batch): the effective batch of
+  ``batch_size x grad_accum_steps x W`` forget examples is drawn as one batch and split
+  ``[rank::W]``; its retain partners are drawn ONCE per step from a generator seeded by the run
+  seed only and split the same way, so the processes see different retain samples whose union is
+  the 1-process batch (:mod:`unlearn.batching`);
 * token-mean LM losses are divided by the GLOBAL scored-token count (all-reduced once per step,
   put into each batch as ``token_normalizer`` and honoured by :func:`unlearn.losses.lm_loss`),
   scaled by W so that DDP's gradient *average* is the global token mean; other (per-sequence
-  mean) losses get the factor ``n_local * W / n_global`` (1 when the split is even);
+  mean) losses get the factor ``n_micro * W / n_global`` (1 when the split is even);
 * logged losses and GeN's probe losses are these values averaged across processes, i.e. exact
   global means, so every process logs the same row and GeN picks the same rate everywhere;
   gradient norms and cosines are global (DDP all-reduces gradients; sharded FSDP parameters sum
