@@ -6,51 +6,31 @@ import json
 import pytest
 import torch
 
+from tests.tiny import tiny_llama, varied_features
 from unlearn.batching import PairedBatches
 from unlearn.engine import _clip, batch_plan, unlearn
 from unlearn.methods import MethodContext, build_method
-from unlearn.models import build_tiny_llama
 from unlearn.schedulers import build_scheduler
 
-ARCH = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-        "max_position_embeddings": 64}
 METHODS = {"gdiff": {"retain_weight": 1.0, "forget_weight": 1.0}, "ngdiff": {"eps": 1e-8}, "npo": {"beta": 0.1},
            "mgda": {}, "pcgrad": {}}
 GEN = {"name": "gen", "lazy": 2, "fit": "retain", "ema": 0.5, "clip": [0.5, 2.0]}
 
 
-class _Tok:
-    bos_token_id, eos_token_id, pad_token_id = 1, 2, 0
-
-    def __len__(self):
-        return 50
-
-
-def feats(n, seed):
-    """Different lengths (5..16 tokens): micro-batches hold different token counts, so a mean of
-    per-micro-batch token means would not be the batch's token mean."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n):
-        k = int(torch.randint(5, 17, (1,), generator=g))
-        ids = [1] + torch.randint(3, 50, (k - 1,), generator=g).tolist()
-        out.append({"input_ids": ids, "attention_mask": [1] * k, "labels": [-100] * 3 + ids[3:]})
-    return out
-
-
+feats = varied_features  # different lengths: micro-batches hold different token counts
 FORGET, RETAIN = feats(12, 1), feats(30, 2)
 
 
 def context():
     return MethodContext(encode=None, forget_rows=[{}] * len(FORGET), retain_rows=[], forget_features=FORGET,
                          retain_features=[], pad_id=0, device=torch.device("cpu"),
-                         load_reference=lambda: build_tiny_llama(ARCH, _Tok(), seed=0))
+                         load_reference=lambda: tiny_llama())
 
 
 def train(method, tmp_path, batch_size, accum, sched=GEN, **extra):
     cfg = {"name": method, **METHODS.get(method, {}), "lr": 3e-3, "epochs": 2, "batch_size": batch_size,
            "grad_accum_steps": accum, "optimizer": "adamw", "weight_decay": 0.01, **extra}
-    model = build_tiny_llama(ARCH, _Tok(), seed=0)
+    model = tiny_llama()
     path = tmp_path / f"{method}-{batch_size}x{accum}.jsonl"
     res = unlearn(model, build_method(cfg), lambda t, e: build_scheduler(sched, cfg["lr"], t, e), FORGET, RETAIN,
                   cfg, pad_id=0, seed=5, log_path=path, context=context())
@@ -63,7 +43,7 @@ def test_accumulated_micro_batches_take_the_big_batch_update(method, tmp_path):
     one, res1, rows1 = train(method, tmp_path, 4, 1)
     assert res1.batch == {"batch_size": 4, "grad_accum_steps": 1, "processes": 1, "effective_batch": 4}
     assert res1.steps == 6 and sum("gen/a" in r for r in rows1) == 3  # 3 steps an epoch; GeN probes 0, 2, 4
-    start = build_tiny_llama(ARCH, _Tok(), seed=0).state_dict()
+    start = tiny_llama().state_dict()
     p1 = one.state_dict()
     moved = max(float((p1[k] - start[k]).abs().max()) for k in p1)
     for b, k in ((2, 2), (1, 4)):
@@ -136,11 +116,11 @@ def test_clip_rule_on_a_hand_made_gradient():
 def test_clipping_scales_the_final_direction(method, tmp_path):
     # SGD at lr 1 without decay: the update is -d, so its norm is the direction's norm
     sgd = {"optimizer": "sgd", "lr": 1.0, "weight_decay": 0.0, "max_steps": 1, "task_grad_stats": method != "gdiff"}
-    start = [p.detach().clone() for p in build_tiny_llama(ARCH, _Tok(), seed=0).parameters()]
+    start = [p.detach().clone() for p in tiny_llama().parameters()]
 
     def update(**extra):
         cfg = {"name": method, **METHODS[method], "epochs": 1, "batch_size": 4, **sgd, **extra}
-        model = build_tiny_llama(ARCH, _Tok(), seed=0)
+        model = tiny_llama()
         path = tmp_path / f"clip{len(extra)}.jsonl"
         unlearn(model, build_method(cfg), lambda t, e: build_scheduler({"name": "constant"}, 1.0, t, e),
                 FORGET, RETAIN, cfg, pad_id=0, seed=5, log_path=path)

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.tiny import tiny_llama, varied_features
+
 ROOT = Path(__file__).resolve().parents[1]
 
-ARCH = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-        "max_position_embeddings": 64}
 BASE = {"lr": 1e-2, "epochs": 2, "batch_size": 4, "optimizer": "adamw", "weight_decay": 0.0}
 GEN = {"name": "gen", "lazy": 2, "fit": "retain"}
 # name -> (method cfg, scheduler cfg, grad_accum_steps under 2 processes). ``batch_size`` is the
@@ -42,37 +42,20 @@ N_FORGET, N_RETAIN = 10, 24
 TOL = 1e-5  # max |param(2 processes) - param(1 process)| after the 6 steps (fp noise only)
 
 
-class _Tok:
-    bos_token_id, eos_token_id, pad_token_id = 1, 2, 0
-
-    def __len__(self):
-        return 50
-
-
-def features(n: int, seed: int) -> list[dict[str, list[int]]]:
-    """Examples of different lengths (5..16 tokens, 3 prompt tokens masked): processes hold
-    different token counts, so a per-process token mean would not be the global one."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n):
-        k = int(torch.randint(5, 17, (1,), generator=g))
-        ids = [1] + torch.randint(3, 50, (k - 1,), generator=g).tolist()
-        out.append({"input_ids": ids, "attention_mask": [1] * k, "labels": [-100] * 3 + ids[3:]})
-    return out
+features = varied_features  # examples of different lengths (tests/tiny.py)
 
 
 def run_case(name: str, out: Path, accelerator) -> dict:
     """One engine run on this process; returns what this rank saw (and saves rank 0's parameters)."""
     from unlearn.engine import unlearn
     from unlearn.methods import build_method
-    from unlearn.models import build_tiny_llama
     from unlearn.schedulers import build_scheduler
 
     cfg, sched_cfg, accum = CASES[name]
     world = accelerator.num_processes
     if world > 1:  # the same effective batch, split across processes and micro-batches
         cfg = {**cfg, "batch_size": cfg["batch_size"] // (world * accum), "grad_accum_steps": accum}
-    model = build_tiny_llama(ARCH, _Tok(), seed=0)
+    model = tiny_llama()
     method = build_method(cfg)
     seen: dict[str, list] = {"retain_index": [], "forget_index": [], "geometry": [], "probes": []}
     combination = method.combination
@@ -130,11 +113,10 @@ def run_case(name: str, out: Path, accelerator) -> dict:
 def _context(forget):
     """What NPO's setup needs: the frozen target (the same seeded model) and the forget features."""
     from unlearn.methods import MethodContext
-    from unlearn.models import build_tiny_llama
 
     return MethodContext(encode=None, forget_rows=[{}] * len(forget), retain_rows=[], forget_features=forget,
                          retain_features=[], pad_id=0, device=torch.device("cpu"),
-                         load_reference=lambda: build_tiny_llama(ARCH, _Tok(), seed=0))
+                         load_reference=lambda: tiny_llama())
 
 
 def worker(out: Path) -> None:
@@ -241,9 +223,8 @@ def test_processes_draw_different_retain_samples(two_process_engine):
 
 
 def _fresh():
-    from unlearn.models import build_tiny_llama
 
-    return build_tiny_llama(ARCH, _Tok(), seed=0)
+    return tiny_llama()
 
 
 # ------------------------------------------------------------------ run.py end to end

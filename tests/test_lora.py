@@ -4,42 +4,25 @@ import json
 
 import torch
 
+from tests.tiny import fixed_features, tiny_llama
 from unlearn.engine import unlearn
 from unlearn.methods import build_method
-from unlearn.models import apply_lora, build_tiny_llama, configure_training, load_lora
+from unlearn.models import apply_lora, configure_training, load_lora
 from unlearn.pipeline import STEP_LOG, run
 from unlearn.schedulers import build_scheduler
 
-ARCH = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-        "max_position_embeddings": 64}
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
 
 
-class _Tok:
-    bos_token_id, eos_token_id, pad_token_id = 1, 2, 0
-
-    def __len__(self):
-        return 50
-
-
-def feats(n, seed):
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n):
-        ids = torch.randint(3, 50, (12,), generator=g).tolist()
-        out.append({"input_ids": ids, "attention_mask": [1] * 12, "labels": [-100] * 4 + ids[4:]})
-    return out
-
-
 def test_only_adapters_change_and_ngdiff_geometry_holds(tmp_path):
-    model = apply_lora(build_tiny_llama(ARCH, _Tok(), seed=0), LORA)
+    model = apply_lora(tiny_llama(), LORA)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     cfg = {"name": "ngdiff", "eps": 1e-8, "lr": 1e-2, "epochs": 2, "batch_size": 4, "optimizer": "adamw",
            "weight_decay": 0.0}
     res = unlearn(model, build_method(cfg), lambda t, e: build_scheduler({"name": "constant"}, 1e-2, t, e),
-                  feats(8, 1), feats(16, 2), cfg, pad_id=0, seed=0, log_path=tmp_path / "s.jsonl")
+                  fixed_features(8, 1), fixed_features(16, 2), cfg, pad_id=0, seed=0, log_path=tmp_path / "s.jsonl")
     assert res.status == "ok" and res.steps == 4
     for n, p in model.named_parameters():
         if n not in trainable:
@@ -51,9 +34,9 @@ def test_only_adapters_change_and_ngdiff_geometry_holds(tmp_path):
 
 
 def test_lora_with_gradient_checkpointing_runs():
-    model = configure_training(build_tiny_llama(ARCH, _Tok(), seed=0), {"lora": LORA, "gradient_checkpointing": True})
+    model = configure_training(tiny_llama(), {"lora": LORA, "gradient_checkpointing": True})
     model.train()
-    b = feats(2, 3)
+    b = fixed_features(2, 3)
     ids = torch.tensor([f["input_ids"] for f in b])
     loss = model(input_ids=ids, labels=ids).loss
     loss.backward()

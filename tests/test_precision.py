@@ -6,43 +6,23 @@ import json
 import pytest
 import torch
 
+from tests.tiny import fixed_features, tiny_llama
 from unlearn.engine import unlearn
 from unlearn.methods import build_method
-from unlearn.models import build_tiny_llama
 from unlearn.pipeline import run
 from unlearn.precision import LossScaler, Precision, check_launcher_precision
 from unlearn.schedulers import build_scheduler
 
-ARCH = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-        "max_position_embeddings": 64}
-
-
-class _Tok:
-    bos_token_id, eos_token_id, pad_token_id = 1, 2, 0
-
-    def __len__(self):
-        return 50
-
-
-def feats(n, seed):
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n):
-        ids = [1] + torch.randint(3, 50, (11,), generator=g).tolist()
-        out.append({"input_ids": ids, "attention_mask": [1] * 12, "labels": [-100] * 4 + ids[4:]})
-    return out
-
-
 def one_step(precision: str, tmp_path, method="ngdiff", lr=1e-5, optimizer="adamw", model=None, steps=1):
     """``steps`` updates of a bf16-stored tiny Llama in ``precision``; (trainable before, after, result)."""
-    model = model if model is not None else build_tiny_llama(ARCH, _Tok(), seed=0).to(torch.bfloat16)
+    model = model if model is not None else tiny_llama().to(torch.bfloat16)
     prec = Precision(precision)
     prec.prepare_trainable(model)
     before = [p.detach().clone() for p in model.parameters() if p.requires_grad]
     cfg = {"name": method, "eps": 1e-8, "retain_weight": 1.0, "forget_weight": 1.0, "lr": lr, "epochs": 1,
            "batch_size": 4, "optimizer": optimizer, "weight_decay": 0.01, "max_steps": steps}
     res = unlearn(model, build_method(cfg), lambda t, e: build_scheduler({"name": "constant"}, lr, t, e),
-                  feats(8, 1), feats(8, 2), cfg, pad_id=0, seed=0, log_path=tmp_path / f"{precision}.jsonl",
+                  fixed_features(8, 1), fixed_features(8, 2), cfg, pad_id=0, seed=0, log_path=tmp_path / f"{precision}.jsonl",
                   precision=prec)
     after = [p.detach().clone() for p in model.parameters() if p.requires_grad]
     return before, after, res
@@ -68,7 +48,7 @@ def test_mixed_precision_keeps_the_small_updates_that_pure_bf16_rounds_away(tmp_
                                                 ("32-true", torch.float32)])
 def test_mixed_precision_computes_in_half_over_fp32_masters(precision, compute, tmp_path):
     seen = []
-    model = build_tiny_llama(ARCH, _Tok(), seed=0)
+    model = tiny_llama()
     model.lm_head.register_forward_hook(lambda m, i, o: seen.append((o.dtype, m.weight.dtype)))
     one_step(precision, tmp_path, model=model)
     assert seen and set(seen) == {(compute, torch.float32)}  # autocast: half matmuls, fp32 weights
@@ -77,9 +57,9 @@ def test_mixed_precision_computes_in_half_over_fp32_masters(precision, compute, 
 def test_16_mixed_takes_the_32_true_update(tmp_path):
     # SGD: the update is lr x the unscaled gradient; fp16 compute differs from fp32 only by rounding
     b32, a32, _ = one_step("32-true", tmp_path, method="gdiff", lr=0.1, optimizer="sgd",
-                           model=build_tiny_llama(ARCH, _Tok(), seed=0))
+                           model=tiny_llama())
     b16, a16, res = one_step("16-mixed", tmp_path, method="gdiff", lr=0.1, optimizer="sgd",
-                             model=build_tiny_llama(ARCH, _Tok(), seed=0))
+                             model=tiny_llama())
     d32 = torch.cat([(a - b).flatten() for a, b in zip(a32, b32)])
     d16 = torch.cat([(a - b).flatten() for a, b in zip(a16, b16)])
     assert res.skipped_steps == 0 and float(d32.norm()) > 0
@@ -126,7 +106,7 @@ def test_precision_names_and_launcher_agreement():
 def test_lora_adapters_train_in_fp32_over_a_bf16_base():
     from unlearn.models import apply_lora
 
-    model = apply_lora(build_tiny_llama(ARCH, _Tok(), seed=0).to(torch.bfloat16),
+    model = apply_lora(tiny_llama().to(torch.bfloat16),
                        {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]})
     Precision("bf16-mixed").prepare_trainable(model)
     dtypes = {(p.requires_grad, p.dtype) for p in model.parameters()}
