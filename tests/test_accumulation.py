@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from tests.tiny import tiny_llama, varied_features
-from unlearn.batching import PairedBatches
-from unlearn.engine import _clip, batch_plan, unlearn
+from unlearn.batching import PairedBatches, batch_plan
+from unlearn.engine import unlearn
+from unlearn.gradients import clip_direction
 from unlearn.methods import MethodContext, build_method
 from unlearn.schedulers import build_scheduler
 
@@ -103,13 +104,13 @@ def test_drop_last_uses_full_batches_only():
 def test_clip_rule_on_a_hand_made_gradient():
     w = torch.nn.Parameter(torch.zeros(2))
     w.grad = torch.tensor([3.0, 4.0])
-    out = _clip([w], 1.0, None)
+    out = clip_direction([w], 1.0, None)
     assert out["dir_norm"] == pytest.approx(5.0) and out["clip_coef"] == pytest.approx(1 / (5 + 1e-6))
     assert w.grad.tolist() == pytest.approx([0.6, 0.8], rel=1e-6)
     w.grad = torch.tensor([0.3, 0.4])
-    assert _clip([w], 1.0, None) == {"dir_norm": pytest.approx(0.5), "clip_coef": 1.0}
+    assert clip_direction([w], 1.0, None) == {"dir_norm": pytest.approx(0.5), "clip_coef": 1.0}
     assert w.grad.tolist() == pytest.approx([0.3, 0.4])  # shorter than max_norm: untouched
-    assert set(_clip([w], None, None)) == {"dir_norm"}
+    assert set(clip_direction([w], None, None)) == {"dir_norm"}
 
 
 @pytest.mark.parametrize("method", ["ngdiff", "gdiff"])

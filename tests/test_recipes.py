@@ -5,7 +5,6 @@ import pytest
 
 from tests.conftest import compose_cfg
 from unlearn.batching import PairedBatches
-from unlearn.engine import total_steps
 from unlearn.schedulers import build_scheduler
 
 # recipe -> (method values, model.precision, model.train_max_length, scheduler values)
@@ -56,7 +55,7 @@ def test_every_experiment_is_its_reference_recipe(experiment):
 def test_tofu_step_count_and_warmup(n_forget, steps, warmup):
     # forget.py: max_steps = num_epochs * len // 32, warmup_steps = max(1, len // 32)
     pairs = PairedBatches([{}] * n_forget, [{}], 32, 0)
-    total = total_steps("tofu", 5, n_forget, pairs)
+    total = pairs.total_steps("tofu", 5)
     sched = build_scheduler(RECIPES["tofu"][3], 1e-5, total, n_forget / 32)
     assert (total, sched.warmup) == (steps, warmup)
 
@@ -70,9 +69,9 @@ def test_tofu_rates_are_transformers_linear_schedule():
 def test_open_unlearning_counts_full_batches():
     # forget10 on 2 GPUs, 4 x 4: len(dataloader) // grad_accum = 12 updates an epoch, 10 epochs, warmup 12
     pairs = PairedBatches([{}] * 400, [{}], 32, 0, drop_last=True)
-    total = total_steps("full_batches", 10, 400, pairs)
+    total = pairs.total_steps("full_batches", 10)
     assert total == 120 and build_scheduler(RECIPES["tofu_open_unlearning"][3], 1e-5, total, 400 / 32).warmup == 12
-    assert total_steps("epochs", 10, 400, PairedBatches([{}] * 400, [{}], 32, 0)) == 130  # 12 + the rest of 16
+    assert PairedBatches([{}] * 400, [{}], 32, 0).total_steps("epochs", 10) == 130  # 12 + the rest of 16
 
 
 def test_unknown_step_rule_fails_before_any_work(debug_cfg, tmp_path):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 
@@ -23,6 +23,30 @@ from unlearn.data import Feature, collate
 from unlearn.losses import TOKEN_NORMALIZER, scored_tokens
 
 log = logging.getLogger(__name__)
+
+
+STEP_RULES = ("epochs", "tofu", "full_batches")
+
+
+def batch_plan(cfg: Mapping[str, Any], processes: int) -> dict[str, int]:
+    """micro-batch x accumulation x processes = the effective batch of every update.
+
+    ``method.effective_batch`` set (the recipes: 32) fixes the product: ``grad_accum_steps``
+    (null) is then what makes it, on however many processes the run has."""
+    micro = int(cfg["batch_size"])
+    accum, effective = cfg.get("grad_accum_steps"), cfg.get("effective_batch")
+    if micro < 1 or (accum is not None and int(accum) < 1) or (effective is not None and int(effective) < 1):
+        raise ValueError(f"method.batch_size, grad_accum_steps and effective_batch must be >= 1, got "
+                         f"{micro}, {accum}, {effective}")
+    if effective is not None:
+        per_update = micro * processes
+        if int(effective) % per_update or (accum is not None and int(accum) * per_update != int(effective)):
+            raise ValueError(f"method.effective_batch={effective} is not method.batch_size={micro} x "
+                             f"grad_accum_steps={accum if accum is not None else '?'} x {processes} process(es)")
+        accum = int(effective) // per_update
+    accum = int(accum or 1)
+    return {"batch_size": micro, "grad_accum_steps": accum, "processes": processes,
+            "effective_batch": micro * accum * processes}
 
 
 @dataclass(frozen=True)
@@ -80,6 +104,20 @@ class PairedBatches:
     def steps_per_epoch(self) -> int:
         full, rest = divmod(len(self.forget), self.batch_size)
         return full + (1 if rest >= self.world and not self.drop_last else 0)
+
+    def total_steps(self, rule: str, epochs: int) -> int:
+        """How many updates a run takes (``method.step_rule``): ``epochs`` x :attr:`steps_per_epoch`
+        (``epochs``: each epoch's rest is a short last batch; ``full_batches``, with ``drop_last``:
+        floor(N / E) an epoch, the Trainer's ``len(dataloader) // grad_accum`` as open-unlearning
+        runs it), or ``tofu``: floor(epochs x N / E), TOFU ``forget.py``'s ``max_steps`` (the epochs
+        still cycle with their rest)."""
+        if rule not in STEP_RULES:
+            raise ValueError(f"unknown method.step_rule {rule!r}; valid: {', '.join(STEP_RULES)}")
+        if rule == "full_batches" and not self.drop_last:
+            raise ValueError("step_rule full_batches needs PairedBatches(drop_last=True)")
+        if rule == "tofu":
+            return max(1, epochs * len(self.forget) // self.batch_size)
+        return epochs * self.steps_per_epoch
 
     def _global(self, epoch: int) -> Iterator[tuple[list[int], list[int]]]:
         order = torch.randperm(len(self.forget), generator=torch.Generator().manual_seed(self.seed + 104729 * epoch)).tolist()

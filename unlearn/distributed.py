@@ -302,13 +302,16 @@ def all_finite(acc, model: torch.nn.Module) -> bool:
     return bool(flag.item() > 0)
 
 
-def save_model(acc, model: torch.nn.Module, tokenizer, path: str | Path) -> None:
+def save_model(acc, model: torch.nn.Module, tokenizer, path: str | Path, dtype: torch.dtype | None = None) -> None:
     """``save_pretrained`` on the main process. Under FSDP every process takes part in gathering the
-    full state dict (``accelerator.get_state_dict``), the main process writes it."""
+    full state dict (``accelerator.get_state_dict``), the main process writes it, its floating-point
+    tensors in ``dtype`` (the storage dtype; the sharded fp32 masters stay as they are)."""
     path = str(path)
     if is_fsdp(acc):
         state = acc.get_state_dict(model)
         if acc.is_main_process:
+            if dtype is not None:
+                state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
             acc.unwrap_model(model).save_pretrained(path, state_dict=state, save_function=acc.save)
             tokenizer.save_pretrained(path)
         return

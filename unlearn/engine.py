@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -34,10 +35,10 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from unlearn.batching import PairedBatches, global_means, normalize_batches
+from unlearn.batching import PairedBatches, batch_plan, global_means, normalize_batches
 from unlearn.data import Feature
 from unlearn.distributed import is_fsdp, make_accelerator, sum_across
-from unlearn.gradients import collect_task_gradients, global_dot, set_gradient, trainable_parameters
+from unlearn.gradients import clip_direction, collect_task_gradients, set_gradient, trainable_parameters
 from unlearn.losses import Batch, lm_loss
 from unlearn.methods import Method, MethodContext
 from unlearn.optimizers import build_optimizer
@@ -47,7 +48,6 @@ from unlearn.schedulers import Scheduler
 log = logging.getLogger(__name__)
 
 FIT_LOSSES = ("retain", "forget", "objective")
-CLIP_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s: coef = max_norm / (norm + 1e-6)
 
 
 @dataclass
@@ -74,46 +74,6 @@ def fit_loss_value(kind: str, losses: Mapping[str, float]) -> float:
     if kind == "objective":
         return losses["retain"] - losses["forget"]
     raise ValueError(f"unknown gen fit loss {kind!r}; valid: {', '.join(FIT_LOSSES)}")
-
-
-STEP_RULES = ("epochs", "tofu", "full_batches")
-
-
-def batch_plan(cfg: Mapping[str, Any], processes: int) -> dict[str, int]:
-    """micro-batch x accumulation x processes = the effective batch of every update.
-
-    ``method.effective_batch`` set (the recipes: 32) fixes the product: ``grad_accum_steps``
-    (null) is then what makes it, on however many processes the run has."""
-    micro = int(cfg["batch_size"])
-    accum, effective = cfg.get("grad_accum_steps"), cfg.get("effective_batch")
-    if micro < 1 or (accum is not None and int(accum) < 1) or (effective is not None and int(effective) < 1):
-        raise ValueError(f"method.batch_size, grad_accum_steps and effective_batch must be >= 1, got "
-                         f"{micro}, {accum}, {effective}")
-    if effective is not None:
-        per_update = micro * processes
-        if int(effective) % per_update or (accum is not None and int(accum) * per_update != int(effective)):
-            raise ValueError(f"method.effective_batch={effective} is not method.batch_size={micro} x "
-                             f"grad_accum_steps={accum if accum is not None else '?'} x {processes} process(es)")
-        accum = int(effective) // per_update
-    accum = int(accum or 1)
-    return {"batch_size": micro, "grad_accum_steps": accum, "processes": processes,
-            "effective_batch": micro * accum * processes}
-
-
-def total_steps(rule: str, epochs: int, n_forget: int, pairs: PairedBatches) -> int:
-    """How many updates a run takes (``method.step_rule``):
-
-    ``epochs``: every epoch is ``steps_per_epoch`` updates, the last one on the epoch's rest;
-    ``tofu``: floor(epochs x N / E), TOFU ``forget.py``'s ``max_steps`` (epochs still cycle with their rest);
-    ``full_batches``: epochs x floor(N / E), the rest of each epoch unused (the Trainer's updates per
-    epoch, ``len(dataloader) // grad_accum``, as open-unlearning runs it)."""
-    if rule == "epochs":
-        return pairs.steps_per_epoch * epochs
-    if rule == "tofu":
-        return max(1, epochs * n_forget // pairs.batch_size)
-    if rule == "full_batches":
-        return epochs * pairs.steps_per_epoch  # pairs drops the rest (drop_last)
-    raise ValueError(f"unknown method.step_rule {rule!r}; valid: {', '.join(STEP_RULES)}")
 
 
 @dataclass
@@ -190,7 +150,7 @@ def unlearn(
     rule = str(cfg.get("step_rule", "epochs"))
     pairs = PairedBatches(forget, retain, plan["effective_batch"], seed, acc.process_index, acc.num_processes,
                           drop_last=rule == "full_batches")
-    total = total_steps(rule, int(cfg["epochs"]), len(forget), pairs)
+    total = pairs.total_steps(rule, int(cfg["epochs"]))
     if cfg.get("max_steps"):
         total = min(total, int(cfg["max_steps"]))
     sched = scheduler_factory(total, len(forget) / plan["effective_batch"])
@@ -234,7 +194,7 @@ def unlearn(
     with (open(log_path, "w") if main else contextlib.nullcontext()) as jsonl:
         if trajectory is not None and trajectory_every > 0:
             evaluate(0)
-        for epoch in range(int(cfg["epochs"])):
+        for epoch in itertools.count():  # until `total` updates (step_rule tofu may end mid-epoch)
             for plan_step in pairs.steps(epoch, plan["batch_size"], synced=st.sharded):
                 if step >= total:
                     break
@@ -293,7 +253,7 @@ def unlearn(
                     result.skipped_steps += 1
                     row["skipped"] = "non-finite gradient (fp16 overflow): update skipped, loss scale lowered"
                 else:
-                    row.update(_clip(params, max_norm, st.reduce))
+                    row.update(clip_direction(params, max_norm, st.reduce))
                     probe = sched.probes and sched.should_probe(step)
                     if probe:
                         # L0 reuses the step's values only for tasks whose loss is the plain LM loss
@@ -331,21 +291,6 @@ def unlearn(
     result.model = model
     model.eval()
     return result
-
-
-def _clip(params: Sequence[torch.nn.Parameter], max_norm: float | None, reduce) -> dict[str, float]:
-    """||d|| before clipping (global, fp32-accumulated), and d scaled to ``max_norm`` if longer
-    (torch's ``clip_grad_norm_`` rule, on the final update direction -- as the Trainer clips the
-    accumulated gradient)."""
-    d = [p.grad for p in params if p.grad is not None]
-    norm = global_dot(d, d, reduce) ** 0.5
-    out = {"dir_norm": norm}
-    if max_norm is not None:
-        coef = min(1.0, max_norm / (norm + CLIP_EPS))
-        if coef < 1.0:
-            torch._foreach_mul_(d, coef)
-        out["clip_coef"] = coef
-    return out
 
 
 def _finite(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 Grad = list[Tensor]  # one tensor per trainable parameter, same order as the parameter list
+CLIP_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s: coef = max_norm / (norm + 1e-6)
 
 
 class TaskGradients(Mapping[str, Grad]):
@@ -170,3 +171,18 @@ def set_gradient(params: Iterable[torch.nn.Parameter], direction: Grad) -> None:
     """Hand a direction to the optimizer as the gradient (no clipping, no rescaling)."""
     for p, d in zip(params, direction, strict=True):
         p.grad = d.to(p.dtype)
+
+
+def clip_direction(params: Sequence[torch.nn.Parameter], max_norm: float | None, reduce) -> dict[str, float]:
+    """||d|| before clipping (global, fp32-accumulated), and d scaled to ``max_norm`` if longer
+    (torch's ``clip_grad_norm_`` rule, on the final update direction -- as the Trainer clips the
+    accumulated gradient)."""
+    d = [p.grad for p in params if p.grad is not None]
+    norm = global_dot(d, d, reduce) ** 0.5
+    out = {"dir_norm": norm}
+    if max_norm is not None:
+        coef = min(1.0, max_norm / (norm + CLIP_EPS))
+        if coef < 1.0:
+            torch._foreach_mul_(d, coef)
+        out["clip_coef"] = coef
+    return out

@@ -23,7 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from eval.records import (RECORD_NAME, complete_record, environment_info, git_info, load_record,
                           write_json_atomic, write_record)
 from unlearn import distributed as dist_utils
-from unlearn.engine import STEP_RULES, batch_plan, unlearn
+from unlearn.batching import STEP_RULES, batch_plan
+from unlearn.engine import unlearn
 from unlearn.methods import MethodContext, build_method
 from unlearn.models import configure_training, frozen, torch_dtype
 from unlearn.optimizers import check_optimizer
@@ -236,7 +237,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         if not finite:  # a diverged update left inf/NaN weights: nothing to save or evaluate
             record["unlearn"]["weights_finite"] = False
         elif cfg.get("save_checkpoint", True):
-            dist_utils.save_model(acc, trained, prepared.tokenizer, run_dir / "checkpoint")
+            dist_utils.save_model(acc, trained, prepared.tokenizer, run_dir / "checkpoint", torch_dtype(prepared.dtype))
             record["checkpoint"] = "checkpoint"
 
         t = time.perf_counter()
