@@ -103,3 +103,15 @@ def test_optimizer_names_fail_clearly(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "bitsandbytes", object())  # installed, but no GPU
     with pytest.raises(ValueError, match="needs a CUDA GPU; on CPU use adamw"):
         check_optimizer("adamw_8bit", on_gpu=False)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("method.max_grad_norm=0", "method.max_grad_norm must be > 0 or null, got 0"),
+    ("method.effective_batch=3", "method.effective_batch=3 is not method.batch_size=4"),
+    ("method.optimizer=adam", "unknown method.optimizer 'adam'"),
+])
+def test_bad_real_scale_settings_fail_before_any_work(override, message, debug_cfg, tmp_path):
+    from unlearn.pipeline import run
+
+    rec = run(debug_cfg(override), run_dir=tmp_path / "r")
+    assert rec["status"] == "failed" and message in rec["error"]["message"] and "stages" not in rec

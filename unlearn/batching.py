@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 STEP_RULES = ("epochs", "tofu", "full_batches")
 
 
+def check_step_rule(rule: str) -> None:
+    if rule not in STEP_RULES:
+        raise ValueError(f"unknown method.step_rule {rule!r}; valid: {', '.join(STEP_RULES)}")
+
+
 def batch_plan(cfg: Mapping[str, Any], processes: int) -> dict[str, int]:
     """micro-batch x accumulation x processes = the effective batch of every update.
 
@@ -111,8 +116,7 @@ class PairedBatches:
         floor(N / E) an epoch, the Trainer's ``len(dataloader) // grad_accum`` as open-unlearning
         runs it), or ``tofu``: floor(epochs x N / E), TOFU ``forget.py``'s ``max_steps`` (the epochs
         still cycle with their rest)."""
-        if rule not in STEP_RULES:
-            raise ValueError(f"unknown method.step_rule {rule!r}; valid: {', '.join(STEP_RULES)}")
+        check_step_rule(rule)
         if rule == "full_batches" and not self.drop_last:
             raise ValueError("step_rule full_batches needs PairedBatches(drop_last=True)")
         if rule == "tofu":

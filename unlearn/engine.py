@@ -38,7 +38,8 @@ from tqdm.auto import tqdm
 from unlearn.batching import PairedBatches, batch_plan, global_means, normalize_batches
 from unlearn.data import Feature
 from unlearn.distributed import is_fsdp, make_accelerator, sum_across
-from unlearn.gradients import clip_direction, collect_task_gradients, set_gradient, trainable_parameters
+from unlearn.gradients import (clip_direction, collect_task_gradients, max_grad_norm, set_gradient,
+                               trainable_parameters)
 from unlearn.losses import Batch, lm_loss
 from unlearn.methods import Method, MethodContext
 from unlearn.optimizers import build_optimizer
@@ -154,10 +155,7 @@ def unlearn(
     if cfg.get("max_steps"):
         total = min(total, int(cfg["max_steps"]))
     sched = scheduler_factory(total, len(forget) / plan["effective_batch"])
-    max_norm = cfg.get("max_grad_norm")
-    max_norm = float(max_norm) if max_norm is not None else None
-    if max_norm is not None and not max_norm > 0:
-        raise ValueError(f"method.max_grad_norm must be > 0 or null, got {max_norm}")
+    max_norm = max_grad_norm(cfg)
     optim = build_optimizer(trainable_parameters(model), cfg)
     if is_fsdp(acc):
         from unlearn.fsdp import configure_accelerate_fsdp

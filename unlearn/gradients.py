@@ -173,6 +173,16 @@ def set_gradient(params: Iterable[torch.nn.Parameter], direction: Grad) -> None:
         p.grad = d.to(p.dtype)
 
 
+def max_grad_norm(cfg: Mapping) -> float | None:
+    """``method.max_grad_norm``: a positive norm, or None (no clipping)."""
+    value = cfg.get("max_grad_norm")
+    if value is None:
+        return None
+    if not float(value) > 0:
+        raise ValueError(f"method.max_grad_norm must be > 0 or null, got {value}")
+    return float(value)
+
+
 def clip_direction(params: Sequence[torch.nn.Parameter], max_norm: float | None, reduce) -> dict[str, float]:
     """||d|| before clipping (global, fp32-accumulated), and d scaled to ``max_norm`` if longer
     (torch's ``clip_grad_norm_`` rule, on the final update direction -- as the Trainer clips the

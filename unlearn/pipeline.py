@@ -23,8 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 from eval.records import (RECORD_NAME, complete_record, environment_info, git_info, load_record,
                           write_json_atomic, write_record)
 from unlearn import distributed as dist_utils
-from unlearn.batching import STEP_RULES, batch_plan
+from unlearn.batching import batch_plan, check_step_rule
 from unlearn.engine import unlearn
+from unlearn.gradients import max_grad_norm
 from unlearn.methods import MethodContext, build_method
 from unlearn.models import configure_training, frozen, torch_dtype
 from unlearn.optimizers import check_optimizer
@@ -96,11 +97,8 @@ def validate(cfg: DictConfig, processes: int = 1) -> None:
     if int(cfg.method.epochs) < 1:
         raise ValueError("method.epochs must be >= 1")
     batch_plan(cfg.method, processes)
-    if str(cfg.method.get("step_rule", "epochs")) not in STEP_RULES:
-        raise ValueError(f"unknown method.step_rule {cfg.method.step_rule!r}; valid: {', '.join(STEP_RULES)}")
-    max_norm = cfg.method.get("max_grad_norm")
-    if max_norm is not None and not float(max_norm) > 0:
-        raise ValueError(f"method.max_grad_norm must be > 0 or null, got {max_norm}")
+    check_step_rule(str(cfg.method.get("step_rule", "epochs")))
+    max_grad_norm(cfg.method)
     check_optimizer(str(cfg.method.get("optimizer", "adamw")))
     check_launcher_precision(run_precision(cfg))
 
