@@ -36,7 +36,7 @@ from eval.tofu_logs import per_item_truth_ratios
 
 logger = logging.getLogger(__name__)
 
-EVAL_VERSION = 4  # part of the cached reference evals' key: bump when what is computed changes
+EVAL_VERSION = 5  # part of the cached reference evals' key: bump when what is computed changes
 TASKS = ("forget", "retain", "ra", "wf")
 # task -> (TOFU file name pattern, the truth ratio's base answer key)  (TOFU eval_everything.yaml)
 TASK_SOURCES = {
@@ -74,6 +74,14 @@ def holdout_rows(prepared, n_forget: int):
 def indexed(values) -> dict[str, Any]:
     """TOFU's per-sample layout: {"0": v0, "1": v1, ...}."""
     return {str(i): (v.tolist() if hasattr(v, "tolist") else v) for i, v in enumerate(values)}
+
+
+def answer_hits(correct: Sequence[np.ndarray], features: Sequence[dict]) -> list[np.ndarray]:
+    """Per item, argmax == token over the answer's own tokens: the appended EOS (TOFU's labels
+    end with it, at an input position of attention 0) is left out, as open-unlearning -- where
+    exact memorization and extraction strength come from -- scores no EOS. A text truncated at
+    ``max_length`` has no EOS and keeps every scored token."""
+    return [c[:-1] if len(c) and f["attention_mask"][-1] == 0 else c for c, f in zip(correct, features, strict=True)]
 
 
 def exact_memorization(correct: Sequence[np.ndarray]) -> np.ndarray:
@@ -147,7 +155,7 @@ def evaluate_tofu(
             "truth_ratio": indexed(np.exp(per_token[base] - per_token[pert].mean(-1))),
         }
         if t == "forget":
-            correct = [s.correct[i] for i in ans]
+            correct = answer_hits([s.correct[i] for i in ans], [feats[i] for i in ans])
             log["exact_memorization"] = indexed(exact_memorization(correct))
             log["extraction_strength"] = indexed(extraction_strength(correct))
             if held:  # the zlib attack compresses the scored text: the answer

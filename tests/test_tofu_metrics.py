@@ -525,3 +525,40 @@ def test_command_line_aggregates_tofu_logs(capsys):
     tl.main([str(full), "--retain", str(retain)])
     out = _json.loads(capsys.readouterr().out)
     assert out["forget_quality"] == pytest.approx(tl.aggregate_tofu_run(full, retain)["forget_quality"], rel=1e-12)
+
+
+def test_exact_memorization_and_extraction_strength_leave_out_the_appended_eos():
+    """Hand-made logits: the model predicts every answer token but not the EOS TOFU appends, so
+    open-unlearning's definitions (no EOS scored) give EM = ES = 1; a truncated text (no EOS)
+    keeps every scored token."""
+    import torch
+
+    from eval.likelihood import score
+    from eval.tofu_eval import answer_hits, exact_memorization, extraction_strength
+
+    nxt = {5: 6, 6: 7, 7: 8, 8: 9}  # the next token the model is sure of (8 -> 9, not EOS 2)
+
+    class Table(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(1))  # scoring reads the device from it
+
+        def forward(self, input_ids, attention_mask=None):
+            logits = torch.full((*input_ids.shape, 12), -10.0)
+            for b, row in enumerate(input_ids.tolist()):
+                for t, tok in enumerate(row):
+                    logits[b, t, nxt.get(tok, 0)] = 10.0
+            return type("Out", (), {"logits": logits})()
+
+    with_eos = {"input_ids": [1, 5, 6, 7, 8, 2], "attention_mask": [1, 1, 1, 1, 1, 0],
+                "labels": [-100, -100, 6, 7, 8, 2]}  # prompt [1, 5]; answer 6 7 8, then EOS
+    truncated = {"input_ids": [1, 5, 6, 7, 8], "attention_mask": [1] * 5, "labels": [-100, -100, 6, 7, 8]}
+    s = score(Table(), [with_eos, truncated], 2, 0, tokens=True)
+    assert [c.tolist() for c in s.correct] == [[True, True, True, False], [True, True, True]]  # EOS missed
+    hits = answer_hits(s.correct, [with_eos, truncated])
+    assert [h.tolist() for h in hits] == [[True, True, True], [True, True, True]]
+    assert exact_memorization(hits).tolist() == [1.0, 1.0]
+    assert extraction_strength(hits).tolist() == [1.0, 1.0]
+    # counting the EOS (the previous rule) gave 3/4 and 1 - 3/4
+    assert exact_memorization(s.correct)[0] == pytest.approx(3 / 4)
+    assert extraction_strength(s.correct)[0] == pytest.approx(1 / 4)
