@@ -59,10 +59,13 @@ def build_tiny_llama(arch: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase
     return LlamaForCausalLM(config)
 
 
-def load_causal_lm(path: str | Path, dtype: str = "float32", attn_implementation: str | None = None) -> torch.nn.Module:
+def load_causal_lm(path: str | Path, dtype: str = "float32", attn_implementation: str | None = None,
+                   revision: str | None = None) -> torch.nn.Module:
     kwargs: dict[str, Any] = {"dtype": torch_dtype(dtype)}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    if revision:  # a Hub branch, tag or commit (a local folder ignores it)
+        kwargs["revision"] = revision
     try:
         return AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
     except OSError as e:
@@ -72,8 +75,8 @@ def load_causal_lm(path: str | Path, dtype: str = "float32", attn_implementation
         ) from e
 
 
-def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
-    tok = AutoTokenizer.from_pretrained(str(path))
+def load_tokenizer(path: str | Path, revision: str | None = None) -> PreTrainedTokenizerBase:
+    tok = AutoTokenizer.from_pretrained(str(path), **({"revision": revision} if revision else {}))
     if tok.pad_token is None:  # Llama-2 / phi ship no pad token; TOFU pads with EOS
         tok.pad_token = tok.eos_token
     return tok

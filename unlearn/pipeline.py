@@ -31,7 +31,7 @@ from unlearn.models import configure_training, frozen, torch_dtype
 from unlearn.optimizers import check_optimizer
 from unlearn.precision import Precision, check_launcher_precision, to_storage
 from unlearn.schedulers import SCHEDULERS, build_scheduler
-from unlearn.stages import StageCache, content_hash
+from unlearn.stages import StageCache, content_hash, fingerprint
 from unlearn.benchmarks import Benchmark, get_benchmark
 from unlearn.world import Prepared
 
@@ -113,15 +113,25 @@ def reference_eval(which: str, bench: Benchmark, prepared: Prepared, cfg: DictCo
     The retain model's evaluation is what every run's forget quality (TOFU) or PrivLeak (MUSE)
     is measured against, so a sweep evaluates it once.
     """
-    model_id = prepared.stages[which].key if which in prepared.stages else getattr(prepared, f"{which}_path")
-    spec = {"benchmark": bench.name, "model": model_id, "split": cfg.dataset.get("split"), "eval": bench.eval_spec(cfg),
-            "data": prepared.stages["world"].key if "world" in prepared.stages else cfg.dataset.get("path")}
+    spec = reference_eval_spec(which, bench, prepared, cfg)
 
     def build(out: Path) -> None:
         write_json_atomic(out / "logs.json", bench.evaluate(prepared.load(which), prepared, cfg))
 
     art = cache.get_or_build(f"eval_{which}", spec, build)
     return json.loads((art.path / "logs.json").read_text())
+
+
+def reference_eval_spec(which: str, bench: Benchmark, prepared: Prepared, cfg: DictConfig) -> dict[str, Any]:
+    """What a reference evaluation's numbers depend on, and nothing else: the model as loaded
+    (:meth:`unlearn.world.Prepared.model_identity`), the data (the generated world's key, or the
+    dataset's location with a fingerprint of a local folder), the split and the eval settings."""
+    ds = cfg.dataset
+    data = ({"world": prepared.stages["world"].key} if "world" in prepared.stages else
+            {"source": ds.get("source"), "path": ds.get("path"), "hub_id": ds.get("hub_id"),
+             "files": fingerprint(ds.get("path"))})
+    return {"benchmark": bench.name, "model": prepared.model_identity(which), "split": ds.get("split"),
+            "eval": bench.eval_spec(cfg), "data": data}
 
 
 def trajectory_fn(bench: Benchmark, prepared: Prepared, cfg: DictConfig, reference: Any, accelerator=None):

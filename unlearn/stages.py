@@ -99,3 +99,34 @@ class StageCache:
             (tmp / self.DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
             os.replace(tmp, final)
         return Artifact(stage, key, final, True, time.perf_counter() - t0)
+
+
+FINGERPRINT_EDGE = 1 << 20  # bytes read from each end of a file
+
+
+TOKENIZER_FILES = ("tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab*", "merges.txt", "*.model",
+                   "chat_template*")
+
+
+def fingerprint(path: str | Path | None, patterns: tuple[str, ...] | None = None) -> str | None:
+    """A short hash of a local file or folder (None for a Hub id or nothing): every file's (that
+    matches one of ``patterns``, if given) relative name, size, modification time and first and
+    last MiB. Overwriting a checkpoint in
+    place changes it; reading a 14 GB checkpoint's weights whole, on every run, would not be cheap.
+    (A copy that does not keep modification times reads as new: evaluated again, never stale.)"""
+    if path is None or not Path(path).exists():
+        return None
+    root = Path(path)
+    files = [root] if root.is_file() else sorted(
+        f for f in root.rglob("*") if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts)
+        and (patterns is None or any(f.match(p) for p in patterns)))
+    h = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.relative_to(root) if f != root else f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+        with open(f, "rb") as fh:
+            h.update(fh.read(FINGERPRINT_EDGE))
+            if st.st_size > 2 * FINGERPRINT_EDGE:
+                fh.seek(-FINGERPRINT_EDGE, os.SEEK_END)
+                h.update(fh.read())
+    return h.hexdigest()[:16]

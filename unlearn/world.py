@@ -14,6 +14,7 @@ models are trained from scratch on the news corpus.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -26,7 +27,7 @@ from omegaconf import DictConfig
 
 from unlearn.data import Feature, encode_rows
 from unlearn.models import PromptTemplate, build_tiny_llama, load_causal_lm, load_tokenizer
-from unlearn.stages import Artifact, StageCache
+from unlearn.stages import TOKENIZER_FILES, Artifact, StageCache, fingerprint
 from unlearn.worlds import generate_tofu_synth, load_tofu, retain_split_for, validate_tofu_rows
 
 log = logging.getLogger(__name__)
@@ -76,16 +77,33 @@ class Prepared:
     dtype: str  # the storage dtype: frozen and evaluated models load in it
     attn_implementation: str | None
     train_max_length: int | None = None  # tokens per unlearning example (TOFU's forget.py: 500); None: max_length
+    revision: str | None = None  # the Hub revision of the checkpoints and tokenizer (model.revision)
 
     @cached_property
     def tokenizer(self):
-        return load_tokenizer(self.tokenizer_path)
+        return load_tokenizer(self.tokenizer_path, self.revision)
 
     def load(self, which: str):
         path = {"target": self.target_path, "retain": self.retain_path}[which]
         if path is None:
             raise ValueError(f"no {which} model configured (model.{which} is null)")
-        return load_causal_lm(path, self.dtype, self.attn_implementation)
+        return load_causal_lm(path, self.dtype, self.attn_implementation, self.revision)
+
+    def model_identity(self, which: str) -> dict[str, Any]:
+        """Everything about the target / retain model that changes its numbers: what it is (its
+        stage key, or its path or Hub id with the revision and, for a local folder, a fingerprint
+        of its files), the dtype and attention it is loaded with, the tokenizer (same rule) and
+        the prompt template. The key of its cached evaluation (``pipeline.reference_eval``)."""
+        path = {"target": self.target_path, "retain": self.retain_path}[which]
+
+        def ident(stage: str, location: str | None, patterns=None) -> dict[str, Any]:
+            if stage in self.stages:
+                return {"stage": self.stages[stage].key}
+            return {"path": location, "revision": self.revision, "files": fingerprint(location, patterns)}
+
+        return {"model": ident(which, path), "tokenizer": ident("tokenizer", self.tokenizer_path, TOKENIZER_FILES),
+                "dtype": self.dtype, "attn_implementation": self.attn_implementation,
+                "template": dataclasses.asdict(self.template), "max_length": self.max_length}
 
     def features(self, rows, answer_key: str = "answer", train: bool = False) -> list[Feature]:
         """QA features, cut at ``max_length`` (evaluation) or ``train_max_length`` (``train``: unlearning)."""
@@ -106,7 +124,8 @@ def model_settings(model_cfg: DictConfig) -> dict[str, Any]:
     train_max_length = model_cfg.get("train_max_length")
     return dict(max_length=int(model_cfg.max_length), dtype=str(model_cfg.dtype),
                 attn_implementation=model_cfg.get("attn_implementation"),
-                train_max_length=None if train_max_length is None else int(train_max_length))
+                train_max_length=None if train_max_length is None else int(train_max_length),
+                revision=model_cfg.get("revision"))
 
 
 def world_stage(cache: StageCache, ds: DictConfig, generator: str, generate: Callable[[Any, Path], Any]) -> Artifact:
