@@ -50,8 +50,13 @@ def find_records(root: str | Path) -> list[Path]:
     return sorted(Path(root).rglob(RECORD_NAME))
 
 
-def _variant(run_dir: Path, cfg: Mapping[str, Any]) -> str:
-    """The non-group overrides of a run, i.e. the directory between method-scheduler and seedN."""
+def _variant(run_dir: Path, rec: Mapping[str, Any]) -> str:
+    """The non-group overrides of a run: as the record states them (a long or shell-unfriendly
+    override list names its directory by a shortened form), else the directory between
+    method-scheduler and seedN."""
+    stated = (rec.get("overrides") or {}).get("variant")
+    if stated is not None:
+        return stated or "default"
     parts = run_dir.parts
     return parts[-2] if len(parts) >= 2 and parts[-1].startswith("seed") else "default"
 
@@ -71,7 +76,7 @@ def record_rows(path: Path) -> list[dict[str, Any]]:
         "benchmark": cfg.get("dataset", {}).get("benchmark"), "dataset": cfg.get("dataset", {}).get("name"),
         "split": cfg.get("dataset", {}).get("split"), "model": cfg.get("model", {}).get("name"),
         "method": cfg.get("method", {}).get("name"), "scheduler": cfg.get("scheduler", {}).get("name"),
-        "lr": cfg.get("method", {}).get("lr"), "variant": _variant(path.parent, cfg), "seed": rec.get("seed"),
+        "lr": cfg.get("method", {}).get("lr"), "variant": _variant(path.parent, rec), "seed": rec.get("seed"),
         "steps": (rec.get("unlearn") or {}).get("steps"), "seconds": (rec.get("timings") or {}).get("total"),
     }
     rows = []

@@ -1,6 +1,7 @@
 """The command line as a user types it: a multirun whose jobs land in distinct directories."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -69,3 +70,39 @@ def test_submitit_launcher_in_local_executor_mode(tmp_path):
     assert sorted(r["seed"] for r in records.values()) == [0, 1]
     assert all(r["status"] == "ok" for r in records.values())
     assert list((tmp_path / "out" / "debug" / "runs" / ".submitit").rglob("*_log.out"))
+
+
+def test_tag_names_are_short_shell_friendly_and_distinct():
+    from unlearn.config import TAG_MAX_BYTES, _tag
+
+    assert _tag("") == "default" and _tag("method.lr=0.0003") == "method.lr=0.0003"  # short and plain: as is
+    assert _tag("eval.retain_logs=/data/x") == "eval.retain_logs=_data_x"
+    lora = _tag("model.lora={r: 8, alpha: 16, target_modules: [q_proj, v_proj]}")
+    assert lora.startswith("model.lora=r-8,alpha-16,target_modules-q_proj,v_proj_")
+    assert re.fullmatch(r"[A-Za-z0-9._,=+%@-]+", lora) and lora == _tag("model.lora={r: 8, alpha: 16, target_modules: [q_proj, v_proj]}")
+    assert _tag("model.lora={r: 8}") != _tag("model.lora=[r: 8]")  # cleaned alike, told apart by the hash
+    long = ",".join(f"method.key{i}=value{i}" for i in range(40))
+    assert len(_tag(long).encode()) <= TAG_MAX_BYTES and _tag(long) != _tag(long + ",x=1")
+
+
+def test_a_long_override_list_runs_and_is_reported(tmp_path):
+    env = {**os.environ, "UNLEARN_OUTPUTS": str(tmp_path / "out")}
+    overrides = ["method.max_steps=1", "'model.lora={r: 4, alpha: 8, target_modules: [q_proj, v_proj]}'",
+                 "eval.batch_size=16", "eval.generation.batch_size=16", "method.weight_decay=0.02",
+                 "method.eps=0.0000001", "eval.generation.max_new_tokens=150", "save_checkpoint=false",
+                 "method.task_grad_stats=true", "eval.ds_size=50"]
+    cmd = " ".join([sys.executable, "run.py", "debug=tiny", *overrides])
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, shell=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = list((tmp_path / "out").rglob("record.json"))
+    assert len(records) == 1
+    run_dir = records[0].parent
+    name = run_dir.parent.name
+    assert len(name.encode()) <= 120 and re.fullmatch(r"[A-Za-z0-9._,=+%@-]+", name)
+    rec = json.loads(records[0].read_text())
+    assert rec["status"] == "ok", rec.get("error")
+    assert "model.lora={r: 4, alpha: 8, target_modules: [q_proj, v_proj]}" in rec["overrides"]["variant"]
+    assert (run_dir / "overrides.txt").read_text().splitlines()[0] == "debug=tiny"
+    from eval.report import record_rows
+
+    assert record_rows(records[0])[0]["variant"] == rec["overrides"]["variant"]  # not the shortened name

@@ -1,7 +1,9 @@
 """Config plumbing that must exist before Hydra composes: resolvers and the config directory."""
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -13,9 +15,29 @@ CONFIG_DIR = ROOT / "conf"
 os.environ.setdefault("UNLEARN_ROOT", str(ROOT))
 
 
+TAG_MAX_BYTES = 120  # a run directory's override component (file systems allow 255 bytes a name)
+_UNSAFE = re.compile(r"[^A-Za-z0-9._,=+%@-]+")
+
+
 def _tag(override_dirname: str) -> str:
-    """The path component for a run's non-group overrides ('' -> 'default'; '/' never nests)."""
-    return override_dirname.replace("/", "_") or "default"
+    """The path component for a run's non-group overrides, readable and shell-friendly.
+
+    '' -> 'default'; '/' becomes '_' (never nests). A value with other characters a shell would
+    need quoted (``model.lora={r: 8, alpha: 16}``) loses its spaces and brackets, ':' becomes '-',
+    anything else '_', and a short hash of the exact overrides keeps two such names apart
+    (``model.lora=r-8,alpha-16_3f9a1c``). Past :data:`TAG_MAX_BYTES` the name is its first 60
+    characters and a 12-digit hash. The exact overrides are written inside the run directory
+    (``overrides.txt``, and the record's ``overrides``), which is what reports read."""
+    if not override_dirname:
+        return "default"
+    name = override_dirname.replace("/", "_")
+    digest = hashlib.sha256(override_dirname.encode()).hexdigest()
+    if _UNSAFE.search(name):
+        cleaned = re.sub(r"[\s{}\[\]()'\"]+", "", name).replace(":", "-")
+        name = f"{_UNSAFE.sub('_', cleaned)}_{digest[:6]}"
+    if len(name.encode()) > TAG_MAX_BYTES:
+        name = f"{name[:60]}_{digest[:12]}"
+    return name
 
 
 def _retain_of(forget_split: str) -> str:

@@ -39,6 +39,7 @@ log = logging.getLogger("unlearn")
 
 STEP_LOG = "steps.jsonl"
 RUN_LOG = "run.log"
+OVERRIDES = "overrides.txt"
 SKIP_STATUSES = ("ok", "diverged")  # a failed run is run again; these are results
 # keys that do not change a run's result: a record made under other values of these is still valid
 NON_RESULT_KEYS = ("overwrite", "threads", "paths")
@@ -63,6 +64,18 @@ def reusable(existing: dict[str, Any] | None, cfg: DictConfig, run_dir: Path) ->
                 "running again", run_dir / RECORD_NAME, old, result_hash(cfg), old)
     (run_dir / RECORD_NAME).replace(run_dir / f"record.{old}.json")
     return False
+
+
+def job_overrides() -> dict[str, Any] | None:
+    """Under Hydra: the command line's overrides (``task``) and those that name the run's
+    directory (``variant``, Hydra's override_dirname, which ``conf/config.yaml``'s ``tag``
+    resolver shortens past a length); None outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    return {"task": list(hc.overrides.task), "variant": hc.job.override_dirname}
 
 
 def resolve_run_dir(run_dir: str | Path | None) -> Path:
@@ -185,6 +198,11 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     }
     record["processes"] = {"count": acc.num_processes, "distributed_type": str(acc.distributed_type),
                            "backend": acc.state.backend, "device": str(acc.device)}
+    overrides = job_overrides()
+    if overrides is not None:
+        record["overrides"] = overrides
+        if main:  # the exact overrides beside the (possibly shortened) directory name
+            (run_dir / OVERRIDES).write_text("\n".join(overrides["task"]) + "\n")
     failed = False
     try:
         validate(cfg, acc.num_processes)
