@@ -36,7 +36,7 @@ def cut_at_stops(text: str, stops: Sequence[str]) -> str:
 def greedy_generate(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
+    prompts: Sequence[str | Sequence[int]],
     *,
     batch_size: int,
     mode: str = "new_tokens",
@@ -45,12 +45,14 @@ def greedy_generate(
     stop_strings: Sequence[str] = (),
     shard: Any = None,
 ) -> list[str]:
-    """Greedy continuations of ``prompts``, in order. ``shard``: a :class:`unlearn.distributed.Shard`
+    """Greedy continuations of ``prompts`` (texts, tokenized with special tokens, or token ids),
+    in order. ``shard``: a :class:`unlearn.distributed.Shard`
     or an Accelerator to split the work across processes (default: the ambient
     :func:`~unlearn.distributed.sharded_eval`)."""
     if mode not in MODES:
         raise ValueError(f"unknown generation mode {mode!r}; valid: {', '.join(MODES)}")
-    encoded = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
+    encoded = [list(p) if not isinstance(p, str) else tokenizer(p, add_special_tokens=True)["input_ids"]
+               for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     kwargs = dict(mode=mode, max_new_tokens=max_new_tokens, max_length=max_length, stop_strings=stop_strings)

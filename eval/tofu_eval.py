@@ -76,12 +76,12 @@ def indexed(values) -> dict[str, Any]:
     return {str(i): (v.tolist() if hasattr(v, "tolist") else v) for i, v in enumerate(values)}
 
 
-def answer_hits(correct: Sequence[np.ndarray], features: Sequence[dict]) -> list[np.ndarray]:
-    """Per item, argmax == token over the answer's own tokens: the appended EOS (TOFU's labels
-    end with it, at an input position of attention 0) is left out, as open-unlearning -- where
-    exact memorization and extraction strength come from -- scores no EOS. A text truncated at
-    ``max_length`` has no EOS and keeps every scored token."""
-    return [c[:-1] if len(c) and f["attention_mask"][-1] == 0 else c for c, f in zip(correct, features, strict=True)]
+def answer_hits(correct: Sequence[np.ndarray], features: Sequence[dict], eos_id: int) -> list[np.ndarray]:
+    """Per item, argmax == token over the answer's own tokens: a final EOS -- TOFU's appended one,
+    or a chat template's end of turn -- is left out, as open-unlearning (where exact memorization
+    and extraction strength come from) drops the EOS prediction. A text truncated at
+    ``max_length`` ends without EOS and keeps every scored token."""
+    return [c[:-1] if len(c) and f["labels"][-1] == eos_id else c for c, f in zip(correct, features, strict=True)]
 
 
 def exact_memorization(correct: Sequence[np.ndarray]) -> np.ndarray:
@@ -155,7 +155,7 @@ def evaluate_tofu(
             "truth_ratio": indexed(np.exp(per_token[base] - per_token[pert].mean(-1))),
         }
         if t == "forget":
-            correct = answer_hits([s.correct[i] for i in ans], [feats[i] for i in ans])
+            correct = answer_hits([s.correct[i] for i in ans], [feats[i] for i in ans], prepared.tokenizer.eos_token_id)
             log["exact_memorization"] = indexed(exact_memorization(correct))
             log["extraction_strength"] = indexed(extraction_strength(correct))
             if held:  # the zlib attack compresses the scored text: the answer
@@ -171,15 +171,16 @@ def evaluate_tofu(
 
 def _add_generations(model, prepared, cfg, rows, logs) -> None:
     gen_cfg = cfg["generation"]
-    tpl = prepared.template
-    prompts, owners = [], []
+    tpl, tok = prepared.template, prepared.tokenizer
+    prompts, prompt_ids, owners = [], [], []
     for t, rs in rows.items():
         for i, r in enumerate(rs):
-            prompt = tpl.prompt(r["question"]) + (tpl.answer_tag if gen_cfg.get("prompt_answer_tag") else "")
-            prompts.append(prompt)
+            text, ids = tpl.generation_prompt(tok, r["question"], bool(gen_cfg.get("prompt_answer_tag")))
+            prompts.append(text)
+            prompt_ids.append(ids)
             owners.append((t, i, r["answer"]))
     gens = greedy_generate(
-        model, prepared.tokenizer, prompts, batch_size=int(gen_cfg["batch_size"]), mode=str(gen_cfg["mode"]),
+        model, tok, prompt_ids, batch_size=int(gen_cfg["batch_size"]), mode=str(gen_cfg["mode"]),
         max_new_tokens=int(gen_cfg["max_new_tokens"]), max_length=int(gen_cfg["max_length"]),
     )
     for t in rows:

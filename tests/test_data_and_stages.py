@@ -8,7 +8,7 @@ import torch
 from unlearn.data import collate, encode_qa
 from unlearn.batching import PairedBatches
 from unlearn.losses import sequence_nll, token_mean_nll
-from unlearn.models import PromptTemplate
+from unlearn.templates import PromptTemplate
 from unlearn.stages import StageCache
 from unlearn.tokenizer import train_bpe_tokenizer
 from unlearn.world import replay_rows

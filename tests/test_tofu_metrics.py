@@ -528,9 +528,9 @@ def test_command_line_aggregates_tofu_logs(capsys):
 
 
 def test_exact_memorization_and_extraction_strength_leave_out_the_appended_eos():
-    """Hand-made logits: the model predicts every answer token but not the EOS TOFU appends, so
-    open-unlearning's definitions (no EOS scored) give EM = ES = 1; a truncated text (no EOS)
-    keeps every scored token."""
+    """Hand-made logits: the model predicts every answer token but not the EOS TOFU appends (or a
+    chat template ends its turn with), so open-unlearning's definitions (no EOS scored) give
+    EM = ES = 1; a truncated text (no EOS) keeps every scored token."""
     import torch
 
     from eval.likelihood import score
@@ -555,10 +555,12 @@ def test_exact_memorization_and_extraction_strength_leave_out_the_appended_eos()
     truncated = {"input_ids": [1, 5, 6, 7, 8], "attention_mask": [1] * 5, "labels": [-100, -100, 6, 7, 8]}
     s = score(Table(), [with_eos, truncated], 2, 0, tokens=True)
     assert [c.tolist() for c in s.correct] == [[True, True, True, False], [True, True, True]]  # EOS missed
-    hits = answer_hits(s.correct, [with_eos, truncated])
+    hits = answer_hits(s.correct, [with_eos, truncated], eos_id=2)
     assert [h.tolist() for h in hits] == [[True, True, True], [True, True, True]]
     assert exact_memorization(hits).tolist() == [1.0, 1.0]
     assert extraction_strength(hits).tolist() == [1.0, 1.0]
+    in_text = {**with_eos, "attention_mask": [1] * 6}  # a chat template's own end-of-turn EOS
+    assert answer_hits(s.correct[:1], [in_text], eos_id=2)[0].tolist() == [True, True, True]
     # counting the EOS (the previous rule) gave 3/4 and 1 - 3/4
     assert exact_memorization(s.correct)[0] == pytest.approx(3 / 4)
     assert extraction_strength(s.correct)[0] == pytest.approx(1 / 4)

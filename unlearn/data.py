@@ -2,8 +2,8 @@
 
 TOFU ``data_module.convert_raw_data_to_model_format``: the full text is tokenized with special
 tokens (BOS) and truncated to ``max_length``; labels are ``input_ids + [EOS]`` (EOS is scored)
-unless the text filled ``max_length``; the first ``len(tokenize(prompt))`` label positions are
--100. We keep the appended EOS position as an input position with attention 0 (as TOFU's EOS
+unless the text filled ``max_length`` (or a chat template ended it with EOS already); the prompt's
+label positions are -100 (how they are counted: :mod:`unlearn.templates`). We keep the appended EOS position as an input position with attention 0 (as TOFU's EOS
 padding does), so the shifted loss scores EOS from the last answer token.
 """
 from __future__ import annotations
@@ -13,26 +13,25 @@ from typing import Iterable, Mapping, Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from unlearn.models import PromptTemplate
+from unlearn.templates import Template
 
 Feature = dict[str, list[int]]
 
 
 def encode_qa(
     tokenizer: PreTrainedTokenizerBase,
-    template: PromptTemplate,
+    template: Template,
     question: str,
     answer: str,
     max_length: int,
 ) -> Feature:
-    full = template.full(question, answer)
-    ids = tokenizer(full, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]
-    n_prompt = len(tokenizer(template.prompt(question), add_special_tokens=True)["input_ids"])
-    if len(ids) < max_length:
-        input_ids = ids + [tokenizer.eos_token_id]
+    ids, n_prompt = template.tokenize(tokenizer, question, answer, max_length)
+    eos = tokenizer.eos_token_id
+    if len(ids) < max_length and ids[-1] != eos:  # a chat template may end its turn with EOS itself
+        input_ids = ids + [eos]
         attention = [1] * len(ids) + [0]
-        labels = ids + [tokenizer.eos_token_id]
-    else:  # truncated: no EOS, as in TOFU
+        labels = ids + [eos]
+    else:  # truncated (no EOS, as in TOFU), or the template's own EOS, scored as it stands
         input_ids, attention, labels = list(ids), [1] * len(ids), list(ids)
     n_mask = min(n_prompt, len(labels))
     labels = [-100] * n_mask + labels[n_mask:]
@@ -47,7 +46,7 @@ def encode_text(tokenizer: PreTrainedTokenizerBase, text: str, max_length: int) 
 
 def encode_rows(
     tokenizer: PreTrainedTokenizerBase,
-    template: PromptTemplate,
+    template: Template,
     rows: Iterable[Mapping[str, str]],
     max_length: int,
     answer_key: str = "answer",

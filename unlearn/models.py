@@ -1,7 +1,6 @@
 """Models: tiny Llamas built from a config, or any causal-LM checkpoint by path / Hub id."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -9,29 +8,6 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-@dataclass(frozen=True)
-class PromptTemplate:
-    """TOFU's prompt pieces: text = question_start + q + question_end + answer_tag + a.
-
-    Everything up to and including ``question_end`` is the prompt (masked in the loss); the
-    answer tag is scored, as TOFU does for phi (METRICS.md §1.2).
-    """
-
-    question_start_tag: str
-    question_end_tag: str
-    answer_tag: str
-
-    @classmethod
-    def from_cfg(cls, cfg: Mapping[str, Any]) -> "PromptTemplate":
-        return cls(str(cfg["question_start_tag"]), str(cfg["question_end_tag"]), str(cfg["answer_tag"]))
-
-    def prompt(self, question: str) -> str:
-        return self.question_start_tag + question + self.question_end_tag
-
-    def full(self, question: str, answer: str) -> str:
-        return self.prompt(question) + self.answer_tag + answer
 
 
 def torch_dtype(name: str) -> torch.dtype:

@@ -26,7 +26,8 @@ from typing import Any, Callable, Sequence
 from omegaconf import DictConfig
 
 from unlearn.data import Feature, encode_rows
-from unlearn.models import PromptTemplate, build_tiny_llama, load_causal_lm, load_tokenizer
+from unlearn.models import build_tiny_llama, load_causal_lm, load_tokenizer
+from unlearn.templates import PromptTemplate, Template, build_template
 from unlearn.stages import TOKENIZER_FILES, Artifact, StageCache, fingerprint
 from unlearn.worlds import generate_tofu_synth, load_tofu, retain_split_for, validate_tofu_rows
 
@@ -68,7 +69,7 @@ class Prepared:
     """What the pipeline gets: data, tokenizer, template and model locations, with stage info."""
 
     data: Any  # TofuData, or unlearn.benchmarks.muse.MuseData
-    template: PromptTemplate
+    template: Template
     tokenizer_path: str
     target_path: str
     retain_path: str | None
@@ -103,7 +104,8 @@ class Prepared:
 
         return {"model": ident(which, path), "tokenizer": ident("tokenizer", self.tokenizer_path, TOKENIZER_FILES),
                 "dtype": self.dtype, "attn_implementation": self.attn_implementation,
-                "template": dataclasses.asdict(self.template), "max_length": self.max_length}
+                "template": {"kind": type(self.template).__name__, **dataclasses.asdict(self.template)},
+                "max_length": self.max_length}
 
     def features(self, rows, answer_key: str = "answer", train: bool = False) -> list[Feature]:
         """QA features, cut at ``max_length`` (evaluation) or ``train_max_length`` (``train``: unlearning)."""
@@ -148,7 +150,7 @@ def prepare(cfg: DictConfig, cache: StageCache) -> Prepared:
         data = TofuData("local", str(ds.path), ds.hub_id, ds.split)
     else:
         data = TofuData("hub", None, ds.hub_id, ds.split)
-    template = PromptTemplate.from_cfg(model_cfg.template)
+    template = build_template(model_cfg.template)
     common = model_settings(model_cfg)
     if model_cfg.source == "pretrained":
         return Prepared(data, template, str(model_cfg.tokenizer), str(model_cfg.target),
@@ -204,6 +206,9 @@ def trained_stage(cache: StageCache, stage: str, spec: dict[str, Any], *, m: Dic
 
 def _prepare_scratch(cfg, cache, data, template, stages, common) -> Prepared:
     m = cfg.model
+    if not isinstance(template, PromptTemplate):
+        raise ValueError("model.template.chat=true needs a pretrained tokenizer that has a chat template "
+                         "(model.source=pretrained); the embedded world's tokenizer has none: give the tags")
     data_id = data_identity(cfg, stages)
 
     def tokenizer_texts() -> list[str]:

@@ -46,7 +46,8 @@ from eval.muse_eval import EVAL_VERSION, evaluate_muse, privleak_reference, summ
 from eval.muse_metrics import knowmem_prompt
 from unlearn.benchmarks import BENCHMARKS, Benchmark
 from unlearn.data import Feature, encode_text
-from unlearn.models import PromptTemplate, load_tokenizer
+from unlearn.models import load_tokenizer
+from unlearn.templates import build_template
 from unlearn.world import (Prepared, check_sources, data_identity, model_settings, model_spec, tokenizer_stage,
                            trained_stage, world_stage)
 from unlearn.worlds import MUSE_HUB_IDS, generate_muse_synth, load_muse, validate_muse_rows
@@ -181,7 +182,7 @@ def prepare_muse(cfg: DictConfig, cache) -> Prepared:
         raise ValueError(f"dataset={cfg.dataset.name} is a MUSE dataset and needs MUSE's evaluation: add eval=muse")
     data, stages = _data(cfg, cache)
     m = cfg.model
-    template = PromptTemplate.from_cfg(m.template)  # unused by MUSE's raw-text rows; Prepared has one
+    template = build_template(m.template)  # unused by MUSE's raw-text rows; Prepared has one
     common = model_settings(m)
     if m.source == "pretrained":
         return Prepared(data, template, str(m.tokenizer), str(m.target), None if m.retain is None else str(m.retain),
