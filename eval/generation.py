@@ -44,9 +44,11 @@ def greedy_generate(
     max_length: int = 200,
     stop_strings: Sequence[str] = (),
     shard: Any = None,
+    clean_up: bool | None = None,
 ) -> list[str]:
     """Greedy continuations of ``prompts`` (texts, tokenized with special tokens, or token ids),
-    in order. ``shard``: a :class:`unlearn.distributed.Shard`
+    in order. ``clean_up``: the decoder's ``clean_up_tokenization_spaces`` (None: the
+    tokenizer's own; open-unlearning passes True). ``shard``: a :class:`unlearn.distributed.Shard`
     or an Accelerator to split the work across processes (default: the ambient
     :func:`~unlearn.distributed.sharded_eval`)."""
     if mode not in MODES:
@@ -55,7 +57,8 @@ def greedy_generate(
                for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    kwargs = dict(mode=mode, max_new_tokens=max_new_tokens, max_length=max_length, stop_strings=stop_strings)
+    kwargs = dict(mode=mode, max_new_tokens=max_new_tokens, max_length=max_length, stop_strings=stop_strings,
+                  clean_up=clean_up)
     part = current_shard(shard)
     if part is None or not batches:
         return _assemble(len(prompts), [_generate(model, tokenizer, encoded, batches, synced=False, **kwargs)])
@@ -87,6 +90,7 @@ def _generate(
     max_length: int,
     stop_strings: Sequence[str],
     synced: bool,
+    clean_up: bool | None = None,
 ) -> list[tuple[list[int], list[str]]]:
     """(prompt indices, texts) of each batch of indices into ``encoded``."""
     device = next(model.parameters()).device
@@ -114,7 +118,8 @@ def _generate(
         if budget <= 0:  # synced: one token generated only to stay in step with the other processes
             out.append((idx, [""] * len(idx)))
             continue
-        texts = tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)
+        texts = tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True,
+                                       **({} if clean_up is None else {"clean_up_tokenization_spaces": clean_up}))
         out.append((idx, [cut_at_stops(t, stop_strings) if stop_strings else t for t in texts]))
     model.train(was_training)
     return out

@@ -14,7 +14,11 @@ layout; :func:`summarize` derives every aggregate from them: ``verbmem_f``, ``kn
 PrivLeak = (AUC - AUC_ref) / AUC_ref x 100 against :func:`privleak_reference`.
 
 ``rouge`` picks the scoring: ``muse`` (F1, no stemmer, VerbMem gt cut to 127 tokens) or ``ou``
-(open-unlearning: F1 with the stemmer, the whole gt).
+(open-unlearning: F1 with the stemmer, the whole gt). ``compat=open_unlearning``
+(:mod:`eval.compat`) also takes open-unlearning's ground truths decoded from the tokens (VerbMem:
+at most 2048 tokens of ``prompt + " " + gt``; KnowMem: the 512-token prompt cut, as the
+generation's), its fractions instead of x100, its AUC orientation and its PrivLeak guard and
+fallback reference.
 """
 from __future__ import annotations
 
@@ -24,13 +28,14 @@ import numpy as np
 import torch
 
 from eval import muse_metrics as mm
+from eval.compat import OU_EPS, OU_KNOWMEM_MAX_LENGTH, OU_MUSE_MAX_LENGTH, OU_PRIVLEAK_REF, is_ou, ou_ground_truth
 from eval.generation import greedy_generate
 from eval.likelihood import score
 from eval.mia import ATTACKS, MiaSettings, group_scores, mia_aucs
 from eval.tofu_eval import indexed
 from unlearn.data import encode_text
 
-EVAL_VERSION = 1  # part of the cached reference evals' key: bump when what is computed changes
+EVAL_VERSION = 2  # part of the cached reference evals' key: bump when what is computed changes
 ROUGE_VARIANTS = {"muse": {"stemmer": False, "cut_gt": True}, "ou": {"stemmer": True, "cut_gt": False}}
 PRIVLEAK_GROUPS = ("forget", "holdout", "retain")  # retain: MUSE scores it too; here its mean loss is a utility probe
 REFERENCES = ("retrain", "constant")
@@ -77,25 +82,39 @@ def privleak_log(model, prepared, cfg) -> dict[str, Any]:
 
 def verbmem_log(model, prepared, cfg) -> dict[str, Any]:
     tok, rows = prepared.tokenizer, prepared.data.rows("verbmem", "forget")
-    n, variant = int(cfg["verbmem"]["max_new_tokens"]), _rouge(cfg)
+    n, variant, ou = int(cfg["verbmem"]["max_new_tokens"]), _rouge(cfg), is_ou(cfg)
     prompts = list(rows["prompt"])
     gens = greedy_generate(model, tok, prompts, batch_size=int(cfg["verbmem"]["batch_size"]), mode="new_tokens",
-                           max_new_tokens=n)
-    # MUSE cuts the BOS-encoded gt at max_new_tokens (so 127 gt tokens); open-unlearning keeps it whole
-    gts = [mm.truncate_gt_tokens(tok, gt, n) if variant["cut_gt"] else gt for gt in rows["gt"]]
+                           max_new_tokens=n, clean_up=ou or None)
+    if ou:  # open-unlearning: the continuation's tokens in prompt + " " + gt, decoded
+        gts = []
+        for p, gt in zip(prompts, rows["gt"]):
+            pre = tok(p, add_special_tokens=True)["input_ids"]
+            full = tok(p + " " + gt, add_special_tokens=True)["input_ids"][: len(pre) + OU_MUSE_MAX_LENGTH]
+            gts.append(ou_ground_truth(tok, full[len(pre):], pre))
+        gens = [g.strip() for g in gens]
+    else:  # MUSE cuts the BOS-encoded gt at max_new_tokens (so 127 gt tokens); open-unlearning keeps it whole
+        gts = [mm.truncate_gt_tokens(tok, gt, n) if variant["cut_gt"] else gt for gt in rows["gt"]]
     _, per_item = mm.verbmem_score(gts, gens, stemmer=variant["stemmer"])
     return {"generated_text": indexed([[p, g, gt] for p, g, gt in zip(prompts, gens, gts)]),
             "rougeL_f1": indexed(per_item)}
 
 
 def knowmem_log(model, prepared, cfg, side: str) -> dict[str, Any]:
-    data, kcfg = prepared.data, cfg["knowmem"]
+    data, kcfg, tok, ou = prepared.data, cfg["knowmem"], prepared.tokenizer, is_ou(cfg)
     icl, rows = list(data.rows("knowmem", f"{side}_qa_icl")), data.rows("knowmem", f"{side}_qa")
     stops = tuple(kcfg["stop_strings"])
-    gens = greedy_generate(model, prepared.tokenizer, [mm.knowmem_prompt(icl, q) for q in rows["question"]],
-                           batch_size=int(kcfg["batch_size"]), mode="new_tokens",
-                           max_new_tokens=int(kcfg["max_new_tokens"]), stop_strings=stops)
+    prompts = [mm.knowmem_prompt(icl, q) for q in rows["question"]]
     answers = list(rows["answer"])
+    if ou:  # the prompt cut at 512 tokens; the reference decoded from prompt + answer (+ EOS)
+        cut = dict(add_special_tokens=True, truncation=True, max_length=OU_KNOWMEM_MAX_LENGTH)
+        inputs = [tok(p, **cut)["input_ids"] for p in prompts]
+        answers = [ou_ground_truth(tok, tok(p + a, **cut)["input_ids"] + [tok.eos_token_id], ids)
+                   for p, a, ids in zip(prompts, answers, inputs)]
+    gens = greedy_generate(model, tok, inputs if ou else prompts, batch_size=int(kcfg["batch_size"]),
+                           mode="new_tokens", max_new_tokens=int(kcfg["max_new_tokens"]), stop_strings=stops,
+                           clean_up=ou or None)
+    gens = [g.strip() for g in gens] if ou else gens
     _, per_item = mm.knowmem_score(answers, gens, stops=stops, stemmer=_rouge(cfg)["stemmer"])
     return {"generated_text": indexed([[q, g, a] for q, g, a in zip(rows["question"], gens, answers)]),
             "rougeL_f1": indexed(per_item)}
@@ -112,6 +131,8 @@ def privleak_reference(retrain_logs: Mapping[str, Any] | None, cfg: Mapping[str,
     if attack not in ATTACKS:
         raise ValueError(f"unknown eval.privleak_attack {attack!r}; valid: {', '.join(ATTACKS)}")
     if kind == "retrain":
+        if retrain_logs is None and is_ou(cfg):  # its privleak.yaml falls back to ref_value
+            return None, f"open-unlearning's ref_value {OU_PRIVLEAK_REF} (no retain model logs)"
         if retrain_logs is None:
             raise ValueError("eval.privleak_reference=retrain needs the retrain model (model.retain); "
                              "or use eval.privleak_reference=constant (MUSE's published AUC)")
@@ -129,6 +150,31 @@ def privleak_reference(retrain_logs: Mapping[str, Any] | None, cfg: Mapping[str,
     raise ValueError(f"unknown eval.privleak_reference {kind!r}; valid: {', '.join(REFERENCES)}")
 
 
+def retain_logs_reference(path: str, cfg: Mapping[str, Any]):
+    """(attack -> reference AUC, description) from published retain-model logs: open-unlearning's
+    ``MUSE_EVAL.json`` (its ``mia_*`` AUCs, turned to MUSE's orientation) or one of our runs (the
+    retain model's ``privleak`` log)."""
+    import json
+    from pathlib import Path
+
+    from eval.ou_logs import load_ou_eval, ou_eval_file, ou_mia_aucs
+
+    attack = str(cfg["privleak_attack"])
+    if ou_eval_file(path) is not None:
+        aucs = ou_mia_aucs(load_ou_eval(path))
+    else:
+        record = Path(path) / "record.json" if Path(path).is_dir() else Path(path)
+        if not record.is_file():
+            raise FileNotFoundError(f"eval.retain_logs={path}: neither open-unlearning's MUSE_EVAL.json nor a run record")
+        retain = (json.loads(record.read_text()).get("metrics") or {}).get("retain")
+        if not retain:
+            raise ValueError(f"eval.retain_logs={path}: the run has no retain model logs")
+        aucs = mia_aucs(retain["logs"]["privleak"]["forget"], retain["logs"]["privleak"]["holdout"])
+    if attack not in aucs:
+        raise ValueError(f"eval.retain_logs={path}: no {attack!r} AUC (eval.privleak_attack); present: {', '.join(aucs)}")
+    return aucs, f"retain logs {path}: AUC forget/holdout {attack} = {aucs[attack]:.4f} (MUSE's orientation)"
+
+
 def _privleak(auc: float, reference: float) -> float:
     # MUSE's ratio is undefined against a reference AUC of 0 (a measured one can be, on a few
     # texts): NaN (null in the record), not the huge number open-unlearning's +1e-10 would give
@@ -140,17 +186,26 @@ def _mean(per_item: Mapping[str, Any]) -> float:
 
 
 def summarize(logs: Mapping[str, Any], reference: Mapping[str, float] | None, cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """MUSE's numbers of one model, all from the per-example logs (and the reference AUCs)."""
+    """MUSE's numbers of one model, all from the per-example logs (and the reference AUCs);
+    open-unlearning's (fractions, its AUC orientation and PrivLeak) under ``compat``."""
+    ou = is_ou(cfg)
+    scale = 1.0 if ou else mm.MUSE_SCALE
     out: dict[str, Any] = {}
     for key, name in (("verbmem_f", "verbmem"), ("knowmem_f", "knowmem_forget"), ("knowmem_r", "knowmem_retain")):
         if name in logs:
-            out[key] = mm.MUSE_SCALE * _mean(logs[name]["rougeL_f1"])
+            out[key] = scale * _mean(logs[name]["rougeL_f1"])
     priv = logs["privleak"]
     aucs = mia_aucs(priv["forget"], priv["holdout"])
-    out.update({f"mia_auc_{a}": v for a, v in aucs.items()})
     attack = str(cfg["privleak_attack"])
-    out["mia_auc"] = aucs[attack]
-    if reference is not None:
+    if ou:
+        out.update({f"mia_auc_{a}": 1.0 - v for a, v in aucs.items()})
+        ref = (reference or {}).get(attack, 1.0 - OU_PRIVLEAK_REF)
+        out["privleak_reference_auc"] = 1.0 - ref  # its orientation, as the AUCs
+        out["privleak"] = (aucs[attack] - ref) / (ref + OU_EPS) * 100
+    else:
+        out.update({f"mia_auc_{a}": v for a, v in aucs.items()})
+    out["mia_auc"] = out[f"mia_auc_{attack}"]
+    if reference is not None and not ou:
         out["privleak_reference_auc"] = reference[attack]
         out["privleak"] = _privleak(aucs[attack], reference[attack])
         out.update({f"privleak_{a}": _privleak(aucs[a], ref) for a, ref in reference.items()})

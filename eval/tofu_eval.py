@@ -29,14 +29,16 @@ import numpy as np
 import torch
 
 from eval import tofu_metrics as tm
+from eval.compat import OU_PRIVLEAK_REF, OU_TOFU_MAX_LENGTH, is_ou, ou_ground_truth
 from eval.generation import greedy_generate
 from eval.likelihood import score
 from eval.mia import ATTACKS, MiaSettings, group_scores, mia_aucs
+from eval.muse_metrics import privleak as privleak_formula
 from eval.tofu_logs import per_item_truth_ratios
 
 logger = logging.getLogger(__name__)
 
-EVAL_VERSION = 5  # part of the cached reference evals' key: bump when what is computed changes
+EVAL_VERSION = 6  # part of the cached reference evals' key: bump when what is computed changes
 TASKS = ("forget", "retain", "ra", "wf")
 # task -> (TOFU file name pattern, the truth ratio's base answer key)  (TOFU eval_everything.yaml)
 TASK_SOURCES = {
@@ -104,6 +106,14 @@ def extraction_strength(correct: Sequence[np.ndarray]) -> np.ndarray:
     return np.array(out)
 
 
+def eval_features(prepared, cfg: Mapping[str, Any], question: str, answer: str):
+    """One scored QA text: TOFU's mask and length, or open-unlearning's (``eval.compat``: the prompt
+    tokenized alone, 512 tokens, EOS always)."""
+    ou = is_ou(cfg)
+    return prepared.features([{"question": question, "answer": answer}], rule="open_unlearning" if ou else "tofu",
+                             max_length=OU_TOFU_MAX_LENGTH if ou else None)[0]
+
+
 def evaluate_tofu(
     model: torch.nn.Module,
     prepared,
@@ -133,7 +143,7 @@ def evaluate_tofu(
                     [need(r["question"], p) for p in r["perturbed_answer"]]) for r in rows[t]]
     holdout = holdout_rows(prepared, len(rows["forget"])) if "forget" in tasks else None
     held = [need(r["question"], r["answer"]) for r in holdout] if holdout is not None else []
-    feats = [prepared.features([{"question": q, "answer": a}])[0] for q, a in texts]
+    feats = [eval_features(prepared, cfg, q, a) for q, a in texts]
     s = score(model, feats, bs, prepared.tokenizer.pad_token_id, tokens="forget" in tasks)
     per_token = s.per_token
 
@@ -170,55 +180,88 @@ def evaluate_tofu(
 
 
 def _add_generations(model, prepared, cfg, rows, logs) -> None:
-    gen_cfg = cfg["generation"]
+    gen_cfg, ou = cfg["generation"], is_ou(cfg)
     tpl, tok = prepared.template, prepared.tokenizer
     prompts, prompt_ids, owners = [], [], []
     for t, rs in rows.items():
         for i, r in enumerate(rs):
             text, ids = tpl.generation_prompt(tok, r["question"], bool(gen_cfg.get("prompt_answer_tag")))
+            # open-unlearning's reference is decoded from the tokens, TOFU's is the answer string
+            gt = (ou_ground_truth(tok, eval_features(prepared, cfg, r["question"], r["answer"])["input_ids"], ids)
+                  if ou else r["answer"])
             prompts.append(text)
             prompt_ids.append(ids)
-            owners.append((t, i, r["answer"]))
+            owners.append((t, i, gt))
     gens = greedy_generate(
         model, tok, prompt_ids, batch_size=int(gen_cfg["batch_size"]), mode=str(gen_cfg["mode"]),
         max_new_tokens=int(gen_cfg["max_new_tokens"]), max_length=int(gen_cfg["max_length"]),
+        clean_up=ou,
     )
     for t in rows:
         for key in ("generated_text", "rougeL_recall"):
             logs[t][key] = {}
     for (t, i, gt), prompt, gen in zip(owners, prompts, gens):
+        gen = gen.strip() if ou else gen
         logs[t]["generated_text"][str(i)] = [prompt, gen, gt]
         logs[t]["rougeL_recall"][str(i)] = tm.rouge_l(gt, gen, kind="recall", stemmer=True)
 
 
-def summarize(logs: Mapping[str, Mapping[str, Any]], retain_forget_log: Mapping[str, Any] | None,
-              tr_variant: str = "geometric") -> dict[str, float]:
+def summarize(logs: Mapping[str, Mapping[str, Any]], reference: Any = None,
+              cfg: Mapping[str, Any] | str = "geometric") -> dict[str, float]:
     """The aggregate numbers of one model: TOFU's table row and everything it is made of.
 
     With generations: ``aggregate_tofu_run`` (TOFU's ``aggregate_eval_stat.py`` semantics) on
     the logs, i.e. the 9 utility numbers, model utility, forget prob/ROUGE/truth ratio and, given
-    the retain model's forget log, forget quality. Without generations (trajectory evaluation)
-    the ROUGE-free subset, and ``model_utility_no_rouge`` = hmean of the 6 likelihood numbers.
-    Both add ``mia_auc_<attack>`` (forget vs holdout answers, MUSE's AUC orientation), or a
-    ``mia_note`` when the MIA was skipped.
+    the retain model's forget log (or open-unlearning's TOFU_EVAL.json), forget quality. Without
+    generations (trajectory evaluation) the ROUGE-free subset, and ``model_utility_no_rouge`` =
+    hmean of the 6 likelihood numbers. Both add ``mia_auc_<attack>`` (forget vs holdout answers;
+    MUSE's orientation, open-unlearning's under ``eval.compat``) and ``privleak`` (Min-40%, against
+    the retain model's AUC), or a ``mia_note`` when the MIA was skipped. ``cfg``: the eval node
+    (or just the truth-ratio variant).
     """
     from eval.tofu_logs import aggregate_tofu_run
 
+    cfg = {"truth_ratio": cfg} if isinstance(cfg, str) else cfg
+    tr_variant, ou = str(cfg.get("truth_ratio", "geometric")), is_ou(cfg)
     if all("rougeL_recall" in log for log in logs.values()) and set(TASKS) <= set(logs):
-        out = aggregate_tofu_run(dict(logs), retain_forget_log, tr_variant=tr_variant)
+        out = aggregate_tofu_run(dict(logs), reference, tr_variant=tr_variant)
     else:
-        out = _likelihood_summary(logs, retain_forget_log, tr_variant)
+        out = _likelihood_summary(logs, reference, tr_variant)
     forget = logs.get("forget", {})
     for key in ("exact_memorization", "extraction_strength"):
         if key in forget:
             out[f"forget_{key}"] = float(np.mean(list(forget[key].values())))
     if "mia_loss" in forget:
-        aucs = mia_aucs({a: forget[f"mia_{a}"] for a in ATTACKS}, {a: forget[f"mia_holdout_{a}"] for a in ATTACKS})
-        out.update({f"mia_auc_{a}": v for a, v in aucs.items()})
+        aucs = forget_mia_aucs(forget)
+        ref = reference_mia_aucs(reference)
+        if ou:  # its numbers: AUC = 1 - ours; PrivLeak from those with its guard and fallback
+            out.update({f"mia_auc_{a}": 1.0 - v for a, v in aucs.items()})
+            r = ref.get("min_k", 1.0 - OU_PRIVLEAK_REF)
+            out["privleak"] = (aucs["min_k"] - r) / (r + tm.OU_EPS) * 100
+        else:
+            out.update({f"mia_auc_{a}": v for a, v in aucs.items()})
+            if "min_k" in ref:
+                out["privleak"] = privleak_formula(aucs["min_k"], ref["min_k"]) if ref["min_k"] > 0 else float("nan")
     elif "forget" in logs:
         out["mia_note"] = "skipped: no holdout split with as many items as the forget set"
     out["n_items"] = {t: len(log["avg_gt_loss"]) for t, log in logs.items()}
     return out
+
+
+def forget_mia_aucs(forget: Mapping[str, Any]) -> dict[str, float]:
+    """attack -> AUC (MUSE's orientation) of a forget log's MIA scores."""
+    return mia_aucs({a: forget[f"mia_{a}"] for a in ATTACKS}, {a: forget[f"mia_holdout_{a}"] for a in ATTACKS})
+
+
+def reference_mia_aucs(reference: Any) -> dict[str, float]:
+    """The retain model's AUCs (MUSE's orientation) from its forget log or open-unlearning's file."""
+    from eval.ou_logs import is_ou_eval, ou_mia_aucs
+
+    if reference is None:
+        return {}
+    if is_ou_eval(reference):
+        return ou_mia_aucs(reference)
+    return forget_mia_aucs(reference) if "mia_loss" in reference else {}
 
 
 def _likelihood_summary(logs, retain_forget_log, tr_variant) -> dict[str, float]:
@@ -228,12 +271,13 @@ def _likelihood_summary(logs, retain_forget_log, tr_variant) -> dict[str, float]
     six = []
     for t, log in logs.items():
         kind = "forget" if t == "forget" else "utility"
+        eps = tm.OU_EPS if tr_variant == "open_unlearning" else 0.0
         if t in ("ra", "wf"):
             out[f"{t}_prob"], _ = tm.normalized_probability(log_array(log, "avg_gt_loss"),
-                                                            log_array(log, "average_perturb_loss"))
+                                                            log_array(log, "average_perturb_loss"), eps)
         else:
             out[f"{t}_prob"] = tm.probability(log_array(log, "avg_gt_loss"))
-        out[f"{t}_truth_ratio"] = tm.truth_ratio_stat(per_item_truth_ratios(log, tr_variant), kind)
+        out[f"{t}_truth_ratio"] = tm.truth_ratio_stat(per_item_truth_ratios(log, tr_variant), kind, eps)
         if t != "forget":
             six += [out[f"{t}_prob"], out[f"{t}_truth_ratio"]]
     if len(six) == 6:
@@ -241,6 +285,7 @@ def _likelihood_summary(logs, retain_forget_log, tr_variant) -> dict[str, float]
 
         out["model_utility_no_rouge"] = float(hmean(six)) if min(six) > 0 else 0.0
     if retain_forget_log is not None and "forget" in logs:
-        out["forget_quality"], out["ks_statistic"] = tm.forget_quality(
-            per_item_truth_ratios(logs["forget"], "geometric"), per_item_truth_ratios(retain_forget_log, "geometric"))
+        from eval.tofu_logs import forget_quality_against
+
+        out["forget_quality"], out["ks_statistic"] = forget_quality_against(logs["forget"], retain_forget_log, tr_variant)
     return out

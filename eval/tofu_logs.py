@@ -230,6 +230,7 @@ def aggregate_tofu_run(run_dir_or_logs, retain_run=None, *, tr_variant: str = "g
     if tr_variant not in tm.TR_VARIANTS:
         raise ValueError(f"unknown truth-ratio variant {tr_variant!r}; valid: {', '.join(tm.TR_VARIANTS)}")
     logs = _coerce_run(run_dir_or_logs, tuple(TASK_FILES), "run")
+    eps = tm.OU_EPS if tr_variant == "open_unlearning" else 0.0
     out: dict[str, float] = {}
     for task in ("retain", "ra", "wf"):
         log = logs[task]
@@ -239,29 +240,53 @@ def aggregate_tofu_run(run_dir_or_logs, retain_run=None, *, tr_variant: str = "g
         else:
             # RA/WF: answer-loader loss (avg_gt_loss), not the base-loader one (§3.2)
             out[f"{task}_prob"], _ = tm.normalized_probability(
-                log_array(log, "avg_gt_loss"), log_array(log, "average_perturb_loss"))
+                log_array(log, "avg_gt_loss"), log_array(log, "average_perturb_loss"), eps=eps)
         out[f"{task}_rouge"] = float(np.mean(log_array(log, "rougeL_recall")))
-        out[f"{task}_truth_ratio"] = tm.truth_ratio_stat(per_item_truth_ratios(log, tr_variant), "utility")
+        out[f"{task}_truth_ratio"] = tm.truth_ratio_stat(per_item_truth_ratios(log, tr_variant), "utility", eps)
     out["model_utility"] = tm.model_utility(out)
 
     forget = logs["forget"]
     out["forget_prob"] = tm.probability(log_array(forget, "avg_gt_loss"))
     out["forget_rouge"] = float(np.mean(log_array(forget, "rougeL_recall")))
-    out["forget_truth_ratio"] = tm.truth_ratio_stat(per_item_truth_ratios(forget, tr_variant), "forget")
+    out["forget_truth_ratio"] = tm.truth_ratio_stat(per_item_truth_ratios(forget, tr_variant), "forget", eps)
 
     if retain_run is not None:
-        retain_forget = _coerce_run(retain_run, ("forget",), "retain_run")["forget"]
-        ref_idx = next(iter(retain_forget.values())).keys()
-        own_idx = next(iter(forget.values())).keys()
-        if set(ref_idx) != set(own_idx):
-            # The retain model must be scored on the same forget split (METRICS.md §1.1);
-            # different item sets (e.g. forget05 vs forget10) would give a meaningless p.
-            raise ValueError(f"retain_run forget log has {len(ref_idx)} items with different indices "
-                             f"from this run's {len(own_idx)}: not the same forget split")
-        pvalue, d = tm.forget_quality(per_item_truth_ratios(forget, "geometric"),
-                                      per_item_truth_ratios(retain_forget, "geometric"))
-        out["forget_quality"] = pvalue
-        out["ks_statistic"] = d
+        out["forget_quality"], out["ks_statistic"] = forget_quality_against(forget, retain_run, tr_variant)
+    return out
+
+
+def retain_truth_ratios(retain_run, tr_variant: str = "geometric") -> dict[str, float]:
+    """The retain model's per-item forget truth ratios, ``{index: R}``, from any of the forms
+    :func:`aggregate_tofu_run` takes or an open-unlearning ``TOFU_EVAL.json`` object
+    (its ``forget_truth_ratio`` scores, as its ``ks_test`` reads them)."""
+    from eval.ou_logs import is_ou_eval, ou_truth_ratios
+
+    if isinstance(retain_run, (str, os.PathLike)):
+        retain_run = load_retain_logs(retain_run)
+    if is_ou_eval(retain_run):
+        return ou_truth_ratios(retain_run, "retain logs (open-unlearning)")
+    retain_forget = _coerce_run(retain_run, ("forget",), "retain_run")["forget"]
+    R = per_item_truth_ratios(retain_forget, _fq_variant(tr_variant))
+    return dict(zip(sorted(next(iter(retain_forget.values())), key=int), R.tolist()))
+
+
+def _fq_variant(tr_variant: str) -> str:
+    # forget quality: TOFU's geometric R whatever the reported variant; open-unlearning's own R
+    return "open_unlearning" if tr_variant == "open_unlearning" else "geometric"
+
+
+def forget_quality_against(forget_log: Mapping, retain_run, tr_variant: str = "geometric") -> tuple[float, float]:
+    """(forget quality, KS D) of one forget-set log against the retain model's (any form of
+    :func:`retain_truth_ratios`). The retain model must have been scored on the same forget split
+    (METRICS.md §1.1): item sets that differ (forget05 vs forget10) would give a meaningless p."""
+    ref = retain_truth_ratios(retain_run, tr_variant)
+    own_idx = sorted(next(iter(forget_log.values())), key=int)
+    if set(ref) != set(map(str, own_idx)):
+        raise ValueError(f"the retain logs have {len(ref)} forget items with other indices than this run's "
+                         f"{len(own_idx)}: not the same forget split or eval.ds_size")
+    return tm.forget_quality(per_item_truth_ratios(forget_log, _fq_variant(tr_variant)), list(ref.values()))
+
+
     return out
 
 
@@ -286,6 +311,16 @@ def load_run_logs(path: PathLike, model: str = "unlearned", tasks: Iterable[str]
     return load_tofu_run(p, tasks)
 
 
+def load_retain_logs(path: PathLike) -> dict:
+    """The retain model's forget-set reference from ``path``: an open-unlearning ``TOFU_EVAL.json``
+    (or a folder holding one), a TOFU eval folder, or one of our runs (its retain model)."""
+    from eval.ou_logs import load_ou_eval, ou_eval_file
+
+    if ou_eval_file(path) is not None:
+        return load_ou_eval(path)
+    return load_run_logs(path, "retain", ("forget",))["forget"]
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m eval.tofu_logs RUN [--retain RETAIN] [--truth-ratio arithmetic]``: TOFU's
     aggregate numbers (model utility, forget quality, ...) of a TOFU log folder or one of our runs."""
@@ -293,11 +328,12 @@ def main(argv: list[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(prog="python -m eval.tofu_logs", description=main.__doc__)
     ap.add_argument("run", help="TOFU eval folder (eval_*.json), eval_log_aggregated.json, or our run dir / record.json")
-    ap.add_argument("--retain", help="the retain model's logs (same forms), for forget quality")
+    ap.add_argument("--retain", help="the retain model's logs (same forms, or open-unlearning's TOFU_EVAL.json), "
+                                     "for forget quality")
     ap.add_argument("--model", default="unlearned", help="which model of our record (target | retain | unlearned)")
     ap.add_argument("--truth-ratio", default="geometric", choices=tm.TR_VARIANTS)
     args = ap.parse_args(argv)
-    retain = load_run_logs(args.retain, "retain", ("forget",))["forget"] if args.retain else None
+    retain = load_retain_logs(args.retain) if args.retain else None
     out = aggregate_tofu_run(load_run_logs(args.run, args.model), retain, tr_variant=args.truth_ratio)
     print(json.dumps(out, indent=2))
 

@@ -44,7 +44,10 @@ __all__ = [
 
 #: Per-item truth-ratio variants. "geometric" is ``aggregate_eval_stat.py`` (and OU);
 #: "arithmetic" is TOFU ``utils.py``. They differ by ~0.04 in MU on real logs (§1.5).
-TR_VARIANTS = ("geometric", "arithmetic")
+TR_VARIANTS = ("geometric", "arithmetic", "open_unlearning")
+#: open-unlearning's guard in every ratio (``memorization.py``: ``+ 1e-10``); it moves a number only
+#: once a probability is near 1e-10, i.e. after strong unlearning.
+OU_EPS = 1e-10
 
 #: Aggregations of the per-item ratio: forget set vs. retain/RA/WF (§1.5 "Aggregation").
 TR_STAT_KINDS = ("forget", "utility")
@@ -101,7 +104,7 @@ def probability(avg_loss) -> float:
     return float(np.mean(np.exp(-a)))
 
 
-def normalized_probability(avg_gt_loss, avg_perturb_loss) -> tuple[float, np.ndarray]:
+def normalized_probability(avg_gt_loss, avg_perturb_loss, eps: float = 0.0) -> tuple[float, np.ndarray]:
     """TOFU "Prob." of Real Authors / World Facts: ``p / (p + sum_k p_k)``, averaged.
 
     ``p = exp(-avg_gt_loss_i)`` and ``p_k = exp(-avg_perturb_loss_ik)`` are
@@ -111,14 +114,15 @@ def normalized_probability(avg_gt_loss, avg_perturb_loss) -> tuple[float, np.nda
     To match the TOFU logs bit-for-bit pass ``avg_gt_loss`` (answer loader, batch 30),
     *not* ``avg_paraphrased_loss`` (METRICS.md §3.2).
 
-    Returns ``(mean, per_item)``; ``avg_perturb_loss`` has shape ``(n, K)``.
+    Returns ``(mean, per_item)``; ``avg_perturb_loss`` has shape ``(n, K)``. ``eps`` is added
+    to the denominator (open-unlearning: :data:`OU_EPS`; TOFU: none).
     """
     gt = _vector(avg_gt_loss, "avg_gt_loss")
     pert = _matrix(avg_perturb_loss, "avg_perturb_loss", gt.size)
     p = np.exp(-gt)
     # Same op order as the reference: concatenate [p, p_1..p_K] and sum along the row.
     denom = np.concatenate([p[:, None], np.exp(-pert)], axis=1).sum(-1)
-    per_item = p / denom
+    per_item = p / (denom + eps)
     return float(np.mean(per_item)), per_item
 
 
@@ -141,6 +145,9 @@ def truth_ratio(avg_base_loss, avg_perturb_loss, variant: str = "geometric") -> 
       L117-127 (``forget.py``'s ``aggregate_stat.csv``). Note the reference computes
       this one in float32 torch; here it is float64 (differences ~1e-7 relative).
 
+    * ``"open_unlearning"`` -- the geometric R as open-unlearning computes it,
+      ``exp(-mean_k L_k) / (exp(-L_base) + 1e-10)`` (``memorization.py`` ``truth_ratio``).
+
     By AM >= GM the arithmetic R is never below the geometric R.
     """
     if variant not in TR_VARIANTS:
@@ -151,10 +158,12 @@ def truth_ratio(avg_base_loss, avg_perturb_loss, variant: str = "geometric") -> 
         # The reference computes curr = exp(mean_k L_k - L_base) (= 1/R) and then uses
         # 1/curr; computing R the same way keeps max(0, 1-R) bit-identical to it.
         return 1.0 / np.exp(pert.mean(axis=-1) - base)
+    if variant == "open_unlearning":
+        return np.exp(-pert.mean(axis=-1)) / (np.exp(-base) + OU_EPS)
     return np.exp(-pert).mean(axis=-1) / np.exp(-base)
 
 
-def truth_ratio_stat(R, kind: str) -> float:
+def truth_ratio_stat(R, kind: str, eps: float = 0.0) -> float:
     """Aggregate per-item truth ratios the way TOFU reports them.
 
     * ``kind="forget"``  -> ``mean_i min(R_i, 1/R_i)`` (forget set; 1 is best: the model
@@ -163,7 +172,7 @@ def truth_ratio_stat(R, kind: str) -> float:
 
     Applied per item, then averaged -- not applied to an averaged R (METRICS.md §1.5,
     "Answer to the brief's question"). Reference: ``aggregate_eval_stat.py`` L68-71,
-    ``utils.py`` L129-132.
+    ``utils.py`` L129-132. ``eps``: open-unlearning's ``min(R, 1/(R + 1e-10))``.
     """
     if kind not in TR_STAT_KINDS:
         raise ValueError(f"unknown truth-ratio statistic {kind!r}; valid: {', '.join(TR_STAT_KINDS)}")
@@ -171,7 +180,7 @@ def truth_ratio_stat(R, kind: str) -> float:
     if kind == "forget":
         # R == 0 (exp underflow) gives 1/R = inf and min = 0: fine, just silence numpy.
         with np.errstate(divide="ignore"):
-            return float(np.mean(np.minimum(r, 1.0 / r)))
+            return float(np.mean(np.minimum(r, 1.0 / (r + eps))))
     return float(np.mean(np.maximum(0.0, 1.0 - r)))
 
 
@@ -237,11 +246,11 @@ def model_utility(values: Mapping[str, float]) -> float:
 # ROUGE-L (METRICS.md §1.4)
 # ----------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=None)
-def _scorer(stemmer: bool):
+def _scorer(stemmer: bool, types: tuple[str, ...] = ("rougeL",)):
     # Imported lazily: rouge-score pulls in nltk, which the numeric metrics don't need.
     from rouge_score import rouge_scorer
 
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=stemmer)
+    return rouge_scorer.RougeScorer(list(types), use_stemmer=stemmer)
 
 
 def rouge_l(gt: str, gen: str, *, kind: str = "recall", stemmer: bool = True) -> float:

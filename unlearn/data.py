@@ -24,10 +24,15 @@ def encode_qa(
     question: str,
     answer: str,
     max_length: int,
+    rule: str = "tofu",
 ) -> Feature:
-    ids, n_prompt = template.tokenize(tokenizer, question, answer, max_length)
+    """``rule="open_unlearning"`` (its ``preprocess_chat_instance``): the prompt measured alone
+    (:mod:`unlearn.templates`), and EOS appended whenever the text does not end with it, truncated
+    or not."""
+    ids, n_prompt = template.tokenize(tokenizer, question, answer, max_length, rule)
     eos = tokenizer.eos_token_id
-    if len(ids) < max_length and ids[-1] != eos:  # a chat template may end its turn with EOS itself
+    room = len(ids) < max_length or rule == "open_unlearning"
+    if room and ids[-1] != eos:  # a chat template may end its turn with EOS itself
         input_ids = ids + [eos]
         attention = [1] * len(ids) + [0]
         labels = ids + [eos]
@@ -50,8 +55,9 @@ def encode_rows(
     rows: Iterable[Mapping[str, str]],
     max_length: int,
     answer_key: str = "answer",
+    rule: str = "tofu",
 ) -> list[Feature]:
-    return [encode_qa(tokenizer, template, r["question"], r[answer_key], max_length) for r in rows]
+    return [encode_qa(tokenizer, template, r["question"], r[answer_key], max_length, rule) for r in rows]
 
 
 def collate(features: Sequence[Feature], pad_id: int) -> dict[str, torch.Tensor]:

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from eval.compat import apply_compat, check_compat
+from eval.ou_logs import write_ou_logs
 from eval.records import (RECORD_NAME, complete_record, environment_info, git_info, load_record,
                           write_json_atomic, write_record)
 from unlearn import distributed as dist_utils
@@ -40,6 +42,7 @@ log = logging.getLogger("unlearn")
 STEP_LOG = "steps.jsonl"
 RUN_LOG = "run.log"
 OVERRIDES = "overrides.txt"
+OU_LOGS = "open_unlearning"  # eval.ou_logs: <run>/open_unlearning/<model>/{TOFU,MUSE}_{EVAL,SUMMARY}.json
 SKIP_STATUSES = ("ok", "diverged")  # a failed run is run again; these are results
 # keys that do not change a run's result: a record made under other values of these is still valid
 NON_RESULT_KEYS = ("overwrite", "threads", "paths")
@@ -114,6 +117,7 @@ def validate(cfg: DictConfig, processes: int = 1) -> None:
     max_grad_norm(cfg.method)
     check_optimizer(str(cfg.method.get("optimizer", "adamw")))
     check_launcher_precision(run_precision(cfg))
+    check_compat(str(cfg.dataset.benchmark), cfg.eval)
 
 
 def run_precision(cfg: DictConfig) -> Precision:
@@ -173,6 +177,10 @@ def quiet_libraries() -> None:
 
 def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     quiet_libraries()
+    try:
+        cfg = apply_compat(cfg)  # eval.compat's settings in place: the record shows what ran
+    except ValueError:
+        pass  # an unknown eval.compat: validate() fails the run with it, in the record
     run_dir = resolve_run_dir(run_dir)
     acc = dist_utils.make_accelerator()
     main = acc.is_main_process
@@ -273,6 +281,10 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         timings["eval"] = time.perf_counter() - t
         record["metrics"] = {name: {"summary": bench.summarize(lg, reference, cfg), "logs": lg}
                              for name, lg in logs.items()}
+        if main and cfg.eval.get("ou_logs"):  # every model's results in open-unlearning's format too
+            for name, m in record["metrics"].items():
+                write_ou_logs(run_dir / OU_LOGS / name, bench.name, m["logs"], m["summary"])
+            record["ou_logs"] = OU_LOGS
         record["status"] = result.status
     except Exception as e:  # recorded, not lost: the record says what failed and where
         failed = True

@@ -41,11 +41,16 @@ class PromptTemplate:
         return self.prompt(question) + self.answer_tag + answer
 
     def tokenize(self, tokenizer: PreTrainedTokenizerBase, question: str, answer: str,
-                 max_length: int) -> tuple[list[int], int]:
-        """(token ids of the full text, cut at ``max_length``; how many leading ones are the prompt)."""
+                 max_length: int, rule: str = "tofu") -> tuple[list[int], int]:
+        """(token ids of the full text, cut at ``max_length``; how many leading ones are the prompt).
+
+        ``rule`` (:data:`MASK_RULES`): ``tofu`` counts the prompt before the answer tag;
+        ``open_unlearning`` the prompt with the answer tag, tokenized alone (its phi-1.5 "Answer: "
+        ends in a lone space token, so the first answer token falls into the mask)."""
         ids = tokenizer(self.full(question, answer), add_special_tokens=True, truncation=True,
                         max_length=max_length)["input_ids"]
-        return ids, len(tokenizer(self.prompt(question), add_special_tokens=True)["input_ids"])
+        prompt = self.prompt(question) + (self.answer_tag if _check_rule(rule) == "open_unlearning" else "")
+        return ids, len(tokenizer(prompt, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"])
 
     def generation_prompt(self, tokenizer: PreTrainedTokenizerBase, question: str,
                           answer_tag: bool = False) -> tuple[str, list[int]]:
@@ -83,9 +88,14 @@ class ChatTemplate:
         return prompt, full
 
     def tokenize(self, tokenizer: PreTrainedTokenizerBase, question: str, answer: str,
-                 max_length: int) -> tuple[list[int], int]:
+                 max_length: int, rule: str = "tofu") -> tuple[list[int], int]:
+        """``rule`` ``tofu``: the tokens lying wholly inside the prompt's characters of the full
+        text; ``open_unlearning``: as many tokens as the prompt has tokenized alone."""
         prompt, full = self.texts(tokenizer, question, answer)
         # the template writes its own BOS (as apply_chat_template(tokenize=True) tokenizes it)
+        if _check_rule(rule) == "open_unlearning":
+            ids = tokenizer(full, add_special_tokens=False)["input_ids"]
+            return list(ids), len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
         enc = tokenizer(full, add_special_tokens=False, truncation=True, max_length=max_length,
                         return_offsets_mapping=True)
         n_prompt = sum(1 for _, end in enc["offset_mapping"] if end <= len(prompt))
@@ -99,6 +109,15 @@ class ChatTemplate:
 
 
 Template = PromptTemplate | ChatTemplate
+
+#: How the masked prompt is measured: TOFU's rule (the default) or open-unlearning's.
+MASK_RULES = ("tofu", "open_unlearning")
+
+
+def _check_rule(rule: str) -> str:
+    if rule not in MASK_RULES:
+        raise ValueError(f"unknown prompt-mask rule {rule!r}; valid: {', '.join(MASK_RULES)}")
+    return rule
 
 
 def build_template(cfg: Mapping[str, Any]) -> Template:

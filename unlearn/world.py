@@ -107,10 +107,13 @@ class Prepared:
                 "template": {"kind": type(self.template).__name__, **dataclasses.asdict(self.template)},
                 "max_length": self.max_length}
 
-    def features(self, rows, answer_key: str = "answer", train: bool = False) -> list[Feature]:
-        """QA features, cut at ``max_length`` (evaluation) or ``train_max_length`` (``train``: unlearning)."""
-        n = (self.train_max_length or self.max_length) if train else self.max_length
-        return encode_rows(self.tokenizer, self.template, rows, n, answer_key)
+    def features(self, rows, answer_key: str = "answer", train: bool = False, rule: str = "tofu",
+                 max_length: int | None = None) -> list[Feature]:
+        """QA features, cut at ``max_length`` (default: the model's for evaluation, or
+        ``train_max_length`` with ``train``: unlearning); ``rule``: the prompt-mask rule
+        (:data:`unlearn.templates.MASK_RULES`)."""
+        n = max_length or ((self.train_max_length or self.max_length) if train else self.max_length)
+        return encode_rows(self.tokenizer, self.template, rows, n, answer_key, rule)
 
 
 def check_sources(cfg: DictConfig) -> None:

@@ -243,7 +243,13 @@ class Muse(Benchmark):
         return evaluate_muse(model, prepared, cfg.eval, generate=generate)
 
     def reference(self, logs: dict[str, Any], cfg: DictConfig):
-        """PrivLeak's reference AUC: the retrain model's measured one, or MUSE's constant."""
+        """PrivLeak's reference AUC: the retrain model's measured one (or that of published retain
+        logs, ``eval.retain_logs``: open-unlearning's MUSE_EVAL.json or one of our runs), or MUSE's
+        constant."""
+        if cfg.eval.get("retain_logs"):
+            from eval.muse_eval import retain_logs_reference
+
+            return retain_logs_reference(str(cfg.eval.retain_logs), cfg.eval)
         return privleak_reference(logs.get("retain"), cfg.eval, corpus=str(cfg.dataset.split))
 
     def summarize(self, logs: dict[str, Any], reference: Any, cfg: DictConfig) -> dict[str, Any]:

@@ -33,7 +33,7 @@ class Tofu(Benchmark):
 
     def eval_spec(self, cfg: DictConfig) -> dict[str, Any]:
         return {"version": EVAL_VERSION, "template": cfg.model.template,
-                **{k: cfg.eval.get(k) for k in ("ds_size", "batch_size", "generation", "mia")}}
+                **{k: cfg.eval.get(k) for k in ("ds_size", "batch_size", "generation", "mia", "compat")}}
 
     def evaluate(self, model, prepared, cfg: DictConfig, *, cheap: bool = False) -> dict[str, Any]:
         generate = not cheap or bool(cfg.eval.get("trajectory_generate", False))
@@ -42,12 +42,12 @@ class Tofu(Benchmark):
     def reference(self, logs: dict[str, Any], cfg: DictConfig):
         """The retain model's forget-set log (forget quality), or published logs given by path."""
         if cfg.eval.get("retain_logs"):
-            from eval.tofu_logs import load_run_logs
+            from eval.tofu_logs import load_retain_logs
 
-            return load_run_logs(cfg.eval.retain_logs, "retain", ("forget",))["forget"], str(cfg.eval.retain_logs)
+            return load_retain_logs(cfg.eval.retain_logs), str(cfg.eval.retain_logs)
         if "retain" in logs:
             return logs["retain"]["forget"], "retain model"
         return None, None
 
     def summarize(self, logs: dict[str, Any], reference: Any, cfg: DictConfig) -> dict[str, Any]:
-        return summarize(logs, reference, str(cfg.eval.truth_ratio))
+        return summarize(logs, reference, cfg.eval)

@@ -1,0 +1,210 @@
+"""open-unlearning's evaluation output, read and written: ``TOFU_EVAL.json`` / ``MUSE_EVAL.json``.
+
+open-unlearning's evaluator writes one JSON object per model, ``{metric: result}``, where a
+result is ``{"agg_value": number, "value_by_index": {"<idx>": {stat: value}}}`` (its
+``src/evals/base.py`` and metric handlers), and ``<NAME>_SUMMARY.json`` with the ``agg_value`` of
+each configured metric. Metric names are its config names (``forget_truth_ratio``,
+``forget_Q_A_Prob``, ``ra_Q_A_Prob_normalised``, ``mia_min_k``, ``privleak``, ...). A membership
+attack's result also holds ``forget`` and ``holdout`` results of per-item ``score`` and an
+``auc`` in its orientation (members = label 0, ROC on the raw loss-like score: 1 - MUSE's AUC).
+
+Reading serves ``eval.retain_logs``: forget quality against a published retain model's
+``forget_truth_ratio`` per-item scores, PrivLeak against its ``mia_*`` AUC. Writing
+(``eval.ou_logs: true``) turns our per-sample logs into the same file, so open-unlearning's tools
+and ours read each other's results.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from eval import tofu_metrics as tm
+from eval.records import write_json_atomic
+from eval.tofu_logs import log_array
+
+EVAL_FILES = {"tofu": "TOFU_EVAL.json", "muse": "MUSE_EVAL.json"}
+#: our attack name -> open-unlearning's metric name
+MIA_METRICS = {"loss": "mia_loss", "zlib": "mia_zlib", "min_k": "mia_min_k", "min_k_plus_plus": "mia_min_k_plus_plus"}
+#: the metrics open-unlearning's default eval suites configure (what its SUMMARY lists)
+SUMMARY_METRICS = {
+    "tofu": ("forget_quality", "forget_truth_ratio", "forget_Q_A_Prob", "forget_Q_A_ROUGE", "model_utility",
+             "privleak", "extraction_strength", "exact_memorization", *MIA_METRICS.values()),
+    "muse": ("forget_knowmem_ROUGE", "retain_knowmem_ROUGE", "forget_verbmem_ROUGE", "privleak",
+             "extraction_strength", "exact_memorization", *MIA_METRICS.values()),
+}
+
+
+# ----------------------------------------------------------------------------------------
+# reading
+# ----------------------------------------------------------------------------------------
+def ou_eval_file(path: str | Path) -> Path | None:
+    """The open-unlearning eval file ``path`` names (the file, or a folder holding one), else None."""
+    p = Path(path)
+    if p.is_file():
+        return p if p.name.endswith("_EVAL.json") else None
+    for name in EVAL_FILES.values():
+        if (p / name).is_file():
+            return p / name
+    return None
+
+
+def is_ou_eval(obj: Any) -> bool:
+    """An open-unlearning eval object: metric -> result with ``agg_value`` / ``value_by_index``."""
+    return isinstance(obj, Mapping) and any(
+        isinstance(v, Mapping) and ("agg_value" in v or "value_by_index" in v) for v in obj.values())
+
+
+def load_ou_eval(path: str | Path) -> dict[str, Any]:
+    """Load and check one ``*_EVAL.json`` (a file or a folder holding ``TOFU_EVAL.json`` / ``MUSE_EVAL.json``)."""
+    file = ou_eval_file(path)
+    if file is None:
+        raise FileNotFoundError(f"no open-unlearning eval file at {path} (expected {' or '.join(EVAL_FILES.values())})")
+    try:
+        obj = json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{file}: not valid JSON ({e})") from None
+    if not is_ou_eval(obj):
+        raise ValueError(f"{file}: not an open-unlearning eval log ({{metric: {{agg_value, value_by_index}}}})")
+    return obj
+
+
+def _metric(ou: Mapping[str, Any], name: str, source: str) -> Mapping[str, Any]:
+    if not isinstance(ou.get(name), Mapping):
+        raise ValueError(f"{source}: no {name!r} result; present: {', '.join(sorted(ou))}")
+    return ou[name]
+
+
+def ou_per_item(result: Mapping[str, Any], stat: str, source: str = "<log>") -> dict[str, float]:
+    """``value_by_index`` of one result as ``{index: stat}`` in index order (None entries dropped,
+    as open-unlearning's aggregations drop them)."""
+    per = result.get("value_by_index")
+    if not isinstance(per, Mapping) or not per:
+        raise ValueError(f"{source}: result has no value_by_index")
+    out = {}
+    for k in sorted(per, key=int):
+        v = per[k]
+        if v is not None and v.get(stat) is not None:
+            out[str(k)] = float(v[stat])
+    return out
+
+
+def ou_truth_ratios(ou: Mapping[str, Any], source: str = "<log>") -> dict[str, float]:
+    """A model's per-item forget truth ratios R (``forget_truth_ratio.value_by_index.*.score``)."""
+    return ou_per_item(_metric(ou, "forget_truth_ratio", source), "score", source)
+
+
+def ou_mia_aucs(ou: Mapping[str, Any]) -> dict[str, float]:
+    """attack -> AUC in MUSE's orientation (our convention), from the ``mia_*`` results present."""
+    return {a: 1.0 - float(ou[m]["agg_value"]) for a, m in MIA_METRICS.items()
+            if isinstance(ou.get(m), Mapping) and ou[m].get("agg_value") is not None}
+
+
+# ----------------------------------------------------------------------------------------
+# writing
+# ----------------------------------------------------------------------------------------
+def _result(per_item: Mapping[str, Any], agg: Any) -> dict[str, Any]:
+    return {"agg_value": None if agg is None else float(agg), "value_by_index": dict(per_item)}
+
+
+def _probs(log: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """A ``probability`` result (``prob``, ``avg_loss`` per item; lists for several answers)."""
+    loss = log_array(log, key)
+    per = {str(i): {"prob": np.exp(-l).tolist(), "avg_loss": l.tolist()} for i, l in enumerate(loss)}
+    return _result(per, np.mean(np.exp(-loss).reshape(len(loss), -1).mean(-1)))
+
+
+def _scores(values: Mapping[str, Any]) -> dict[str, Any]:
+    per = {k: {"score": float(v)} for k, v in values.items()}
+    return _result(per, np.mean([p["score"] for p in per.values()]))
+
+
+def _rouge(log: Mapping[str, Any], texts_key: str = "generated_text") -> dict[str, Any]:
+    """A ``rouge`` result: rouge1 recall, rougeL F1 and recall (stemmer) with input, ground truth
+    and generation, from the stored [prompt, generation, ground truth] triples."""
+    scorer = tm._scorer(True, ("rouge1", "rougeL"))
+    per = {}
+    for k in sorted(log[texts_key], key=int):
+        prompt, gen, gt = log[texts_key][k]
+        s = scorer.score(gt, gen)
+        per[k] = {"rouge1_recall": s["rouge1"].recall, "rougeL_f1": s["rougeL"].fmeasure,
+                  "rougeL_recall": s["rougeL"].recall, "input": prompt, "ground_truth": gt, "generation": gen}
+    return per
+
+
+def _mia(forget: Mapping[str, Any], holdout: Mapping[str, Any], auc_muse: float) -> dict[str, Any]:
+    auc = 1.0 - float(auc_muse)
+    return {"forget": _scores(forget), "holdout": _scores(holdout), "auc": auc, "agg_value": auc}
+
+
+def tofu_ou_eval(logs: Mapping[str, Mapping[str, Any]], summary: Mapping[str, Any]) -> dict[str, Any]:
+    """One model's TOFU logs (our per-sample schema) and summary as open-unlearning's TOFU_EVAL.json."""
+    out: dict[str, Any] = {}
+    for t, log in logs.items():
+        out[f"{t}_Q_A_Prob"] = _probs(log, "avg_gt_loss")
+        out[f"{t}_Q_A_PERT_Prob"] = _probs(log, "average_perturb_loss")
+        if t in ("forget", "retain"):
+            out[f"{t}_Q_A_PARA_Prob"] = _probs(log, "avg_paraphrased_loss")
+        else:
+            _, norm = tm.normalized_probability(log_array(log, "avg_gt_loss"), log_array(log, "average_perturb_loss"),
+                                                eps=tm.OU_EPS)
+            out[f"{t}_Q_A_Prob_normalised"] = _result({str(i): {"prob": float(p)} for i, p in enumerate(norm)},
+                                                      summary.get(f"{t}_prob", float(norm.mean())))
+        R = tm.truth_ratio(log_array(log, "avg_paraphrased_loss"), log_array(log, "average_perturb_loss"),
+                           "open_unlearning")
+        name = "forget_truth_ratio" if t == "forget" else f"{t}_Truth_Ratio"
+        out[name] = _result({str(i): {"score": float(r)} for i, r in enumerate(R)}, summary.get(f"{t}_truth_ratio"))
+        if "generated_text" in log:
+            out[f"{t}_Q_A_ROUGE"] = _result(_rouge(log), summary.get(f"{t}_rouge"))
+    forget = logs.get("forget", {})
+    for key in ("exact_memorization", "extraction_strength"):
+        if key in forget:
+            out[key] = _scores(forget[key])
+    for a, m in MIA_METRICS.items():
+        if f"mia_{a}" in forget and f"mia_auc_{a}" in summary:
+            out[m] = _mia(forget[f"mia_{a}"], forget[f"mia_holdout_{a}"], summary[f"mia_auc_{a}"])
+    for key in ("model_utility", "forget_quality", "privleak"):
+        if key in summary:
+            out[key] = {"agg_value": summary[key]}
+    return out
+
+
+def muse_ou_eval(logs: Mapping[str, Any], summary: Mapping[str, Any]) -> dict[str, Any]:
+    """One model's MUSE logs and summary as open-unlearning's MUSE_EVAL.json (ROUGE as fractions)."""
+    out: dict[str, Any] = {}
+    for ours, theirs in (("verbmem", "forget_verbmem_ROUGE"), ("knowmem_forget", "forget_knowmem_ROUGE"),
+                         ("knowmem_retain", "retain_knowmem_ROUGE")):
+        if ours in logs:
+            per = _rouge(logs[ours])
+            for k, v in logs[ours]["rougeL_f1"].items():  # our scoring (MUSE's or OU's rule) is the value
+                per[k]["rougeL_f1"] = float(v)
+            out[theirs] = _result(per, np.mean([p["rougeL_f1"] for p in per.values()]))
+    priv = logs["privleak"]
+    for a, m in MIA_METRICS.items():
+        if f"mia_auc_{a}" in summary:
+            out[m] = _mia(priv["forget"][a], priv["holdout"][a], summary[f"mia_auc_{a}"])
+    if summary.get("privleak") is not None:
+        out["privleak"] = {"agg_value": summary["privleak"]}
+    return out
+
+
+def write_ou_logs(folder: str | Path, benchmark: str, logs: Mapping[str, Any], summary: Mapping[str, Any]) -> Path:
+    """One model's logs and summary written as open-unlearning's eval and summary files."""
+    convert = {"tofu": tofu_ou_eval, "muse": muse_ou_eval}[benchmark]
+    return write_ou_eval(folder, benchmark, convert(logs, summary))
+
+
+def write_ou_eval(folder: str | Path, benchmark: str, ou: Mapping[str, Any]) -> Path:
+    """``<folder>/<NAME>_EVAL.json`` (sorted by metric, as open-unlearning saves) and ``_SUMMARY.json``."""
+    folder = Path(folder)
+    name = EVAL_FILES[benchmark]
+    write_json_atomic(folder / name, dict(sorted(ou.items())))
+    summary = {m: ou[m]["agg_value"] for m in SUMMARY_METRICS[benchmark] if m in ou}
+    write_json_atomic(folder / name.replace("_EVAL", "_SUMMARY"), dict(sorted(summary.items())))
+    return folder / name
+
+
+__all__ = ["EVAL_FILES", "MIA_METRICS", "ou_eval_file", "is_ou_eval", "load_ou_eval", "ou_per_item",
+           "ou_truth_ratios", "ou_mia_aucs", "tofu_ou_eval", "muse_ou_eval", "write_ou_logs", "write_ou_eval"]
