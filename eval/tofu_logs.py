@@ -265,7 +265,10 @@ def retain_truth_ratios(retain_run, tr_variant: str = "geometric") -> dict[str, 
         retain_run = load_retain_logs(retain_run)
     if is_ou_eval(retain_run):
         return ou_truth_ratios(retain_run, "retain logs (open-unlearning)")
-    retain_forget = _coerce_run(retain_run, ("forget",), "retain_run")["forget"]
+    if isinstance(retain_run, Mapping) and "avg_paraphrased_loss" in retain_run:  # what R needs, no more
+        retain_forget = validate_tofu_log(retain_run, "retain forget log", ("avg_paraphrased_loss", "average_perturb_loss"))
+    else:
+        retain_forget = _coerce_run(retain_run, ("forget",), "retain_run")["forget"]
     R = per_item_truth_ratios(retain_forget, _fq_variant(tr_variant))
     return dict(zip(sorted(next(iter(retain_forget.values())), key=int), R.tolist()))
 
