@@ -5,6 +5,7 @@ builds the text open-unlearning's ``preprocess_chat_instance`` builds (on the lo
 tokenizer fixture of tests/test_templates.py)."""
 import pytest
 
+from eval.compat import apply_compat
 from tests.conftest import compose_cfg
 from tests.test_recipes import assert_recipe
 from tests.test_templates import DATE, LLAMA3, SYSTEM, A, Q, chat_tokenizer, reference_ids
@@ -43,7 +44,7 @@ def test_the_retain_model_follows_the_split_and_the_headers_switches_compose(mod
     assert_recipe(compose_cfg([f"experiment={model}_forget05", "recipe=tofu"]), "tofu")
     gen = compose_cfg([f"experiment={model}_forget05", "scheduler=gen"])
     assert gen.scheduler.name == "gen" and gen.method.lr == 1e-5
-    ou_eval = compose_cfg([f"experiment={model}_forget10", "eval.ds_size=null", "eval.generation.mode=new_tokens"])
+    ou_eval = apply_compat(compose_cfg([f"experiment={model}_forget10", "eval.compat=open_unlearning"]))
     assert ou_eval.eval.ds_size is None and ou_eval.eval.generation.mode == "new_tokens"
     # the gated tokenizer's fallback
     own = compose_cfg([f"experiment={model}_forget10", f"model.tokenizer=open-unlearning/tofu_{ou}_full"])
