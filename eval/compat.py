@@ -53,6 +53,9 @@ OU_SETTINGS: dict[str, dict[str, Any]] = {
 
 def check_compat(benchmark: str, eval_cfg: Mapping[str, Any]) -> str:
     value = str(eval_cfg.get("compat", COMPAT[benchmark][0]))
+    if value in COMPAT and value != benchmark:  # the other benchmark's eval group
+        raise ValueError(f"a {benchmark} dataset needs {benchmark}'s evaluation (eval={benchmark}); the eval group "
+                         f"given is {value}'s")
     if value not in COMPAT[benchmark]:
         raise ValueError(f"unknown eval.compat {value!r} for {benchmark}; valid: {', '.join(COMPAT[benchmark])}")
     return value
