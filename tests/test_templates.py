@@ -125,12 +125,14 @@ def test_a_chat_template_run_end_to_end(tmp_path):
     model = tiny_llama()
     model.resize_token_embeddings(len(tok))
     model.save_pretrained(tmp_path / "ckpt")
+    # max_length leaves answer tokens after the long chat prompt (this tokenizer never saw the
+    # fixture's words): the fixture has TOFU's holdout01, and its MIA needs scored answers
     cfg = compose_cfg([f"paths.root={tmp_path / 'out'}", "dataset=tofu", "dataset.source=local",
                        f"dataset.path={fixture}", "dataset.split=forget01", "model=hf",
-                       f"model.target={tmp_path / 'ckpt'}", f"model.retain={tmp_path / 'ckpt'}", "model.max_length=128",
+                       f"model.target={tmp_path / 'ckpt'}", f"model.retain={tmp_path / 'ckpt'}", "model.max_length=192",
                        "model.template.chat=true", f"model.template.system_prompt={SYSTEM}",
                        f"model.template.date_string={DATE}", "method.batch_size=2", "method.max_steps=1",
-                       "eval.generation.max_length=160", "eval.generation.max_new_tokens=8"])
+                       "eval.generation.max_length=224", "eval.generation.max_new_tokens=8"])
     rec = run(cfg, run_dir=tmp_path / "r")
     assert rec["status"] == "ok", rec.get("error")
     prompt, _, gt = rec["metrics"]["unlearned"]["logs"]["forget"]["generated_text"]["0"]

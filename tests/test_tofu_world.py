@@ -236,7 +236,7 @@ def test_load_generated_world(world):
 
 
 @pytest.mark.parametrize("name, n, n_perturbed", [
-    ("forget01", 4, None), ("retain99", 4, None), ("forget01_perturbed", 3, 5),
+    ("forget01", 4, None), ("retain99", 4, None), ("forget01_perturbed", 4, 5),
     ("retain_perturbed", 3, 5), ("real_authors_perturbed", 3, 3), ("world_facts_perturbed", 3, 3),
 ])
 def test_load_real_format_fixture(name, n, n_perturbed):

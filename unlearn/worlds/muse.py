@@ -3,15 +3,17 @@ local folder in the same layout.
 
 The Hub dataset has one config per evaluation kind, each with named splits (:data:`MUSE_SPLITS`);
 its files live at ``<config>/<split>-*.parquet``. A local folder mirrors that: per (config, split)
-either those parquet shards (a clone of the Hub repository) or ``<config>/<split>.json`` (JSON lines
-or a JSON array: the MUSE GitHub repository's ``data/<corpus>/`` layout and what
-:func:`unlearn.worlds.muse_synth.generate_muse_synth` writes). Parquet wins where both exist, because
-the Hub repository also holds stale legacy ``.json`` files next to the parquet shards its configs
-point at.
+either those parquet shards (a clone of the Hub repository) or ``<config>/<split>.json``: JSON lines
+or a JSON array of rows (what :func:`unlearn.worlds.muse_synth.generate_muse_synth` writes), or, for
+the text configs, a JSON array of strings (the ``data/<corpus>/`` folder that the MUSE GitHub
+repository's ``load_data.py`` writes; each string becomes a ``text`` row). Parquet wins where both
+exist, because the Hub repository also holds stale legacy ``.json`` files next to the parquet shards
+its configs point at. The published layouts: ``docs/real_formats.md``.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,8 +23,8 @@ if TYPE_CHECKING:  # `datasets` is imported lazily: it is slow to import and onl
 SOURCES = ("local", "hub")
 MUSE_HUB_IDS = {"news": "muse-bench/MUSE-News", "books": "muse-bench/MUSE-Books"}
 
-#: Config -> splits, as in ``muse-bench/MUSE-News`` (README ``dataset_info``). The Hub also has
-#: ``scal`` / ``sust`` (scalability / sustainability forget sets); they are not used here.
+#: Config -> splits of the evaluation configs, as in ``muse-bench/MUSE-News`` and
+#: ``muse-bench/MUSE-Books`` (README ``dataset_info``): what the evaluation and unlearning read.
 MUSE_SPLITS: dict[str, tuple[str, ...]] = {
     "raw": ("forget", "retain1", "retain2", "holdout"),
     "verbmem": ("forget",),
@@ -30,23 +32,43 @@ MUSE_SPLITS: dict[str, tuple[str, ...]] = {
     "privleak": ("forget", "retain", "holdout"),
 }
 
-#: Required string columns per config (METRICS.md §2: what the metric code reads).
+#: The Hub's other configs, text only and not used here, but loadable: ``scal`` / ``sust`` (the
+#: scalability / sustainability forget sets, MUSE-News only) and ``train`` (both corpora).
+MUSE_EXTRA_SPLITS: dict[str, tuple[str, ...]] = {
+    "scal": ("forget_1", "forget_2", "forget_3", "forget_4"),
+    "sust": ("forget_1", "forget_2", "forget_3", "forget_4"),
+    "train": ("forget", "retain1", "retain2"),
+}
+_KNOWN_SPLITS = {**MUSE_SPLITS, **MUSE_EXTRA_SPLITS}
+
+#: Required string columns per config (METRICS.md §2: what the metric code reads); the Hub's
+#: features are exactly these.
 MUSE_COLUMNS: dict[str, tuple[str, ...]] = {
     "raw": ("text",),
     "verbmem": ("prompt", "gt"),
     "knowmem": ("question", "answer"),
     "privleak": ("text",),
+    "scal": ("text",),
+    "sust": ("text",),
+    "train": ("text",),
 }
 
 
 def _check_names(config: str, split: str) -> None:
-    if config not in MUSE_SPLITS:
-        raise ValueError(f"unknown MUSE config {config!r}; valid: {', '.join(MUSE_SPLITS)}")
-    if split not in MUSE_SPLITS[config]:
+    if config not in _KNOWN_SPLITS:
+        raise ValueError(f"unknown MUSE config {config!r}; valid: {', '.join(_KNOWN_SPLITS)}")
+    if split not in _KNOWN_SPLITS[config]:
         raise ValueError(
             f"unknown split {split!r} of MUSE config {config!r}; valid: "
-            f"{', '.join(MUSE_SPLITS[config])}"
+            f"{', '.join(_KNOWN_SPLITS[config])}"
         )
+
+
+def _is_string_array(file: Path) -> bool:
+    """Whether ``file`` starts as a JSON array whose first item is a string."""
+    with open(file, encoding="utf-8") as f:
+        head = f.read(256).lstrip("\ufeff \t\r\n")
+    return head.startswith("[") and head[1:].lstrip().startswith('"')
 
 
 def _available(folder: Path) -> list[str]:
@@ -96,6 +118,16 @@ def load_muse(
             f"MUSE file {str(file)!r} (or {config}/{split}-*.parquet) not found; available in "
             f"{str(folder)!r}: {', '.join(_available(folder)) or '(none)'}"
         )
+    if MUSE_COLUMNS[config] == ("text",) and _is_string_array(file):
+        # MUSE's own data/ layout; recent `datasets` versions read it as a "text" column too, but
+        # that is not documented behaviour, so it is read here
+        with open(file, encoding="utf-8") as f:
+            texts = json.load(f)
+        if not all(isinstance(t, str) for t in texts):
+            raise ValueError(
+                f"MUSE file {str(file)!r}: a JSON array must hold only strings or only rows"
+            )
+        return datasets.Dataset.from_dict({"text": texts})
     return datasets.load_dataset("json", data_files=str(file), split="train")
 
 

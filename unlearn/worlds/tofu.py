@@ -17,10 +17,16 @@ if TYPE_CHECKING:  # `datasets` is imported lazily: it is slow to import and onl
 FORGET_TO_RETAIN = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
 SOURCES = ("local", "hub")
 
-# Columns every TOFU file has, and those the truth ratio needs in `*_perturbed` files
-# (METRICS.md §1.1). Extra columns (`paraphrased_question`, RA/WF `option1..4`) are allowed.
+# Columns the code reads, per kind of TOFU file (the published columns: docs/real_formats.md).
+# Every file has `question` / `answer`. The truth ratio (METRICS.md §1.1) needs a list-valued
+# `perturbed_answer` in every `*_perturbed` file, and, in the fictitious-author ones
+# (`forgetXX_perturbed`, `retain_perturbed`), the base answer `paraphrased_answer`. The real
+# authors / world facts files have no `paraphrased_answer`: their base answer is `answer`.
+# Extra columns (`paraphrased_question`, ...) are allowed.
 QA_COLUMNS = ("question", "answer")
 PERTURBED_COLUMNS = QA_COLUMNS + ("paraphrased_answer", "perturbed_answer")
+REAL_PERTURBED_COLUMNS = QA_COLUMNS + ("perturbed_answer",)
+REAL_PERTURBED_FILES = ("real_authors_perturbed", "world_facts_perturbed")
 
 
 def retain_split_for(forget_split: str) -> str:
@@ -62,13 +68,22 @@ def load_tofu(
     raise ValueError(f"unknown TOFU source {source!r}; valid: {', '.join(SOURCES)}")
 
 
+def required_columns(name: str) -> tuple[str, ...]:
+    """The columns :func:`validate_tofu_rows` requires in TOFU file ``name``."""
+    if name in REAL_PERTURBED_FILES:
+        return REAL_PERTURBED_COLUMNS
+    return PERTURBED_COLUMNS if name.endswith("_perturbed") else QA_COLUMNS
+
+
 def validate_tofu_rows(ds: "datasets.Dataset", name: str) -> "datasets.Dataset":
     """Check that ``ds`` (loaded from TOFU file ``name``) has the columns its kind of file needs.
 
-    ``*_perturbed`` files also need ``paraphrased_answer`` and a list-valued ``perturbed_answer``.
-    Returns ``ds`` so calls chain; raises ``ValueError`` naming the file and the column.
+    ``*_perturbed`` files also need a list-valued ``perturbed_answer``, and all but
+    ``real_authors_perturbed`` / ``world_facts_perturbed`` a ``paraphrased_answer``
+    (:func:`required_columns`). Returns ``ds`` so calls chain; raises ``ValueError`` naming the
+    file and the column.
     """
-    required = PERTURBED_COLUMNS if name.endswith("_perturbed") else QA_COLUMNS
+    required = required_columns(name)
     missing = [c for c in required if c not in ds.column_names]
     if missing:
         raise ValueError(
