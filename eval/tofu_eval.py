@@ -18,7 +18,8 @@ metric keyed by the same item indices: :func:`eval.tofu_logs.validate_tofu_log`)
 holds ``mia_<attack>`` (forget item i) and ``mia_holdout_<attack>`` (holdout item i) per index.
 Scored answers end with the appended EOS, which open-unlearning's Min-k drops: its ``ou`` Min-k
 variant is the default (``eval.mia`` overrides :class:`eval.mia.MiaSettings`). Without a usable
-holdout split (real TOFU, the real-format fixture) the MIA is skipped and the summary says why.
+holdout split (``holdoutXX`` missing or smaller than the forget set), or when answers truncated at
+``max_length`` keep too few scored tokens, the MIA is skipped and the summary says so.
 """
 from __future__ import annotations
 
@@ -169,14 +170,26 @@ def evaluate_tofu(
             log["exact_memorization"] = indexed(exact_memorization(correct))
             log["extraction_strength"] = indexed(extraction_strength(correct))
             if held:  # the zlib attack compresses the scored text: the answer
-                settings = MiaSettings.from_cfg(cfg.get("mia"), min_k_variant="ou")
-                for group, idx in (("", ans), ("holdout_", held)):
-                    for attack, v in group_scores(s, [(i, texts[i][1]) for i in idx], settings).items():
-                        log[f"mia_{group}{attack}"] = indexed(v)
+                log.update(_mia_scores(s, texts, ans, held, cfg))
         logs[t] = log
     if generate:
         _add_generations(model, prepared, cfg, rows, logs)
     return logs
+
+
+def _mia_scores(s, texts, ans, held, cfg) -> dict[str, Any]:
+    """Every attack's per-item scores of the forget and holdout answers; none (logged) when an
+    answer has too few scored tokens for an attack (truncated away at ``max_length``)."""
+    settings = MiaSettings.from_cfg(cfg.get("mia"), min_k_variant="ou")
+    out = {}
+    for group, idx in (("", ans), ("holdout_", held)):
+        for attack, v in group_scores(s, [(i, texts[i][1]) for i in idx], settings).items():
+            if not np.isfinite(v).all():
+                logger.warning("TOFU MIA skipped: %d %s answers have too few scored tokens for %s (max_length)",
+                               int((~np.isfinite(v)).sum()), group.rstrip("_") or "forget", attack)
+                return {}
+            out[f"mia_{group}{attack}"] = indexed(v)
+    return out
 
 
 def _add_generations(model, prepared, cfg, rows, logs) -> None:
@@ -243,7 +256,8 @@ def summarize(logs: Mapping[str, Mapping[str, Any]], reference: Any = None,
             if "min_k" in ref:
                 out["privleak"] = privleak_formula(aucs["min_k"], ref["min_k"]) if ref["min_k"] > 0 else float("nan")
     elif "forget" in logs:
-        out["mia_note"] = "skipped: no holdout split with as many items as the forget set"
+        out["mia_note"] = ("skipped: no holdout split with as many items as the forget set, or answers with too few "
+                           "scored tokens (run.log)")
     out["n_items"] = {t: len(log["avg_gt_loss"]) for t, log in logs.items()}
     return out
 

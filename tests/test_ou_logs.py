@@ -223,3 +223,18 @@ def test_run_writes_open_unlearning_files_that_serve_as_retain_logs(debug_cfg, s
     for model in ("target", "unlearned"):
         assert second["metrics"][model]["summary"]["forget_quality"] == pytest.approx(
             first["metrics"][model]["summary"]["forget_quality"], rel=1e-9)
+
+
+def test_tofu_mia_skipped_when_an_answer_keeps_too_few_tokens():
+    from eval.likelihood import Scores
+    from eval.tofu_eval import _mia_scores
+
+    arr = lambda *v: np.array(v, dtype=np.float64)  # noqa: E731
+    s = Scores(arr(6.0, 3.0, 0.0), np.array([3, 3, 0]), logp=[arr(-1, -2, -3), arr(-1, -1, -1), arr()],
+               correct=[arr(1, 0, 1)] * 2 + [arr()], mu=[arr(-1, -1, -1)] * 2 + [arr()],
+               sigma=[arr(1, 1, 1)] * 2 + [arr()])
+    texts = [("q", "a b c"), ("q", "d e f"), ("q", "")]
+    ok = _mia_scores(s, texts, [0], [1], {})
+    assert set(ok) == {f"mia_{g}{a}" for g in ("", "holdout_") for a in ("loss", "zlib", "min_k", "min_k_plus_plus")}
+    assert ok["mia_loss"] == {"0": 2.0}
+    assert _mia_scores(s, texts, [0], [2], {}) == {}  # the holdout answer was truncated away
