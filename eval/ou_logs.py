@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from eval import muse_metrics as mm
 from eval import tofu_metrics as tm
 from eval.records import write_json_atomic
 from eval.tofu_logs import log_array
@@ -134,8 +135,10 @@ def _rouge(log: Mapping[str, Any], texts_key: str = "generated_text") -> dict[st
     return per
 
 
-def _mia(forget: Mapping[str, Any], holdout: Mapping[str, Any], auc_muse: float) -> dict[str, Any]:
-    auc = 1.0 - float(auc_muse)
+def _mia(forget: Mapping[str, Any], holdout: Mapping[str, Any]) -> dict[str, Any]:
+    """An attack's result: per-item scores and the AUC in its orientation (from the scores, so
+    whichever convention the summary uses)."""
+    auc = mm.mia_auc(log_array({"s": forget}, "s"), log_array({"s": holdout}, "s"), "ou")
     return {"forget": _scores(forget), "holdout": _scores(holdout), "auc": auc, "agg_value": auc}
 
 
@@ -163,8 +166,8 @@ def tofu_ou_eval(logs: Mapping[str, Mapping[str, Any]], summary: Mapping[str, An
         if key in forget:
             out[key] = _scores(forget[key])
     for a, m in MIA_METRICS.items():
-        if f"mia_{a}" in forget and f"mia_auc_{a}" in summary:
-            out[m] = _mia(forget[f"mia_{a}"], forget[f"mia_holdout_{a}"], summary[f"mia_auc_{a}"])
+        if f"mia_{a}" in forget:
+            out[m] = _mia(forget[f"mia_{a}"], forget[f"mia_holdout_{a}"])
     for key in ("model_utility", "forget_quality", "privleak"):
         if key in summary:
             out[key] = {"agg_value": summary[key]}
@@ -183,8 +186,8 @@ def muse_ou_eval(logs: Mapping[str, Any], summary: Mapping[str, Any]) -> dict[st
             out[theirs] = _result(per, np.mean([p["rougeL_f1"] for p in per.values()]))
     priv = logs["privleak"]
     for a, m in MIA_METRICS.items():
-        if f"mia_auc_{a}" in summary:
-            out[m] = _mia(priv["forget"][a], priv["holdout"][a], summary[f"mia_auc_{a}"])
+        if a in priv["forget"]:
+            out[m] = _mia(priv["forget"][a], priv["holdout"][a])
     if summary.get("privleak") is not None:
         out["privleak"] = {"agg_value": summary["privleak"]}
     return out

@@ -169,21 +169,25 @@ def evaluate_tofu(
             correct = answer_hits([s.correct[i] for i in ans], [feats[i] for i in ans], prepared.tokenizer.eos_token_id)
             log["exact_memorization"] = indexed(exact_memorization(correct))
             log["extraction_strength"] = indexed(extraction_strength(correct))
-            if held:  # the zlib attack compresses the scored text: the answer
-                log.update(_mia_scores(s, texts, ans, held, cfg))
+            if held:  # the zlib attack compresses the scored text: the answer (open-unlearning: its
+                # scored tokens decoded, which its mask may have cut)
+                zt = ([prepared.tokenizer.decode([t for t in f["labels"] if t != -100], skip_special_tokens=True)
+                       for f in feats] if is_ou(cfg) else [a for _, a in texts])
+                log.update(_mia_scores(s, zt, ans, held, cfg))
         logs[t] = log
     if generate:
         _add_generations(model, prepared, cfg, rows, logs)
     return logs
 
 
-def _mia_scores(s, texts, ans, held, cfg) -> dict[str, Any]:
-    """Every attack's per-item scores of the forget and holdout answers; none (logged) when an
-    answer has too few scored tokens for an attack (truncated away at ``max_length``)."""
+def _mia_scores(s, texts: Sequence[str], ans, held, cfg) -> dict[str, Any]:
+    """Every attack's per-item scores of the forget and holdout answers (``texts``: what the zlib
+    attack compresses, per scored item); none (logged) when an answer has too few scored tokens for
+    an attack (truncated away at ``max_length``)."""
     settings = MiaSettings.from_cfg(cfg.get("mia"), min_k_variant="ou")
     out = {}
     for group, idx in (("", ans), ("holdout_", held)):
-        for attack, v in group_scores(s, [(i, texts[i][1]) for i in idx], settings).items():
+        for attack, v in group_scores(s, [(i, texts[i]) for i in idx], settings).items():
             if not np.isfinite(v).all():
                 logger.warning("TOFU MIA skipped: %d %s answers have too few scored tokens for %s (max_length)",
                                int((~np.isfinite(v)).sum()), group.rstrip("_") or "forget", attack)

@@ -290,9 +290,6 @@ def forget_quality_against(forget_log: Mapping, retain_run, tr_variant: str = "g
     return tm.forget_quality(per_item_truth_ratios(forget_log, _fq_variant(tr_variant)), list(ref.values()))
 
 
-    return out
-
-
 # ----------------------------------------------------------------------------------------
 # our records as TOFU runs, and the command line
 # ----------------------------------------------------------------------------------------

@@ -291,7 +291,7 @@ def test_mia_min_k_plus_plus_scores(anchor):
         assert ours == pytest.approx(np.asarray(_per_item(theirs[group], "score")), rel=0, abs=5e-4), group
 
 
-@pytest.mark.parametrize("attack", ("loss", "min_k", "min_k_plus_plus"))
+@pytest.mark.parametrize("attack", ("loss", "zlib", "min_k", "min_k_plus_plus"))
 def test_mia_aucs_in_their_orientation(anchor, attack):
     # summarize reports open-unlearning's orientation under eval.compat
     assert anchor["summary"][f"mia_auc_{attack}"] == anchor["theirs"][f"mia_{attack}"]["auc"]
@@ -305,11 +305,6 @@ def test_privleak(anchor):
     assert anchor["summary_noref"]["privleak"] == pytest.approx(anchor["theirs_privleak_noref"], rel=1e-12, abs=1e-9)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug in eval/tofu_eval.py evaluate_tofu: under eval.compat=open_unlearning the zlib attack compresses the "
-    "answer string; open-unlearning's ZLIBAttack compresses the decoded scored tokens "
-    "(extract_target_texts_from_processed_data: labels != -100, skip_special_tokens), which under its mask "
-    "lack the first answer token"))
 def test_mia_zlib_scores(anchor):
     forget, theirs = anchor["ours"]["forget"], anchor["theirs"]["mia_zlib"]
     for group, key in (("forget", "mia_zlib"), ("holdout", "mia_holdout_zlib")):
@@ -347,7 +342,7 @@ def _compare_results(name, ours, theirs):
 
 
 def test_written_file_matches_theirs(anchor):
-    """Every metric their TOFU suite stores, value by value (the MIA AUCs: the xfail below)."""
+    """Every metric their TOFU suite stores, value by value (the MIA AUCs: test_written_mia_aucs)."""
     written, theirs = anchor["written"], anchor["theirs"]
     for name in sorted(theirs):
         if name in _MIA:  # the AUCs: test_written_mia_aucs
@@ -363,11 +358,7 @@ def test_written_file_matches_theirs(anchor):
         _compare_results(name, written[name], theirs[name])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug in eval/ou_logs.py tofu_ou_eval (_mia): it turns summary['mia_auc_<attack>'] from MUSE's orientation "
-    "to open-unlearning's (1 - auc), but under eval.compat=open_unlearning eval.tofu_eval.summarize already "
-    "reports open-unlearning's orientation, so the written mia_* auc / agg_value are 1 - theirs"))
-@pytest.mark.parametrize("attack", ("loss", "min_k", "min_k_plus_plus"))
+@pytest.mark.parametrize("attack", ("loss", "zlib", "min_k", "min_k_plus_plus"))
 def test_written_mia_aucs(anchor, attack):
     assert anchor["written"][f"mia_{attack}"]["auc"] == anchor["theirs"][f"mia_{attack}"]["auc"]
     assert anchor["written"][f"mia_{attack}"]["agg_value"] == anchor["theirs"][f"mia_{attack}"]["agg_value"]

@@ -97,7 +97,8 @@ def test_tofu_results_written_in_open_unlearning_format(tmp_path):
     assert rouge["rougeL_f1"] == pytest.approx(2 * 1.0 * 0.75 / 1.75)
     assert (rouge["input"], rouge["generation"], rouge["ground_truth"]) == ("Q: a?\n", "the cat sat", "the cat sat down")
     mia = ou["mia_min_k"]
-    assert mia["auc"] == mia["agg_value"] == 0.75  # their orientation: 1 - ours
+    # their orientation, from the scores: P(holdout score > forget score) over {2, 3} x {4, 1}
+    assert mia["auc"] == mia["agg_value"] == 0.5
     assert mia["forget"]["value_by_index"] == {"0": {"score": 2.0}, "1": {"score": 3.0}}
     assert mia["holdout"]["agg_value"] == 2.5
     assert ou["extraction_strength"]["agg_value"] == 0.625
@@ -107,25 +108,26 @@ def test_tofu_results_written_in_open_unlearning_format(tmp_path):
     back = json.loads((tmp_path / "TOFU_EVAL.json").read_text())
     assert list(back) == sorted(back)  # sorted by metric, as open-unlearning saves
     s = json.loads((tmp_path / "TOFU_SUMMARY.json").read_text())
-    assert s["forget_truth_ratio"] == 0.4 and s["mia_min_k"] == 0.75 and "forget_Q_A_PARA_Prob" not in s
+    assert s["forget_truth_ratio"] == 0.4 and s["mia_min_k"] == 0.5 and "forget_Q_A_PARA_Prob" not in s
     # and read back: the written file is a retain reference with its truth ratios (its formula)
     theirs = [math.exp(-2.0) / (math.exp(-1.0) + 1e-10), math.exp(-2.0) / (math.exp(-2.0) + 1e-10)]
     ours = [math.exp(-1.0), 1.0]
     assert forget_quality_against(logs["forget"], tmp_path) == pytest.approx(
         (ks_2samp(ours, theirs).pvalue, ks_2samp(ours, theirs).statistic))
-    assert ou_mia_aucs(back) == {"min_k": 0.25}
+    assert ou_mia_aucs(back) == {"min_k": 0.5}
 
 
 def test_muse_results_written_and_read_as_reference(tmp_path):
     logs = {"verbmem": {"rougeL_f1": {"0": 0.4}, "generated_text": {"0": ["p", "a b", "a b c"]}},
-            "privleak": {"forget": {"min_k": {"0": 1.0, "1": 2.0}}, "holdout": {"min_k": {"0": 3.0, "1": 0.5}}}}
+            "privleak": {"forget": {"min_k": {"0": 1.0, "1": 2.0}}, "holdout": {"min_k": {"0": 3.0, "1": 4.0}}}}
     ou = muse_ou_eval(logs, {"mia_auc_min_k": 0.25, "privleak": 12.0})
     assert ou["forget_verbmem_ROUGE"]["value_by_index"]["0"]["rougeL_f1"] == 0.4  # our scoring kept
-    assert ou["forget_verbmem_ROUGE"]["agg_value"] == 0.4 and ou["mia_min_k"]["agg_value"] == 0.75
+    # holdout scores all above the forget ones: their AUC 1, ours 0
+    assert ou["forget_verbmem_ROUGE"]["agg_value"] == 0.4 and ou["mia_min_k"]["agg_value"] == 1.0
     write_ou_eval(tmp_path, "muse", ou)
     cfg = {"privleak_attack": "min_k"}
     aucs, note = muse_eval.retain_logs_reference(str(tmp_path), cfg)
-    assert aucs == {"min_k": 0.25} and "MUSE_EVAL.json" not in note
+    assert aucs == {"min_k": 0.0} and "MUSE_EVAL.json" not in note
     with pytest.raises(ValueError, match="no 'zlib' AUC"):
         muse_eval.retain_logs_reference(str(tmp_path / "MUSE_EVAL.json"), {"privleak_attack": "zlib"})
 
@@ -233,7 +235,7 @@ def test_tofu_mia_skipped_when_an_answer_keeps_too_few_tokens():
     s = Scores(arr(6.0, 3.0, 0.0), np.array([3, 3, 0]), logp=[arr(-1, -2, -3), arr(-1, -1, -1), arr()],
                correct=[arr(1, 0, 1)] * 2 + [arr()], mu=[arr(-1, -1, -1)] * 2 + [arr()],
                sigma=[arr(1, 1, 1)] * 2 + [arr()])
-    texts = [("q", "a b c"), ("q", "d e f"), ("q", "")]
+    texts = ["a b c", "d e f", ""]
     ok = _mia_scores(s, texts, [0], [1], {})
     assert set(ok) == {f"mia_{g}{a}" for g in ("", "holdout_") for a in ("loss", "zlib", "min_k", "min_k_plus_plus")}
     assert ok["mia_loss"] == {"0": 2.0}
