@@ -82,14 +82,14 @@ def run_case(name: str, out: Path, accelerator) -> dict:
         sched = build_scheduler(sched_cfg, float(cfg["lr"]), total, per_epoch)
         if not sched.probes:
             return sched
-        observe = sched.observe
+        observe = sched.observe_points
 
-        def spy_observe(step, l0, l_step, l_back, eta):
-            fit = observe(step, l0, l_step, l_back, eta)
-            seen["probes"].append([step, l0, l_step, l_back, eta, sched.eta])
+        def spy_observe(step, l0, losses, eta):
+            fit = observe(step, l0, losses, eta)
+            seen["probes"].append([step, l0, losses[1.0], losses[-1.0], eta, sched.eta])
             return fit
 
-        sched.observe = spy_observe
+        sched.observe_points = spy_observe
         return sched
 
     try:

@@ -98,6 +98,7 @@ class PairedBatches:
             raise ValueError(f"the forget set ({len(forget)} examples) holds no full batch of {batch_size}")
         # one stream for every process (the stream a 1-process run drew before: rank 0's seed)
         self.retain_gen = torch.Generator().manual_seed(seed * 1_000_003 + 7919)
+        self._probe_gen: torch.Generator | None = None  # GeN's fresh probe batches (:meth:`fresh`)
         if len(forget) < world:
             raise ValueError(f"the forget set ({len(forget)} examples) is smaller than the {world} processes")
         rest = len(forget) % batch_size
@@ -150,6 +151,17 @@ class PairedBatches:
                 most = -(-len(forget[0 :: self.world]) // micro)
                 out += [MicroBatch(out[0].forget, out[0].retain, 0.0)] * (most - len(out))
             yield out
+
+    def fresh(self, micro: int) -> list[MicroBatch]:
+        """An effective batch drawn at random (with replacement) from both sets for a GeN probe
+        (``scheduler.probe_batch=fresh``, as the official code probes on the next batch). Its own
+        seeded stream: the training batches are the same whether or not probes draw."""
+        if self._probe_gen is None:
+            self._probe_gen = torch.Generator().manual_seed(self.seed * 1_000_003 + 104723)
+        n = self.batch_size
+        forget = torch.randint(len(self.forget), (n,), generator=self._probe_gen).tolist()[self.rank :: self.world]
+        retain = torch.randint(len(self.retain), (n,), generator=self._probe_gen).tolist()[self.rank :: self.world]
+        return [MicroBatch(forget[i : i + micro], retain[i : i + micro]) for i in range(0, len(forget), micro)]
 
     def batch(self, which: str, index: Sequence[int], pad_id: int, device) -> dict[str, torch.Tensor]:
         feats = self.forget if which == "forget" else self.retain

@@ -200,10 +200,7 @@ def unlearn(
                 lr = sched.lr(step)
                 for g in optim.param_groups:
                     g["lr"] = lr
-                micro = [{"forget": pairs.batch("forget", m.forget, pad_id, acc.device),
-                          "retain": pairs.batch("retain", m.retain, pad_id, acc.device)} for m in plan_step]
-                mweights = [m.weight for m in plan_step]
-                shares = normalize_batches(micro, mweights, acc)
+                micro, mweights, shares = _materialize(pairs, plan_step, pad_id, acc)
                 tasks: dict[str, list[Callable[[], torch.Tensor]]] = {}
                 for mb, w, share in zip(micro, mweights, shares):
                     for t, fn in method.task_losses(model, mb).items():
@@ -254,10 +251,12 @@ def unlearn(
                     row.update(clip_direction(params, max_norm, st.reduce))
                     probe = sched.probes and sched.should_probe(step)
                     if probe:
+                        fresh = sched.probe_batch == "fresh"
                         # L0 reuses the step's values only for tasks whose loss is the plain LM loss
+                        # (a fresh probe batch measures its own L0 at w0)
                         lm = {t: losses[t] for t in method.lm_tasks if t in losses}
                         try:
-                            l0 = fit_loss_value(fit, lm)
+                            l0 = None if fresh else fit_loss_value(fit, lm)
                         except KeyError:
                             l0 = st.fit_losses(micro, mweights)
                         w0 = [p.detach().clone() for p in params]
@@ -266,7 +265,9 @@ def unlearn(
                     if scaler is not None:
                         scaler.update(False)
                     if probe:
-                        row.update(_probe(st, w0, micro, mweights, l0, lr, sched, step))
+                        batches = (_materialize(pairs, pairs.fresh(plan["batch_size"]), pad_id, acc)[:2] if fresh
+                                   else (micro, mweights))
+                        row.update(_probe(st, w0, batches, l0, lr, sched, step))
                         del w0
                 if scaler is not None:
                     row.update(scaler.state())
@@ -296,18 +297,38 @@ def _finite(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (repr(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
 
 
+def _materialize(pairs: PairedBatches, plan_step, pad_id: int, acc):
+    """(micro-batches on the device, their weights, their sequence shares) of one planned step."""
+    micro = [{"forget": pairs.batch("forget", m.forget, pad_id, acc.device),
+              "retain": pairs.batch("retain", m.retain, pad_id, acc.device)} for m in plan_step]
+    weights = [m.weight for m in plan_step]
+    return micro, weights, normalize_batches(micro, weights, acc)
+
+
 @torch.no_grad()
-def _probe(st: _Step, w0, micro, weights, l0, lr, sched, step) -> dict[str, Any]:
-    """Measure the fitted loss at w1 = w0 + delta and at w0 - delta, restore w1, update the rate."""
-    l_step = st.fit_losses(micro, weights)
+def _probe(st: _Step, w0, batches, l0, lr, sched, step) -> dict[str, Any]:
+    """Measure the fitted loss at w0 + r delta for each of GeN's ratios r (and at w0 when ``l0`` is
+    None: a fresh batch), restore w1 = w0 + delta, update the rate. ``scheduler.probe_eval``:
+    the probes run in eval mode (no dropout)."""
+    micro, weights = batches
     w1 = [p.detach().clone() for p in st.params]
-    for p, a, b in zip(st.params, w0, w1):
-        p.copy_(2 * a - b)  # w0 - delta
-    l_back = st.fit_losses(micro, weights)
-    for p, b in zip(st.params, w1):
-        p.copy_(b)
-    res = sched.observe(step, l0, l_step, l_back, lr)
-    return {
-        "gen/a": res.a, "gen/b": res.b, "gen/candidate": res.candidate, "gen/accepted": res.accepted,
-        "gen/reason": res.reason, "gen/l0": l0, "gen/l_step": l_step, "gen/l_back": l_back,
-    }
+
+    def at(r: float) -> float:
+        for p, a, b in zip(st.params, w0, w1):  # the common ratios exactly as w1, w0 and 2 w0 - w1
+            p.copy_(b if r == 1 else a if r == 0 else 2 * a - b if r == -1 else a + r * (b - a))
+        return st.fit_losses(micro, weights)
+
+    training = st.model.training
+    if sched.cfg.get("probe_eval"):
+        st.model.eval()
+    try:
+        l0 = at(0.0) if l0 is None else l0
+        losses = {r: at(r) for r in sched.points}
+    finally:
+        for p, b in zip(st.params, w1):
+            p.copy_(b)
+        st.model.train(training)
+    res = sched.observe_points(step, l0, losses, lr)
+    return {"gen/a": res.a, "gen/b": res.b, "gen/vertex": res.vertex, "gen/r2": res.r2,
+            "gen/candidate": res.candidate, "gen/accepted": res.accepted, "gen/reason": res.reason,
+            "gen/bound": res.bound, "gen/phase": res.phase, **{f"gen/{k}": v for k, v in res.losses.items()}}

@@ -110,6 +110,7 @@ def validate(cfg: DictConfig, processes: int = 1) -> None:
     SCHEDULERS.get(cfg.scheduler.name)
     if float(cfg.method.lr) <= 0:
         raise ValueError(f"method.lr must be positive, got {cfg.method.lr}")
+    build_scheduler(cfg.scheduler, float(cfg.method.lr), 1, 1.0)  # its options checked now, not after the stages
     if int(cfg.method.epochs) < 1:
         raise ValueError("method.epochs must be >= 1")
     batch_plan(cfg.method, processes)
