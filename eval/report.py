@@ -28,6 +28,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from eval.gen_figure import gen_rates_figure
 from eval.records import RECORD_NAME, RECORD_VERSION, load_record
 
 # metric -> better direction: "max", "min" or "zero" (closest to 0 is best, e.g. PrivLeak)
@@ -392,6 +393,9 @@ def write_figures(df: pd.DataFrame, out: Path, benchmark: str = "tofu") -> list[
         axes[0].set_ylabel(ylabel)
         _finish(fig, axes, f"{ylabel} (mean over seeds)", common)
         written += _save(fig, out, name)
+    gen = gen_rates_figure(un, variant_items)  # GeN's rate vs its vertex, per initial rate
+    if gen is not None:
+        written += _save(gen, out, "gen_rates")
     return written
 
 

@@ -150,3 +150,32 @@ def test_a_tiny_sweep_runs_through_multirun_and_reports(tmp_path):
     shutil.rmtree(out)
     subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=True)
     assert {p.name: p.read_text() for p in out.glob("table.*")} == before
+
+
+def test_gen_rate_figure_from_step_logs(tmp_path):
+    """Rate used vs the fitted vertex per initial rate, means over seeds, only positive vertices."""
+    from eval.gen_figure import gen_rate_series
+    from eval.report import variant_items
+
+    root = tmp_path / "runs"
+    logs = {(1e-4, 0): ([1e-4, 1.2e-4, 1.3e-4], [5e-4, None, -1.0]), (1e-4, 1): ([1e-4, 1.4e-4, 1.5e-4], [7e-4, None, 2e-4]),
+            (1e-3, 0): ([1e-3, 8e-4, 7e-4], [3e-4, None, 4e-4])}
+    for (lr, seed), (rates, vertices) in logs.items():
+        variant = f"method.lr={lr:g}"
+        write_record(root, "ngdiff", "forget10", seed, fq=0.1, mu=0.4, variant=variant)
+        run_dir = root / "tofu_synth" / "forget10" / "tiny_llama" / "ngdiff-gen" / variant / f"seed{seed}"
+        rec = json.loads((run_dir / "record.json").read_text())
+        rec["config"]["method"]["lr"] = lr
+        (run_dir / "record.json").write_text(json.dumps(rec))
+        rows = [{"step": i, "lr": r, **({"gen/vertex": v} if v is not None else {})} for i, (r, v) in enumerate(zip(rates, vertices))]
+        (run_dir / "steps.jsonl").write_text("\n".join(json.dumps(x) for x in rows) + "\n")
+    df = load_runs(root)
+    un = df[df["model_role"] == "unlearned"]
+    series = gen_rate_series(un, variant_items)
+    assert list(series) == ["forget10: ngdiff+gen"]  # method.lr is the color, not the panel
+    cells = series["forget10: ngdiff+gen"]
+    assert sorted(cells) == [1e-4, 1e-3]
+    assert cells[1e-4]["lr"].tolist() == pytest.approx([1e-4, 1.3e-4, 1.4e-4])
+    assert cells[1e-4]["vertex"].to_dict() == pytest.approx({0: 6e-4, 2: 2e-4})  # the negative one dropped
+    res = report(root, tmp_path / "out")
+    assert tmp_path / "out" / "gen_rates.png" in res["files"]
