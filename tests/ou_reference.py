@@ -252,3 +252,195 @@ def ou_tofu_eval(ou: OpenUnlearning, model, tokenizer, template_args: Mapping[st
     logs["privleak"] = priv.privleak._metric_fn(model, pre_compute={"forget": logs["mia_min_k"]}, ref_value=0.5,
                                                 **reference)
     return logs
+
+
+# ----------------------------------------------------------------------------------------
+# their MUSE evaluation suite, wired as configs/eval/muse.yaml and muse_metrics/*.yaml wire it
+# ----------------------------------------------------------------------------------------
+#: the modules MUSE needs beyond :data:`MODULES` (its CompletionDataset), imported after them
+MUSE_MODULES = {"data.pretraining": "src/data/pretraining.py"}
+#: the MUSE config files, read as they are: the suite, the template, each metric and its dataset
+MUSE_CONFIGS = {
+    "muse": "configs/eval/muse.yaml",
+    "Llama-2-7b-hf": "configs/model/Llama-2-7b-hf.yaml",  # the template of their MUSE models
+    "collator": "configs/collator/DataCollatorForSupervisedDataset.yaml",
+    **{m: f"configs/eval/muse_metrics/{m}.yaml" for m in (
+        "forget_knowmem_ROUGE", "retain_knowmem_ROUGE", "forget_verbmem_ROUGE", "privleak", "extraction_strength",
+        "mia_min_k", "mia_loss", "mia_zlib", "mia_min_k_plus_plus")},
+    **{d: f"configs/data/datasets/{d}.yaml" for d in (
+        "MUSE_forget_knowmem", "MUSE_retain_knowmem", "MUSE_forget_verbmem", "MUSE_MIA")},
+}
+MUSE_ROUGE_METRICS = ("forget_knowmem_ROUGE", "retain_knowmem_ROUGE", "forget_verbmem_ROUGE")
+#: their MUSE attack metrics -> (attack module, class): muse_metrics/mia_*.yaml handlers
+MUSE_MIA_ATTACKS = {m: (module, cls) for m, (module, cls, _) in MIA_ATTACKS.items()}
+
+
+def _show(commit: str, paths, dest: Path) -> dict[str, Path]:
+    git = ["git", "--git-dir", str(_git_dir(repo_path()))]
+    out = {}
+    for path in paths:
+        text = subprocess.run([*git, "show", f"{commit}:{path}"], check=True, capture_output=True).stdout
+        file = dest / path
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(text)
+        out[path] = file
+    return out
+
+
+@contextlib.contextmanager
+def load_open_unlearning_muse(dest: Path) -> Iterator[OpenUnlearning]:
+    """:func:`load_open_unlearning` plus what MUSE needs (``data.pretraining``, the MUSE configs),
+    from the same commit; everything it adds to ``sys.modules`` is gone again on exit."""
+    with load_open_unlearning(dest) as ou:
+        files = _show(ou.commit, [*MUSE_MODULES.values(), *MUSE_CONFIGS.values()], dest)
+        saved = {n: sys.modules[n] for n in MUSE_MODULES if n in sys.modules}
+        try:
+            for name, path in MUSE_MODULES.items():
+                spec = importlib.util.spec_from_file_location(name, files[path])
+                mod = importlib.util.module_from_spec(spec)
+                sys.modules[name] = mod
+                spec.loader.exec_module(mod)
+                parent, _, child = name.rpartition(".")
+                setattr(sys.modules[parent], child, mod)
+                ou.modules[name] = mod
+            ou.configs.update({k: files[v] for k, v in MUSE_CONFIGS.items()})
+            yield ou
+        finally:
+            for name in MUSE_MODULES:
+                sys.modules.pop(name, None)
+            sys.modules.update(saved)
+
+
+def muse_suite(ou: OpenUnlearning) -> list[str]:
+    """The metrics ``configs/eval/muse.yaml`` enables (its ``muse_metrics`` defaults list)."""
+    from omegaconf import OmegaConf
+
+    defaults = OmegaConf.to_container(OmegaConf.load(ou.configs["muse"]).defaults)
+    return next(d["muse_metrics"] for d in defaults if isinstance(d, dict) and "muse_metrics" in d)
+
+
+class _MuseWiring:
+    """Their MUSE configs, read: datasets (Hub (name, split) -> ``folder/<name>/<split>.json``) and
+    collators per metric, as their evaluator builds them from ``muse_metrics/<metric>.yaml``."""
+
+    def __init__(self, ou: OpenUnlearning, tokenizer, folder: Path):
+        from omegaconf import OmegaConf
+
+        self.ou, self.tokenizer, self.folder = ou, tokenizer, Path(folder)
+        self.cfg = {name: OmegaConf.load(ou.configs[name]) for name in MUSE_CONFIGS}
+        self.template_args = OmegaConf.to_container(self.cfg["Llama-2-7b-hf"].template_args)
+        self.generation = OmegaConf.load(ou.configs["generation"])
+
+    def local(self, hf_args: Mapping[str, Any]) -> dict[str, Any]:
+        return {"path": "json", "data_files": str(self.folder / hf_args["name"] / f"{hf_args['split']}.json"),
+                "split": "train"}
+
+    def datasets(self, metric: str) -> dict[str, Any]:
+        """access key -> their dataset object: the dataset file's args merged with the metric's."""
+        from omegaconf import OmegaConf
+
+        m = self.cfg[metric]
+        (file,) = [next(iter(d.values())) for d in OmegaConf.to_container(m.defaults)
+                   if isinstance(d, dict) and next(iter(d)).endswith("@datasets")]
+        out = {}
+        for key, entry in self.cfg[file].items():
+            override = m.get("datasets", {}).get(key, {})
+            args = OmegaConf.to_container(OmegaConf.merge(entry.args, override.get("args", {})), resolve=False)
+            for h in ("hf_args", "few_shot_dataset_hf_args"):
+                if h in args:  # their Hub dataset (name, split) as the local file
+                    args[h] = self.local(OmegaConf.to_container(entry.args[h]))
+            module = "data.qa" if entry.handler == "QADataset" else "data.pretraining"
+            data = getattr(self.ou.modules[module], entry.handler)(**args, template_args=self.template_args,
+                                                                   tokenizer=self.tokenizer)
+            if getattr(data, "fs_data", None) is not None:
+                # their pinned datasets (3.0.1) returns a column as a list; 4+ as a Column, which
+                # their ``fs_data[question_key] + [question]`` cannot concatenate
+                data.fs_data = {k: list(v) for k, v in data.fs_data.items()}
+            out[override.get("access_key", entry.get("access_key", key))] = data
+        return out
+
+    def collator(self, metric: str):
+        default = self.cfg["collator"].DataCollatorForSupervisedDataset.args.padding_side
+        args = self.cfg[metric].get("collators", {}).get("DataCollatorForSupervisedDataset", {}).get("args", {})
+        return self.ou.collators.DataCollatorForSupervisedDataset(
+            self.tokenizer, padding_side=args.get("padding_side", default), index="index")
+
+
+def ou_muse_mia(ou: OpenUnlearning, model, tokenizer, folder: Path, metrics=("mia_min_k",)) -> dict[str, Any]:
+    """Their ``mia_*`` results on ``folder/privleak/{forget,holdout}.json`` (``MUSE_MIA.yaml``):
+    ``mia/utils.py`` ``mia_auc`` with the attacks' own classes and :func:`roc_auc` for sklearn's."""
+    w = _MuseWiring(ou, tokenizer, folder)
+    model.eval()
+    logs = {}
+    for metric in metrics:
+        m = w.cfg[metric]
+        module, cls_name = MUSE_MIA_ATTACKS[metric]
+        assert m.handler == metric
+        cls = getattr(ou.modules[f"evals.metrics.mia.{module}"], cls_name)
+        args = {"model": model, "collator": w.collator(metric), "batch_size": int(m.batch_size),
+                **({"k": float(m.k)} if "k" in m else {}), **({"tokenizer": tokenizer} if module == "zlib" else {})}
+        data = w.datasets(metric)
+        out = {g: cls(data=data[g], **args).attack() for g in ("forget", "holdout")}
+        f = [e["score"] for e in out["forget"]["value_by_index"].values()]
+        h = [e["score"] for e in out["holdout"]["value_by_index"].values()]
+        out["auc"] = out["agg_value"] = roc_auc([0] * len(f) + [1] * len(h), f + h)
+        logs[metric] = out
+    return logs
+
+
+def ou_muse_rouge(ou: OpenUnlearning, model, tokenizer, folder: Path, metrics=MUSE_ROUGE_METRICS, *,
+                  generation_batch_size: int | None = None) -> dict[str, Any]:
+    """Their ROUGE results (``memorization.py`` ``rouge``: generation, stop words, ground truths) of
+    the KnowMem / VerbMem metrics, on the files in ``folder``; ``generation_batch_size`` replaces
+    the configs' batch size when given."""
+    from omegaconf import OmegaConf
+
+    w = _MuseWiring(ou, tokenizer, folder)
+    model.eval()
+    logs = {}
+    for metric in metrics:
+        m = w.cfg[metric]
+        assert m.handler == "rouge"
+        (data,) = w.datasets(metric).values()
+        logs[metric] = ou.memorization.rouge._metric_fn(
+            model, data=data, collators=w.collator(metric), tokenizer=tokenizer, rouge_type=m.rouge_type,
+            batch_size=generation_batch_size or int(m.batch_size),
+            generation_args=OmegaConf.merge(w.generation, m.generation_args))
+    return logs
+
+
+def ou_muse_eval(ou: OpenUnlearning, model, tokenizer, folder: Path, *, retain_logs: Mapping[str, Any] | None = None,
+                 generation_batch_size: int | None = None, extra_attacks=("mia_loss", "mia_zlib", "mia_min_k_plus_plus"),
+                 generate: bool = True) -> dict[str, Any]:
+    """One model's MUSE_EVAL.json as open-unlearning computes it (the metric cache) on the MUSE
+    files in ``folder`` (``<config>/<split>.json``, read by their ``QADataset`` /
+    ``CompletionDataset`` through ``datasets.load_dataset("json")``): the suite of ``muse.yaml``
+    (its ROUGE metrics, ``privleak`` and the ``mia_min_k`` it pre-computes, which their evaluator
+    stores too, ``extraction_strength``) and ``extra_attacks`` (their configs, commented out in
+    ``muse.yaml``). Every dataset key, length, collator side, batch size, generation argument, k,
+    ROUGE type and ``ref_value`` is read from their configs; only the Hub paths become local files
+    (and ``generation_batch_size``, when given, replaces the ROUGE metrics' batch size).
+    ``retain_logs``: the retain model's eval (their ``retain_logs_path``) for PrivLeak; without it,
+    ``ref_value``."""
+    mem, priv = ou.memorization, ou.privacy
+    w = _MuseWiring(ou, tokenizer, folder)
+    model.eval()
+    logs: dict[str, Any] = {}
+    if generate:
+        logs.update(ou_muse_rouge(ou, model, tokenizer, folder, generation_batch_size=generation_batch_size))
+    logs.update(ou_muse_mia(ou, model, tokenizer, folder, ("mia_min_k", *extra_attacks)))
+    p = w.cfg["privleak"]
+    assert p.handler == "privleak" and list(p.pre_compute) == ["mia_min_k"]
+    assert p.pre_compute.mia_min_k.access_key == "forget"
+    reference = {}
+    if retain_logs is not None:  # their retain_logs_path: the file's entries under their access keys
+        include = p.reference_logs.retain_model_logs.include
+        reference = {"reference_logs": {"retain_model_logs": {
+            include[k].get("access_key", k): retain_logs.get(k) for k in include}}}
+    logs["privleak"] = priv.privleak._metric_fn(model, pre_compute={"forget": logs["mia_min_k"]},
+                                                ref_value=p.ref_value, **reference)
+    m = w.cfg["extraction_strength"]
+    (data,) = w.datasets("extraction_strength").values()
+    logs["extraction_strength"] = mem.extraction_strength._metric_fn(
+        model, data=data, collators=w.collator("extraction_strength"), batch_size=int(m.batch_size))
+    return logs
