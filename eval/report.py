@@ -76,7 +76,9 @@ def record_rows(path: Path) -> list[dict[str, Any]]:
         "run_dir": str(path.parent), "status": rec["status"],
         "benchmark": cfg.get("dataset", {}).get("benchmark"), "dataset": cfg.get("dataset", {}).get("name"),
         "split": cfg.get("dataset", {}).get("split"), "model": cfg.get("model", {}).get("name"),
-        "method": cfg.get("method", {}).get("name"), "scheduler": cfg.get("scheduler", {}).get("name"),
+        "method": cfg.get("method", {}).get("name"),
+        # a preset (scheduler=gen_calib) is its label; the scheduler it configures is its name
+        "scheduler": cfg.get("scheduler", {}).get("label") or cfg.get("scheduler", {}).get("name"),
         "lr": cfg.get("method", {}).get("lr"), "variant": _variant(path.parent, rec), "seed": rec.get("seed"),
         "steps": (rec.get("unlearn") or {}).get("steps"), "seconds": (rec.get("timings") or {}).get("total"),
     }

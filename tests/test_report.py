@@ -179,3 +179,17 @@ def test_gen_rate_figure_from_step_logs(tmp_path):
     assert cells[1e-4]["vertex"].to_dict() == pytest.approx({0: 6e-4, 2: 2e-4})  # the negative one dropped
     res = report(root, tmp_path / "out")
     assert tmp_path / "out" / "gen_rates.png" in res["files"]
+
+
+def test_a_scheduler_preset_is_its_own_row_and_directory(tmp_path):
+    root = tmp_path / "runs"
+    write_record(root, "ngdiff", "forget05", 100, fq=0.2, mu=0.4, scheduler="gen_calib")
+    run_dir = root / "tofu_synth" / "forget05" / "tiny_llama" / "ngdiff-gen_calib" / "default" / "seed100"
+    rec = json.loads((run_dir / "record.json").read_text())
+    rec["config"]["scheduler"] = {"name": "gen", "label": "gen_calib", "calibrate": 5}
+    (run_dir / "record.json").write_text(json.dumps(rec))
+    write_record(root, "ngdiff", "forget05", 100, fq=0.1, mu=0.4, scheduler="gen")
+    df = load_runs(root)
+    assert sorted(df[df["model_role"] == "unlearned"]["scheduler"]) == ["gen", "gen_calib"]
+    cfg = compose_cfg(["scheduler=gen_calib_cap"])
+    assert cfg.scheduler.name == "gen" and cfg.scheduler.label == "gen_calib_cap" and list(cfg.scheduler.cap) == [0.5, 1.0]
