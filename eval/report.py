@@ -30,6 +30,7 @@ import pandas as pd
 
 from eval.gen_figure import gen_rates_figure
 from eval.records import RECORD_NAME, RECORD_VERSION, load_record
+from eval.spread import spread_markdown, spread_table
 
 # metric -> better direction: "max", "min" or "zero" (closest to 0 is best, e.g. PrivLeak)
 DIRECTION = {
@@ -509,6 +510,12 @@ def report(runs: str | Path, out: str | Path, sweep: str | None = None,
     result["files"].append(out / "runs.csv")
     result["files"] += write_figures(df, out, bench)
     result["table"] = table
+    if rep.get("spread"):  # robustness over a setting (eval/spread.py)
+        spread = spread_table(agg, rep["spread"], DIRECTION, tuple(rows), columns)
+        (out / "spread.md").write_text(spread_markdown(spread))
+        spread.to_csv(out / "spread.csv", index=False)
+        result["files"] += [out / "spread.md", out / "spread.csv"]
+        result["spread"] = spread
     return result
 
 
@@ -533,8 +540,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{res['runs']} runs from {runs}" + (f" ({res['message']})" if "message" in res else ""))
     for p in res["files"]:
         print(f"wrote {p}")
+    if "spread" in res:
+        print("\n" + spread_markdown(res["spread"]))
     if args.readme and "table" in res:
         update_readme(Path(args.readme), args.sweep or "all", (out / "table.md").read_text())
+        if "spread" in res:
+            update_readme(Path(args.readme), f"{args.sweep}:spread", (out / "spread.md").read_text())
         print(f"updated {args.readme}")
 
 

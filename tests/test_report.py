@@ -193,3 +193,30 @@ def test_a_scheduler_preset_is_its_own_row_and_directory(tmp_path):
     assert sorted(df[df["model_role"] == "unlearned"]["scheduler"]) == ["gen", "gen_calib"]
     cfg = compose_cfg(["scheduler=gen_calib_cap"])
     assert cfg.scheduler.name == "gen" and cfg.scheduler.label == "gen_calib_cap" and list(cfg.scheduler.cap) == [0.5, 1.0]
+
+
+def test_spread_over_initial_rates_against_the_best_fixed_rate():
+    from eval.report import DIRECTION
+    from eval.spread import spread_table
+
+    def cell(sched, lr, fq, fp, tr, mu):
+        return {"method": "ngdiff", "scheduler": sched, "lr": lr, "split": "forget05", "forget_quality_mean": fq,
+                "forget_prob_mean": fp, "forget_truth_ratio_mean": tr, "model_utility_mean": mu}
+
+    agg = pd.DataFrame([
+        cell("constant", 1e-4, 0.01, 0.50, 0.60, 0.80), cell("constant", 3e-4, 0.90, 0.10, 0.70, 0.72),
+        cell("constant", 1e-3, 0.50, 0.01, 0.80, 0.30),
+        cell("gen_a", 1e-4, 0.92, 0.09, 0.70, 0.74), cell("gen_a", 1e-3, 0.95, 0.08, 0.72, 0.76),
+        cell("gen_b", 1e-4, 0.01, 0.50, 0.60, 0.80), cell("gen_b", 1e-3, 0.95, 0.05, 0.75, 0.70),
+    ])
+    spec = {"over": "lr", "baseline": "constant", "best_by": "forget_quality", "tolerance": 0.05,
+            "ranges": ["model_utility", "forget_truth_ratio"], "no_worse": ["forget_quality", "forget_prob", "model_utility"]}
+    t = spread_table(agg, spec, DIRECTION, ("method", "scheduler", "lr"), "split").set_index("scheduler")
+    assert t.loc["constant", "goal"] == "-" and t.loc["gen_a", "baseline lr"] == 3e-4  # best FQ: 0.90 at 3e-4
+    a = t.loc["gen_a"]
+    assert a["model_utility range"] == pytest.approx(0.02) and a["forget_truth_ratio range"] == pytest.approx(0.02)
+    assert (a["forget_quality worst"], a["forget_prob worst"], a["model_utility worst"]) == pytest.approx((0.92, 0.09, 0.74))
+    assert (a["forget_quality baseline"], a["model_utility baseline"]) == pytest.approx((0.90, 0.72))
+    assert a["goal"] == "met"
+    b = t.loc["gen_b"]  # forgets nothing from 1e-4, and its utility moves by 0.10
+    assert b["model_utility range"] == pytest.approx(0.10) and b["forget_quality worst"] == 0.01 and b["goal"] == "not met"
