@@ -410,8 +410,8 @@ def ou_muse_rouge(ou: OpenUnlearning, model, tokenizer, folder: Path, metrics=MU
 
 
 def ou_muse_eval(ou: OpenUnlearning, model, tokenizer, folder: Path, *, retain_logs: Mapping[str, Any] | None = None,
-                 generation_batch_size: int | None = None, extra_attacks=("mia_loss", "mia_zlib", "mia_min_k_plus_plus"),
-                 generate: bool = True) -> dict[str, Any]:
+                 generation_batch_size: int | None = None,
+                 extra_attacks=("mia_loss", "mia_zlib", "mia_min_k_plus_plus"), generate: bool = True) -> dict[str, Any]:
     """One model's MUSE_EVAL.json as open-unlearning computes it (the metric cache) on the MUSE
     files in ``folder`` (``<config>/<split>.json``, read by their ``QADataset`` /
     ``CompletionDataset`` through ``datasets.load_dataset("json")``): the suite of ``muse.yaml``
