@@ -70,12 +70,16 @@ def privleak_log(model, prepared, cfg) -> dict[str, Any]:
             slot.setdefault(t, len(slot))
     mia = cfg["mia"]
     max_length = int(mia.get("max_length") or NO_TRUNCATION)
-    s = score(model, [encode_text(tok, t, max_length) for t in slot], int(cfg["batch_size"]), tok.pad_token_id,
-              tokens=True)
+    feats = [encode_text(tok, t, max_length) for t in slot]
+    s = score(model, feats, int(cfg["batch_size"]), tok.pad_token_id, tokens=True)
     settings = MiaSettings.from_cfg(mia)
+    # what the zlib attack compresses: the text (MUSE); open-unlearning: its scored tokens decoded
+    # (cut at its max_length)
+    zt = ([tok.decode([i for i in f["labels"] if i != -100], skip_special_tokens=True) for f in feats]
+          if is_ou(cfg) else list(slot))
     out: dict[str, Any] = {}
     for g, texts in groups.items():
-        out[g] = {a: indexed(v) for a, v in group_scores(s, [(slot[t], t) for t in texts], settings).items()}
+        out[g] = {a: indexed(v) for a, v in group_scores(s, [(slot[t], zt[slot[t]]) for t in texts], settings).items()}
         out[g]["num_tokens"] = indexed(s.counts[[slot[t] for t in texts]])
     return out
 
@@ -116,7 +120,9 @@ def knowmem_log(model, prepared, cfg, side: str) -> dict[str, Any]:
                            clean_up=ou or None)
     gens = [g.strip() for g in gens] if ou else gens
     _, per_item = mm.knowmem_score(answers, gens, stops=stops, stemmer=_rouge(cfg)["stemmer"])
-    return {"generated_text": indexed([[q, g, a] for q, g, a in zip(rows["question"], gens, answers)]),
+    # the prompt generation started from (open-unlearning's log: decoded from its cut ids)
+    shown = [tok.decode(i, skip_special_tokens=True, clean_up_tokenization_spaces=True) for i in inputs] if ou else prompts
+    return {"generated_text": indexed([[p, g, a] for p, g, a in zip(shown, gens, answers)]),
             "rougeL_f1": indexed(per_item)}
 
 

@@ -337,10 +337,6 @@ def test_privleak_texts_longer_than_their_max_length(long_texts, anchor, attack)
             np.asarray(_ours(ours[g][attack]))), g
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "eval/muse_eval.py privleak_log passes the raw privleak text to the zlib attack; open-unlearning's "
-    "ZLIBAttack compresses the decoded scored tokens, which MUSE_MIA.yaml's max_length 2048 cuts, so "
-    "they differ for a text longer than 2048 tokens (eval/tofu_eval.py already uses that rule under compat)"))
 def test_zlib_of_privleak_texts_longer_than_their_max_length(long_texts):
     for g in ("forget", "holdout"):
         assert np.asarray(_per_item(long_texts.theirs["mia_zlib"][g], "score")) == _approx(
@@ -365,11 +361,7 @@ def test_written_rouge(anchor, log):
 
 @pytest.mark.parametrize("log", [
     "verbmem",
-    *(pytest.param(log, marks=pytest.mark.xfail(strict=True, reason=(
-        "eval/muse_eval.py knowmem_log stores [question, generation, answer], so eval/ou_logs.py "
-        "muse_ou_eval writes the question as 'input'; their eval_text_similarity stores the decoded "
-        "prompt (the in-context examples and the 'Question: ...\\nAnswer: ' template)")))
-      for log in ("knowmem_forget", "knowmem_retain"))])
+    "knowmem_forget", "knowmem_retain"])
 def test_written_rouge_inputs(anchor, log):
     name = ROUGE[log]
     assert _per_item(anchor.written[name], "input") == _per_item(anchor.theirs[name], "input")
