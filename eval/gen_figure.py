@@ -59,11 +59,15 @@ def gen_rates_figure(un: pd.DataFrame, variant_items):
     import matplotlib.pyplot as plt
 
     n = len(series)
-    fig, axes = plt.subplots(1, n, figsize=(4.4 * n + 2.2, 3.6), squeeze=False, sharey=True)
+    cols = min(3, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols + 2.2, 3.2 * rows + 0.6), squeeze=False, sharey=True)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
     cmap = matplotlib.colormaps["viridis"]
     rates = sorted({lr for cells in series.values() for lr in cells})
     color = {lr: cmap(i / max(1, len(rates) - 1)) for i, lr in enumerate(rates)}
-    for ax, (panel, cells) in zip(axes[0], series.items()):
+    for ax, (panel, cells) in zip(axes.flat, series.items()):
         for lr, s in cells.items():
             ax.plot(s["lr"].index, s["lr"].to_numpy(), color=color[lr], label=f"rate used (start {lr:g})")
             if len(s["vertex"]):
@@ -73,7 +77,8 @@ def gen_rates_figure(un: pd.DataFrame, variant_items):
         ax.set_xlabel("step")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_title(panel, fontsize=9)
-    axes[0][0].set_ylabel("learning rate (log)")
+    for row in axes:
+        row[0].set_ylabel("learning rate (log)")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center right", fontsize=7)
     fig.suptitle("GeN: the rate used and the fitted vertex, per initial rate (mean over seeds)")

@@ -171,3 +171,12 @@ def test_official_settings_by_name():
     assert s.name == "gen" and s.probe_batch == "fresh" and list(s.points) == [-1, 1] and s.min_r2 == 0.99
     assert (s.lazy, s.ema, list(s.clip), s.on_reject, s.horizon, s.calibrate, s.cap) == (4, 0.9, [0.5, 2.0], "keep",
                                                                                           False, 0, None)
+
+
+def test_vertex_scale_aims_short_of_the_minimizer():
+    h = 10.0  # vertex 0.1; half of it, straight (calibration: no EMA)
+    sched = GeN(1e-2, 100, {"calibrate": 1, "vertex_scale": 0.5})
+    fit = sched.observe_points(0, *probe_points(quad(h, 0.0), 2.0, h * 2.0, 1e-2, sched.points), eta=1e-2)
+    assert fit.vertex == pytest.approx(0.1) and sched.eta == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="vertex_scale must be positive"):
+        GeN(1.0, 10, {"vertex_scale": 0.0})

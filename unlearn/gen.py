@@ -16,6 +16,8 @@ Safeguards (official GeN, ``scheduler=gen_official``): accept only ``a > 0`` (cu
   ``calib_clip`` and no EMA or horizon: the rate jumps to the vertex instead of creeping towards
   it (one accepted probe moves it by at most 0.95-1.10x under the steady safeguards);
 * ``cap: [lo, hi]`` -- after calibration the rate stays within ``[lo, hi] x`` the calibrated rate;
+* ``vertex_scale: s`` -- the candidate is ``s x b / a`` (before the clip): a rate short of the
+  minimizer along the step, which a short horizon with a moving loss may prefer;
 * ``probe_batch: fresh`` (the official code's next batch) or ``step`` (the step's own batch),
   ``probe_eval: true`` (probes without dropout), ``fit`` (retain / forget / objective loss): the
   engine's side (:mod:`unlearn.engine`).
@@ -103,6 +105,9 @@ class GeN(Scheduler):
         self.calib_clip = _pair(cfg, "calib_clip", (0.01, 100.0))
         self.cap = _pair(cfg, "cap", None)
         self.probe_batch = str(cfg.get("probe_batch", "step"))
+        self.vertex_scale = float(cfg.get("vertex_scale", 1.0))
+        if not self.vertex_scale > 0:
+            raise ValueError(f"gen.vertex_scale must be positive, got {self.vertex_scale}")
         if self.lazy < 1:
             raise ValueError(f"gen.lazy must be >= 1, got {self.lazy}")
         if not 0.0 <= self.ema < 1.0:
@@ -155,7 +160,7 @@ class GeN(Scheduler):
                 self.eta = before / 2
             return GeNFit(a, b, None, False, reason, before, self.eta, named, vertex, r2, phase=phase)
         lo, hi = self.calib_clip if phase == "calibrate" else (self.clip_low, self.clip_high)
-        cand, bound = _clip(vertex, lo * before, hi * before, "clip")
+        cand, bound = _clip(self.vertex_scale * vertex, lo * before, hi * before, "clip")
         if phase == "calibrate":  # straight to the (clipped) vertex: no smoothing, no horizon
             self.eta = cand
         else:
