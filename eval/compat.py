@@ -93,3 +93,9 @@ def ou_ground_truth(tokenizer, full_ids, prompt_ids) -> str:
     the decoded prompt removed, stripped -- not the raw answer string."""
     kw = dict(skip_special_tokens=True, clean_up_tokenization_spaces=True)
     return tokenizer.decode(list(full_ids), **kw).replace(tokenizer.decode(list(prompt_ids), **kw), "").strip()
+
+
+def ou_scored_text(tokenizer, feature) -> str:
+    """What open-unlearning's zlib attack compresses (``extract_target_texts_from_processed_data``):
+    a feature's scored tokens decoded, special tokens skipped."""
+    return tokenizer.decode([t for t in feature["labels"] if t != -100], skip_special_tokens=True)

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from eval import muse_metrics as mm
-from eval.compat import OU_EPS, OU_KNOWMEM_MAX_LENGTH, OU_MUSE_MAX_LENGTH, OU_PRIVLEAK_REF, is_ou, ou_ground_truth
+from eval.compat import (OU_EPS, OU_KNOWMEM_MAX_LENGTH, OU_MUSE_MAX_LENGTH, OU_PRIVLEAK_REF, is_ou, ou_ground_truth,
+                         ou_scored_text)
 from eval.generation import greedy_generate
 from eval.likelihood import score
 from eval.mia import ATTACKS, MiaSettings, group_scores, mia_aucs
@@ -75,8 +76,7 @@ def privleak_log(model, prepared, cfg) -> dict[str, Any]:
     settings = MiaSettings.from_cfg(mia)
     # what the zlib attack compresses: the text (MUSE); open-unlearning: its scored tokens decoded
     # (cut at its max_length)
-    zt = ([tok.decode([i for i in f["labels"] if i != -100], skip_special_tokens=True) for f in feats]
-          if is_ou(cfg) else list(slot))
+    zt = [ou_scored_text(tok, f) for f in feats] if is_ou(cfg) else list(slot)
     out: dict[str, Any] = {}
     for g, texts in groups.items():
         out[g] = {a: indexed(v) for a, v in group_scores(s, [(slot[t], zt[slot[t]]) for t in texts], settings).items()}

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from eval import tofu_metrics as tm
-from eval.compat import OU_PRIVLEAK_REF, OU_TOFU_MAX_LENGTH, is_ou, ou_ground_truth
+from eval.compat import OU_PRIVLEAK_REF, OU_TOFU_MAX_LENGTH, is_ou, ou_ground_truth, ou_scored_text
 from eval.generation import greedy_generate
 from eval.likelihood import score
 from eval.mia import ATTACKS, MiaSettings, group_scores, mia_aucs
@@ -171,8 +171,7 @@ def evaluate_tofu(
             log["extraction_strength"] = indexed(extraction_strength(correct))
             if held:  # the zlib attack compresses the scored text: the answer (open-unlearning: its
                 # scored tokens decoded, which its mask may have cut)
-                zt = ([prepared.tokenizer.decode([t for t in f["labels"] if t != -100], skip_special_tokens=True)
-                       for f in feats] if is_ou(cfg) else [a for _, a in texts])
+                zt = [ou_scored_text(prepared.tokenizer, f) for f in feats] if is_ou(cfg) else [a for _, a in texts]
                 log.update(_mia_scores(s, zt, ans, held, cfg))
         logs[t] = log
     if generate:
