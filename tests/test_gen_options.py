@@ -180,3 +180,32 @@ def test_vertex_scale_aims_short_of_the_minimizer():
     assert fit.vertex == pytest.approx(0.1) and sched.eta == pytest.approx(0.05)
     with pytest.raises(ValueError, match="vertex_scale must be positive"):
         GeN(1.0, 10, {"vertex_scale": 0.0})
+
+
+def test_trial_probe_takes_the_first_update_at_the_fitted_rate(tmp_path):
+    """The trial step is undone (weights and AdamW state): the run's first update is exactly a
+    fixed-rate update at the rate the trial probe found."""
+    cfg = {"name": "ngdiff", "eps": 1e-8, "lr": 1e-5, "epochs": 1, "batch_size": 4, "optimizer": "adamw",
+           "weight_decay": 0.01, "max_steps": 1}
+    forget, retain = varied_features(12, 1), varied_features(30, 2)
+
+    def run(sched_cfg, lr, name):
+        model = tiny_llama()
+        path = tmp_path / f"{name}.jsonl"
+        res = unlearn(model, build_method({**cfg, "lr": lr}),
+                      lambda t, e: build_scheduler(sched_cfg, lr, t, e), forget, retain, {**cfg, "lr": lr},
+                      pad_id=0, seed=5, log_path=path)
+        return model, [json.loads(x) for x in path.read_text().splitlines()], res
+
+    gen, rows, res = run({"name": "gen", "calibrate": 1, "trial_probe": True, "lazy": 100}, 1e-5, "trial")
+    assert res.status == "ok" and rows[0]["trial/accepted"] and rows[0]["trial/phase"] == "calibrate"
+    fitted = rows[0]["lr"]
+    # the vertex, within calib_clip's 100 x the initial rate
+    assert fitted != 1e-5 and fitted == pytest.approx(min(rows[0]["trial/vertex"], 100 * 1e-5), rel=1e-9)
+    fixed, frows, _ = run({"name": "constant"}, fitted, "fixed")
+    assert frows[0]["lr"] == fitted
+    for (n, p), (_, q) in zip(gen.named_parameters(), fixed.named_parameters()):
+        assert torch.equal(p, q), n
+    # without the option the first update is taken at the initial rate
+    _, plain, _ = run({"name": "gen", "calibrate": 1, "lazy": 100}, 1e-5, "plain")
+    assert plain[0]["lr"] == 1e-5 and not any(k.startswith("trial/") for k in plain[0])

@@ -21,6 +21,7 @@ One step (DESIGN.md §5, §8):
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import itertools
 import json
@@ -260,13 +261,15 @@ def unlearn(
                         except KeyError:
                             l0 = st.fit_losses(micro, mweights)
                         w0 = [p.detach().clone() for p in params]
+                        batches = (_materialize(pairs, pairs.fresh(plan["batch_size"]), pad_id, acc)[:2] if fresh
+                                   else (micro, mweights))
+                        if sched.trial(step):  # probe a trial step, undo it, take the update at the fitted rate
+                            lr = _trial_probe(st, optim, w0, batches, l0, lr, sched, step, row)
                     optim.step()
                     optim.zero_grad(set_to_none=True)
                     if scaler is not None:
                         scaler.update(False)
                     if probe:
-                        batches = (_materialize(pairs, pairs.fresh(plan["batch_size"]), pad_id, acc)[:2] if fresh
-                                   else (micro, mweights))
                         row.update(_probe(st, w0, batches, l0, lr, sched, step))
                         del w0
                 if scaler is not None:
@@ -303,6 +306,24 @@ def _materialize(pairs: PairedBatches, plan_step, pad_id: int, acc):
               "retain": pairs.batch("retain", m.retain, pad_id, acc.device)} for m in plan_step]
     weights = [m.weight for m in plan_step]
     return micro, weights, normalize_batches(micro, weights, acc)
+
+
+def _trial_probe(st: _Step, optim, w0, batches, l0, lr, sched, step, row) -> float:
+    """GeN's trial probe (``scheduler.trial_probe``): take the first update at the initial rate,
+    probe along it, put the weights and the optimizer state back, and return the rate the fit gave,
+    at which the real first update is then taken (logged under ``trial/``)."""
+    saved = copy.deepcopy(optim.state_dict())
+    optim.step()
+    row.update({"trial/" + k.split("/", 1)[1]: v for k, v in _probe(st, w0, batches, l0, lr, sched, step).items()})
+    with torch.no_grad():
+        for p, a in zip(st.params, w0):
+            p.copy_(a)
+    optim.load_state_dict(saved)
+    lr = sched.lr(step)
+    for g in optim.param_groups:
+        g["lr"] = lr
+    row["lr"] = lr
+    return lr
 
 
 @torch.no_grad()

@@ -16,6 +16,8 @@ Safeguards (official GeN, ``scheduler=gen_official``): accept only ``a > 0`` (cu
   ``calib_clip`` and no EMA or horizon: the rate jumps to the vertex instead of creeping towards
   it (one accepted probe moves it by at most 0.95-1.10x under the steady safeguards);
 * ``cap: [lo, hi]`` -- after calibration the rate stays within ``[lo, hi] x`` the calibrated rate;
+* ``trial_probe: true`` -- the first probe is made on a trial step that is undone (weights and
+  optimizer state), so the first update is taken at the fitted rate instead of the initial one;
 * ``vertex_scale: s`` -- the candidate is ``s x b / a`` (before the clip): a rate short of the
   minimizer along the step, which a short horizon with a moving loss may prefer;
 * ``probe_batch: fresh`` (the official code's next batch) or ``step`` (the step's own batch),
@@ -127,6 +129,11 @@ class GeN(Scheduler):
     def lr(self, step: int) -> float:
         w = self._warm(step)
         return self.eta if w is None else min(w, self.eta)
+
+    def trial(self, step: int) -> bool:
+        """``trial_probe``: the first probe is made on a trial step that the engine undoes, so that
+        the first update itself is taken at the fitted rate, not at the initial one."""
+        return bool(self.cfg.get("trial_probe")) and step == self.warmup and self.n_probes == 0
 
     def calibrating(self, step: int) -> bool:
         return self.warmup <= step < self.warmup + self.calibrate
