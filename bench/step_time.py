@@ -54,7 +54,7 @@ VARIANTS = {
     "ngdiff (fixed lr)": ({"name": "ngdiff", "eps": 1e-8}, {"name": "constant"}),
     "ngdiff + gen (lazy 4)": ({"name": "ngdiff", "eps": 1e-8}, {"name": "gen", "lazy": 4}),
 }
-PRESETS = ("gen_calib_cap", "gen_official")  # GeN settings studied in issue 13, exactly as configured
+PRESETS = ("gen_calib_trial", "gen_official")  # GeN settings studied in issue 13, exactly as configured
 
 
 def preset(name: str) -> dict:
