@@ -132,15 +132,7 @@ def load_open_unlearning(dest: Path) -> Iterator[OpenUnlearning]:
             parent, _, child = name.rpartition(".")
             if parent:
                 setattr(sys.modules[parent], child, pkg)
-        modules = {}
-        for name, path in MODULES.items():
-            spec = importlib.util.spec_from_file_location(name, files[path])
-            mod = importlib.util.module_from_spec(spec)
-            sys.modules[name] = mod
-            spec.loader.exec_module(mod)
-            parent, _, child = name.rpartition(".")
-            setattr(sys.modules[parent], child, mod)
-            modules[name] = mod
+        modules = {name: _import(name, files[path]) for name, path in MODULES.items()}
         yield OpenUnlearning(commit, modules, {k: files[v] for k, v in CONFIGS.items()})
     finally:
         for name in names:
@@ -287,6 +279,17 @@ def _show(commit: str, paths, dest: Path) -> dict[str, Path]:
     return out
 
 
+def _import(name: str, path: Path):
+    """Import one extracted file as module ``name`` (its stub parent package already in place)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    parent, _, child = name.rpartition(".")
+    setattr(sys.modules[parent], child, mod)
+    return mod
+
+
 @contextlib.contextmanager
 def load_open_unlearning_muse(dest: Path) -> Iterator[OpenUnlearning]:
     """:func:`load_open_unlearning` plus what MUSE needs (``data.pretraining``, the MUSE configs),
@@ -296,13 +299,7 @@ def load_open_unlearning_muse(dest: Path) -> Iterator[OpenUnlearning]:
         saved = {n: sys.modules[n] for n in MUSE_MODULES if n in sys.modules}
         try:
             for name, path in MUSE_MODULES.items():
-                spec = importlib.util.spec_from_file_location(name, files[path])
-                mod = importlib.util.module_from_spec(spec)
-                sys.modules[name] = mod
-                spec.loader.exec_module(mod)
-                parent, _, child = name.rpartition(".")
-                setattr(sys.modules[parent], child, mod)
-                ou.modules[name] = mod
+                ou.modules[name] = _import(name, files[path])
             ou.configs.update({k: files[v] for k, v in MUSE_CONFIGS.items()})
             yield ou
         finally:
