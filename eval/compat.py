@@ -17,7 +17,6 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-from eval import tofu_metrics as tm
 
 OPEN_UNLEARNING = "open_unlearning"
 #: eval.compat values per benchmark: its reference code's rules (the default) or open-unlearning's
@@ -27,7 +26,6 @@ OU_TOFU_MAX_LENGTH = 512    # configs/data/datasets/TOFU_QA_*.yaml max_length
 OU_KNOWMEM_MAX_LENGTH = 512  # configs/data/datasets/MUSE_*_knowmem.yaml max_length (the prompt is cut to it)
 OU_MUSE_MAX_LENGTH = 2048   # MUSE_MIA.yaml / MUSE_forget_verbmem.yaml max_length (tokens after the prefix)
 OU_PRIVLEAK_REF = 0.5       # configs/eval/{tofu,muse}_metrics/privleak.yaml ref_value, without retain logs
-OU_EPS = tm.OU_EPS          # privacy.py privleak / memorization.py ratios: + 1e-10
 
 #: key (dotted, inside eval) -> open-unlearning's value, per benchmark
 OU_SETTINGS: dict[str, dict[str, Any]] = {

@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from eval import muse_metrics as mm
+from eval.tofu_metrics import OU_EPS
 from eval.likelihood import Scores
 from eval.tofu_logs import log_array
 
@@ -74,3 +75,12 @@ def mia_aucs(members: Mapping[str, Any], non_members: Mapping[str, Any], orienta
     """AUC of each attack separating members (forget) from non-members (holdout); the arguments
     are logs, attack -> ``{"0": score0, "1": score1, ...}``."""
     return {a: mm.mia_auc(log_array(members, a), log_array(non_members, a), orientation) for a in ATTACKS}
+
+
+def privleak_score(auc: float, reference: float, open_unlearning: bool = False) -> float:
+    """PrivLeak of an AUC against a reference AUC, both in MUSE's orientation: MUSE's ratio
+    (:func:`eval.muse_metrics.privleak`), NaN against a reference of 0 (a measured one can be, on a
+    few texts); or open-unlearning's, whose ``+ 1e-10`` gives a huge number there instead."""
+    if open_unlearning:
+        return (auc - reference) / (reference + OU_EPS) * 100
+    return mm.privleak(auc, reference) if reference > 0 else float("nan")

@@ -28,11 +28,11 @@ import numpy as np
 import torch
 
 from eval import muse_metrics as mm
-from eval.compat import (OU_EPS, OU_KNOWMEM_MAX_LENGTH, OU_MUSE_MAX_LENGTH, OU_PRIVLEAK_REF, is_ou, ou_ground_truth,
+from eval.compat import (OU_KNOWMEM_MAX_LENGTH, OU_MUSE_MAX_LENGTH, OU_PRIVLEAK_REF, is_ou, ou_ground_truth,
                          ou_scored_text)
 from eval.generation import greedy_generate
 from eval.likelihood import score
-from eval.mia import ATTACKS, MiaSettings, group_scores, mia_aucs
+from eval.mia import ATTACKS, MiaSettings, group_scores, mia_aucs, privleak_score
 from eval.tofu_eval import indexed
 from unlearn.data import encode_text
 
@@ -181,12 +181,6 @@ def retain_logs_reference(path: str, cfg: Mapping[str, Any]):
     return aucs, f"retain logs {path}: AUC forget/holdout {attack} = {aucs[attack]:.4f} (MUSE's orientation)"
 
 
-def _privleak(auc: float, reference: float) -> float:
-    # MUSE's ratio is undefined against a reference AUC of 0 (a measured one can be, on a few
-    # texts): NaN (null in the record), not the huge number open-unlearning's +1e-10 would give
-    return mm.privleak(auc, reference) if reference > 0 else float("nan")
-
-
 def _mean(per_item: Mapping[str, Any]) -> float:
     return float(np.mean([per_item[k] for k in per_item]))
 
@@ -207,14 +201,14 @@ def summarize(logs: Mapping[str, Any], reference: Mapping[str, float] | None, cf
         out.update({f"mia_auc_{a}": 1.0 - v for a, v in aucs.items()})
         ref = (reference or {}).get(attack, 1.0 - OU_PRIVLEAK_REF)
         out["privleak_reference_auc"] = 1.0 - ref  # its orientation, as the AUCs
-        out["privleak"] = (aucs[attack] - ref) / (ref + OU_EPS) * 100
+        out["privleak"] = privleak_score(aucs[attack], ref, open_unlearning=True)
     else:
         out.update({f"mia_auc_{a}": v for a, v in aucs.items()})
     out["mia_auc"] = out[f"mia_auc_{attack}"]
     if reference is not None and not ou:
         out["privleak_reference_auc"] = reference[attack]
-        out["privleak"] = _privleak(aucs[attack], reference[attack])
-        out.update({f"privleak_{a}": _privleak(aucs[a], ref) for a, ref in reference.items()})
+        out["privleak"] = privleak_score(aucs[attack], reference[attack])
+        out.update({f"privleak_{a}": privleak_score(aucs[a], ref) for a, ref in reference.items()})
     for g in PRIVLEAK_GROUPS:  # mean token NLL: the LOSS attack's score
         out[f"loss_{g}"] = _mean(priv[g]["loss"])
     out["n_items"] = {**{name: len(log["rougeL_f1"]) for name, log in logs.items() if name != "privleak"},

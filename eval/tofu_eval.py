@@ -33,8 +33,7 @@ from eval import tofu_metrics as tm
 from eval.compat import OU_PRIVLEAK_REF, OU_TOFU_MAX_LENGTH, is_ou, ou_ground_truth, ou_scored_text
 from eval.generation import greedy_generate
 from eval.likelihood import score
-from eval.mia import ATTACKS, MiaSettings, group_scores, mia_aucs
-from eval.muse_metrics import privleak as privleak_formula
+from eval.mia import ATTACKS, MiaSettings, group_scores, mia_aucs, privleak_score
 from eval.tofu_logs import per_item_truth_ratios
 
 logger = logging.getLogger(__name__)
@@ -253,11 +252,11 @@ def summarize(logs: Mapping[str, Mapping[str, Any]], reference: Any = None,
         if ou:  # its numbers: AUC = 1 - ours; PrivLeak from those with its guard and fallback
             out.update({f"mia_auc_{a}": 1.0 - v for a, v in aucs.items()})
             r = ref.get("min_k", 1.0 - OU_PRIVLEAK_REF)
-            out["privleak"] = (aucs["min_k"] - r) / (r + tm.OU_EPS) * 100
+            out["privleak"] = privleak_score(aucs["min_k"], r, open_unlearning=True)
         else:
             out.update({f"mia_auc_{a}": v for a, v in aucs.items()})
             if "min_k" in ref:
-                out["privleak"] = privleak_formula(aucs["min_k"], ref["min_k"]) if ref["min_k"] > 0 else float("nan")
+                out["privleak"] = privleak_score(aucs["min_k"], ref["min_k"])
     elif "forget" in logs:
         out["mia_note"] = ("skipped: no holdout split with as many items as the forget set, or answers with too few "
                            "scored tokens (run.log)")
@@ -286,9 +285,9 @@ def _likelihood_summary(logs, retain_forget_log, tr_variant) -> dict[str, float]
 
     out: dict[str, float] = {}
     six = []
+    eps = tm.tr_eps(tr_variant)
     for t, log in logs.items():
         kind = "forget" if t == "forget" else "utility"
-        eps = tm.OU_EPS if tr_variant == "open_unlearning" else 0.0
         if t in ("ra", "wf"):
             out[f"{t}_prob"], _ = tm.normalized_probability(log_array(log, "avg_gt_loss"),
                                                             log_array(log, "average_perturb_loss"), eps)

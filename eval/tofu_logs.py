@@ -230,7 +230,7 @@ def aggregate_tofu_run(run_dir_or_logs, retain_run=None, *, tr_variant: str = "g
     if tr_variant not in tm.TR_VARIANTS:
         raise ValueError(f"unknown truth-ratio variant {tr_variant!r}; valid: {', '.join(tm.TR_VARIANTS)}")
     logs = _coerce_run(run_dir_or_logs, tuple(TASK_FILES), "run")
-    eps = tm.OU_EPS if tr_variant == "open_unlearning" else 0.0
+    eps = tm.tr_eps(tr_variant)
     out: dict[str, float] = {}
     for task in ("retain", "ra", "wf"):
         log = logs[task]

@@ -49,6 +49,11 @@ TR_VARIANTS = ("geometric", "arithmetic", "open_unlearning")
 #: once a probability is near 1e-10, i.e. after strong unlearning.
 OU_EPS = 1e-10
 
+
+def tr_eps(variant: str) -> float:
+    """The guard a truth-ratio variant adds to its denominators: open-unlearning's 1e-10, else 0."""
+    return OU_EPS if variant == "open_unlearning" else 0.0
+
 #: Aggregations of the per-item ratio: forget set vs. retain/RA/WF (§1.5 "Aggregation").
 TR_STAT_KINDS = ("forget", "utility")
 
