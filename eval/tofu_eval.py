@@ -210,7 +210,7 @@ def _add_generations(model, prepared, cfg, rows, logs) -> None:
     gens = greedy_generate(
         model, tok, prompt_ids, batch_size=int(gen_cfg["batch_size"]), mode=str(gen_cfg["mode"]),
         max_new_tokens=int(gen_cfg["max_new_tokens"]), max_length=int(gen_cfg["max_length"]),
-        clean_up=ou,
+        clean_up=ou or None,  # TOFU: the tokenizer's own decoding; open-unlearning: clean_up_tokenization_spaces
     )
     for t in rows:
         for key in ("generated_text", "rougeL_recall"):

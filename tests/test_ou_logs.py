@@ -240,3 +240,21 @@ def test_tofu_mia_skipped_when_an_answer_keeps_too_few_tokens():
     assert set(ok) == {f"mia_{g}{a}" for g in ("", "holdout_") for a in ("loss", "zlib", "min_k", "min_k_plus_plus")}
     assert ok["mia_loss"] == {"0": 2.0}
     assert _mia_scores(s, texts, [0], [2], {}) == {}  # the holdout answer was truncated away
+
+
+@pytest.mark.parametrize("compat, expected", [("tofu", None), ("open_unlearning", True)])
+def test_generations_decode_as_each_reference_does(debug_cfg, shared_cache, tmp_path, monkeypatch, compat, expected):
+    """TOFU decodes with the tokenizer's own clean-up setting; open-unlearning passes True."""
+    import eval.tofu_eval as te
+
+    seen, real = [], te.greedy_generate
+
+    def spy(*a, **k):
+        seen.append(k.get("clean_up"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(te, "greedy_generate", spy)
+    rec = run(debug_cfg(f"paths.cache={shared_cache}", "method.max_steps=1", f"eval.compat={compat}"),
+              run_dir=tmp_path / compat)
+    assert rec["status"] == "ok", rec.get("error")
+    assert seen and all(v is expected for v in seen)
