@@ -238,8 +238,10 @@ SUMMARY_NUMBERS = ("forget_quality", "model_utility", "forget_truth_ratio", "for
 def test_two_process_run_py_matches_one_process(tmp_path):
     env = {"UNLEARN_OUTPUTS": str(tmp_path / "out")}
     # 3 steps of the 4 forget examples; generation in batches of 8 so both processes generate
+    # GeN's previous default (gen_ema): a rate that the probes move by at most 10%, so the two runs
+    # stay equal to float order; the default GeN is compared below on its probe losses
     args = ["debug=tiny", "method.epochs=3", "eval.trajectory_every=2", "eval.generation.batch_size=8",
-            "eval.batch_size=16"]
+            "eval.batch_size=16", "scheduler=gen_ema"]
     t = time.perf_counter()
     proc = torchrun("run.py", *args, "method.batch_size=2", env=env, timeout=300)  # 2 x 2 = 1 x 4
     seconds = time.perf_counter() - t
@@ -281,6 +283,30 @@ def test_two_process_run_py_matches_one_process(tmp_path):
         assert p2["forget_prob"] == pytest.approx(p1["forget_prob"], rel=1e-4)
         assert p2["forget_truth_ratio"] == pytest.approx(p1["forget_truth_ratio"], rel=1e-4)
     print(f"2-process run.py: {seconds:.1f} s; max |summary(2 proc) - summary(1 proc)| = {worst:.3g}")
+
+
+def test_two_process_default_gen_probes_match_one_process(tmp_path):
+    """The default GeN (calibration with a trial probe, which undoes a step and the optimizer state)
+    under two processes: step 0's probe losses, all measured from the same weights, equal one
+    process's to float order. The rates that follow are fitted vertices b/a, ratios of loss
+    differences of ~1e-4, so float order moves them by up to 1% and the runs are compared no further."""
+    env = {"UNLEARN_OUTPUTS": str(tmp_path / "out")}
+    args = ["debug=tiny", "method.max_steps=1", "eval.trajectory_every=0"]
+    proc = torchrun("run.py", *args, "method.batch_size=2", env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    (rec2,) = [json.loads(p.read_text()) for p in (tmp_path / "out").rglob("record.json")]
+    assert rec2["status"] == "ok" and rec2["processes"]["count"] == 2
+    from unlearn.config import compose_config
+    from unlearn.pipeline import run
+
+    run(compose_config([*args, "method.batch_size=4", f"paths.root={tmp_path / 'out' / 'debug'}"]), run_dir=tmp_path / "one")
+    two, one = (json.loads(next((tmp_path / d).rglob("steps.jsonl")).read_text().splitlines()[0])
+                for d in ("out/debug/runs", "one"))
+    keys = [k for k in one if k.startswith(("trial/l", "gen/l0", "loss/"))]
+    assert {"trial/l0", "trial/l_step", "trial/l_back", "gen/l0", "loss/forget", "loss/retain"} <= set(keys)
+    for k in keys:
+        assert two[k] == pytest.approx(one[k], abs=2e-6), k  # float32 order at a loss of ~5
+    assert two["lr"] == pytest.approx(one["lr"], rel=0.02) and one["lr"] != pytest.approx(1e-4, rel=0.1)
 
 
 def test_two_process_bad_input_fails_every_process_with_one_record(tmp_path):

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 import torch
 
 from tests.conftest import compose_cfg
@@ -171,6 +172,26 @@ def test_official_settings_by_name():
     assert s.name == "gen" and s.probe_batch == "fresh" and list(s.points) == [-1, 1] and s.min_r2 == 0.99
     assert (s.lazy, s.ema, list(s.clip), s.on_reject, s.horizon, s.calibrate, s.cap) == (4, 0.9, [0.5, 2.0], "keep",
                                                                                           False, 0, None)
+    assert s.trial_probe is False
+
+
+def test_default_is_the_study_choice_and_the_previous_default_has_a_name():
+    """scheduler=gen resolves to the study's chosen row (gen_calib_trial) key for key; gen_ema keeps
+    the pre-study default (official safeguards on the step's batch, nothing else)."""
+    resolved = lambda o: OmegaConf.to_container(compose_cfg(o).scheduler, resolve=True)
+    default, chosen = resolved([]), resolved(["scheduler=gen_calib_trial"])
+    assert chosen.pop("label") == "gen_calib_trial" and "label" not in default and default == chosen
+    assert (default["calibrate"], default["trial_probe"], default["horizon"]) == (5, True, True)
+    ema = resolved(["scheduler=gen_ema"])
+    assert (ema["calibrate"], ema["trial_probe"], ema["horizon"], ema["lazy"], ema["ema"], ema["probe_batch"]) == (
+        0, False, False, 4, 0.9, "step")
+
+
+@pytest.mark.parametrize("overrides,lr", [([], 3e-4), (["dataset=muse_synth"], 1e-3), (["dataset=tofu"], 1e-5),
+                                          (["debug=tiny"], 1e-4), (["method.lr=2e-4"], 2e-4),
+                                          (["method=gdiff", "scheduler=constant"], 3e-4)])
+def test_default_rate_is_the_datasets(overrides, lr):
+    assert compose_cfg(overrides).method.lr == pytest.approx(lr)
 
 
 def test_vertex_scale_aims_short_of_the_minimizer():
