@@ -13,8 +13,13 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from unlearn.sweep_summary import note_job
+
     record = run(cfg)
     report_run(record)
+    note_job(record)
+    if record["status"] == "interrupted":  # Ctrl-C: the record says so; a sweep stops here too
+        raise SystemExit(130)
     # A failed single run exits non-zero; in a sweep the failure is recorded and the sweep goes on.
     if record["status"] == "failed" and HydraConfig.get().mode == RunMode.RUN:
         raise SystemExit(1)

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 RECORD_NAME = "record.json"
 RECORD_VERSION = 2  # 2: metrics.<model> = {summary, logs}
-STATUSES = ("ok", "diverged", "failed")
+STATUSES = ("ok", "diverged", "failed", "interrupted")
 PACKAGES = ("torch", "transformers", "accelerate", "datasets", "tokenizers", "hydra-core", "omegaconf",
             "scipy", "numpy", "pandas", "rouge-score", "nltk")
 

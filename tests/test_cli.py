@@ -36,6 +36,7 @@ def test_multirun_jobs_never_collide_and_rerun_skips(tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0
     assert [p.stat().st_mtime for p in records] == mtimes  # complete records: skipped, not rewritten
+    assert "multirun: 4 jobs: 0 ok, 0 diverged, 0 failed, 0 interrupted, 4 skipped" in proc.stdout
 
 
 def _multirun(tmp_path, *args, timeout=600):
@@ -54,6 +55,10 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert status == {"forget42": "failed", "forget10": "ok"}
     failed = next(r for k, r in records.items() if "forget42" in k)
     assert "forget42" in failed["error"]["message"]
+    # the multirun ends with one line that counts its jobs and names the failed one's directory
+    (summary,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("multirun:")]
+    assert summary == (f"multirun: 2 jobs: 1 ok, 0 diverged, 1 failed, 0 interrupted, 0 skipped; "
+                       f"failed: {failed['run_dir']}")
 
 
 def test_parallel_sweep_with_the_joblib_launcher(tmp_path):

@@ -53,6 +53,24 @@ if not OmegaConf.has_resolver("retain_of"):
     OmegaConf.register_new_resolver("retain_of", _retain_of)
 
 
+def compose_isolated(overrides=()):
+    """:func:`compose_config` also from inside a running Hydra app (its global state is set aside
+    and put back), for the schema check's base config."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.utils import JobRuntime
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
+
+    backup = get_gh_backup()
+    name = JobRuntime.instance().conf.get("name")
+    GlobalHydra.instance().clear()
+    try:
+        return compose_config(overrides)
+    finally:
+        restore_gh_from_backup(backup)
+        if name is not None:  # composing names the job "app"; the running job keeps its own name (run.log)
+            JobRuntime.instance().set("name", name)
+
+
 def compose_config(overrides=(), return_hydra_config: bool = False):
     """The config ``python run.py <overrides>`` would run, composed without starting an app
     (tests, benchmarks, notebooks)."""

@@ -26,6 +26,7 @@ from eval.records import (RECORD_NAME, complete_record, environment_info, git_in
                           write_json_atomic, write_record)
 from unlearn import distributed as dist_utils
 from unlearn.batching import batch_plan, check_step_rule
+from unlearn.config import compose_isolated
 from unlearn.engine import unlearn
 from unlearn.gradients import max_grad_norm
 from unlearn.methods import MethodContext, build_method
@@ -33,6 +34,7 @@ from unlearn.models import configure_training, frozen, torch_dtype
 from unlearn.optimizers import check_optimizer
 from unlearn.precision import Precision, check_launcher_precision, to_storage
 from unlearn.schedulers import SCHEDULERS, build_scheduler
+from unlearn.schema import base_config, check_overrides, check_ranges
 from unlearn.stages import StageCache, content_hash, fingerprint
 from unlearn.benchmarks import Benchmark, get_benchmark
 from unlearn.world import Prepared
@@ -78,7 +80,8 @@ def job_overrides() -> dict[str, Any] | None:
     if not HydraConfig.initialized():
         return None
     hc = HydraConfig.get()
-    return {"task": list(hc.overrides.task), "variant": hc.job.override_dirname}
+    return {"task": list(hc.overrides.task), "variant": hc.job.override_dirname,
+            "choices": {g: c for g, c in hc.runtime.choices.items() if not g.startswith("hydra")}}
 
 
 def resolve_run_dir(run_dir: str | Path | None) -> Path:
@@ -104,8 +107,13 @@ def _attach_log_file(run_dir: Path) -> logging.Handler | None:
     return handler
 
 
-def validate(cfg: DictConfig, processes: int = 1) -> None:
-    """Fail before any work on choices that would otherwise fail deep inside a library."""
+def validate(cfg: DictConfig, processes: int = 1, overrides: dict[str, Any] | None = None) -> None:
+    """Fail before any work on choices that would otherwise fail deep inside a library: the
+    schema (:mod:`unlearn.schema`: the command line's keys and types against the files the same
+    group choices compose, when run under Hydra; the ranges always), then each component's own."""
+    if overrides and overrides.get("choices") is not None:
+        check_overrides(cfg, overrides["task"], base_config(overrides["choices"], compose_isolated))
+    check_ranges(cfg)
     build_method(cfg.method)  # unknown method -> lists the valid ones
     SCHEDULERS.get(cfg.scheduler.name)
     if float(cfg.method.lr) <= 0:
@@ -119,6 +127,22 @@ def validate(cfg: DictConfig, processes: int = 1) -> None:
     check_optimizer(str(cfg.method.get("optimizer", "adamw")))
     check_launcher_precision(run_precision(cfg))
     check_compat(str(cfg.dataset.benchmark), cfg.eval)
+
+
+def log_file_only(run_dir: Path | None, text: str) -> None:
+    """Into ``run.log`` and not onto the terminal (a traceback: the terminal gets one line)."""
+    if run_dir is None:
+        return
+    logger = logging.getLogger("unlearn.trace")
+    logger.propagate = False
+    handler = logging.FileHandler(run_dir / RUN_LOG)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    logger.addHandler(handler)
+    try:
+        logger.error(text)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
 
 
 def run_precision(cfg: DictConfig) -> Precision:
@@ -193,13 +217,13 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         log.info("%s holds a complete record (status %s): skipped (overwrite=true re-runs it)",
                  run_dir / RECORD_NAME, existing["status"] if existing else "?")
         dist_utils.finish(acc)
-        return load_record(run_dir)
+        return {**load_record(run_dir), "skipped": True}  # "skipped": not on disk, for the sweep summary
     handler = _attach_log_file(run_dir) if main else None
     restore_logging = dist_utils.quiet_other_processes(acc, run_dir)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     record: dict[str, Any] = {
-        "status": "failed", "run_dir": str(run_dir), "seed": int(cfg.seed),
+        "status": "failed", "run_dir": str(run_dir), "seed": cfg.seed,  # checked below (an int)
         "config": OmegaConf.to_container(cfg, resolve=True), "config_hash": content_hash(cfg),
         "result_hash": result_hash(cfg),
         "git": git_info() if main else {}, "environment": environment_info(),
@@ -214,7 +238,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
             (run_dir / OVERRIDES).write_text("\n".join(overrides["task"]) + "\n")
     failed = False
     try:
-        validate(cfg, acc.num_processes)
+        validate(cfg, acc.num_processes, overrides)
         if cfg.get("threads"):
             torch.set_num_threads(int(cfg.threads))
         torch.manual_seed(int(cfg.seed))
@@ -289,8 +313,15 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         record["status"] = result.status
     except Exception as e:  # recorded, not lost: the record says what failed and where
         failed = True
-        log.exception("run failed")
         record["error"] = {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}
+        log_file_only(run_dir if main else None, f"run failed: {type(e).__name__}: {e}\n{record['error']['traceback']}")
+    except KeyboardInterrupt:  # Ctrl-C / SIGINT: recorded as such; a re-run starts it again
+        record["status"] = "interrupted"
+        record["error"] = {"type": "KeyboardInterrupt", "message": "interrupted (Ctrl-C or SIGINT)",
+                           "traceback": traceback.format_exc()}
+        log_file_only(run_dir if main else None, f"run interrupted\n{record['error']['traceback']}")
+    if not (run_dir / STEP_LOG).exists():
+        record["logs"].pop("steps")  # failed before unlearning: no step log to point at
     timings["total"] = time.perf_counter() - t_start
     record["timings"] = timings
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -336,6 +367,11 @@ def report_run(record: dict[str, Any]) -> None:
     elif status == "failed":
         err = record.get("error", {})
         print(f"\nstatus: FAILED: {err.get('type')}: {err.get('message')}")
+    elif status == "interrupted":
+        print("\nstatus: interrupted (the record says so; the same command runs it again)")
     else:
         print(f"\nstatus: ok ({record['unlearn']['steps']} steps, {record['timings']['total']:.1f} s)")
-    print(f"record: {run_dir / RECORD_NAME}\nstep log: {run_dir / STEP_LOG}\nrun log: {run_dir / RUN_LOG}")
+    print(f"record: {run_dir / RECORD_NAME}")
+    if (run_dir / STEP_LOG).exists():
+        print(f"step log: {run_dir / STEP_LOG}")
+    print(f"run log: {run_dir / RUN_LOG}" + (" (the traceback)" if status in ("failed", "interrupted") else ""))
