@@ -138,7 +138,7 @@ def aggregate(df: pd.DataFrame, metrics: list[str], rows: list[str] = ("method",
         line["n_ok"] = len(ok)
         for m in metrics:
             mean, se, n = mean_stderr(ok[m]) if m in ok else (math.nan, math.nan, 0)
-            line[f"{m}_mean"], line[f"{m}_stderr"] = mean, se
+            line[f"{m}_mean"], line[f"{m}_stderr"], line[f"{m}_n"] = mean, se, n
         out.append(line)
     return pd.DataFrame(out)
 
@@ -154,7 +154,7 @@ def reference_rows(df: pd.DataFrame, metrics: list[str], columns: str | None = "
         if columns:
             line[columns] = key[1]
         for m in metrics:
-            line[f"{m}_mean"], line[f"{m}_stderr"], _ = mean_stderr(g[m]) if m in g else (math.nan, math.nan, 0)
+            line[f"{m}_mean"], line[f"{m}_stderr"], line[f"{m}_n"] = mean_stderr(g[m]) if m in g else (math.nan, math.nan, 0)
         out.append(line)
     return pd.DataFrame(out)
 
@@ -162,22 +162,34 @@ def reference_rows(df: pd.DataFrame, metrics: list[str], columns: str | None = "
 # ------------------------------------------------------------------------------------------------
 # tables
 # ------------------------------------------------------------------------------------------------
+def _digits(x: float, sci: bool) -> str:
+    return f"{x:.3g}" if sci else f"{x:.3f}"
+
+
+def _sci(mean: float) -> bool:
+    """Scientific notation for a mean that three decimals would not show (or a large one)."""
+    return (abs(mean) < 1e-3 and mean != 0) or abs(mean) >= 1e4
+
+
 def _fmt(mean: float, se: float) -> str:
+    """'mean ± stderr', both in the mean's notation (three decimals, or three significant digits
+    for a mean below 1e-3): '0.008 ± 0.000', '5.86e-09 ± 1.2e-10'; no ± part for one seed."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return ""
-    digits = lambda x: f"{x:.3g}" if (abs(x) < 1e-3 and x != 0) or abs(x) >= 1e4 else f"{x:.3f}"  # noqa: E731
-    return digits(mean) + (f" ± {digits(se)}" if se and not math.isnan(se) and se > 0 else "")
+    sci = _sci(mean)
+    return _digits(mean, sci) + (f" ± {_digits(se, sci)}" if se and not math.isnan(se) and se > 0 else "")
 
 
-def _best(values: pd.Series, direction: str) -> Any:
+def _best(values: pd.Series, direction: str) -> list[Any]:
+    """The rows holding the best mean -- every row whose displayed mean equals the best's (ties
+    are marked alike)."""
     v = pd.to_numeric(values, errors="coerce")
     if v.notna().sum() == 0:
-        return None
-    if direction == "max":
-        return v.idxmax()
-    if direction == "min":
-        return v.idxmin()
-    return v.abs().idxmin()
+        return []
+    best = v.max() if direction == "max" else v.min() if direction == "min" else v.abs().min()
+    key = v.abs() if direction == "zero" else v
+    shown = lambda x: _digits(x, _sci(x))  # noqa: E731
+    return [i for i in v.index if not math.isnan(key[i]) and shown(key[i]) == shown(best)]
 
 
 def paper_table(agg: pd.DataFrame, refs: pd.DataFrame, metrics: list[str], columns: str | None = "split",
@@ -206,7 +218,7 @@ def paper_table(agg: pd.DataFrame, refs: pd.DataFrame, metrics: list[str], colum
         metric = col.split(" ")[0]
         means = table[col].map(lambda x: x[0] if isinstance(x, tuple) else np.nan)
         best = _best(means, DIRECTION.get(metric, "max"))
-        table[col] = [("**" + _fmt(*x) + "**" if i == best else _fmt(*x)) if isinstance(x, tuple) else x
+        table[col] = [("**" + _fmt(*x) + "**" if i in best else _fmt(*x)) if isinstance(x, tuple) else x
                       for i, x in zip(table.index, table[col])]
     ref_lines = []
     for _, r in refs.iterrows():
@@ -225,7 +237,23 @@ def paper_table(agg: pd.DataFrame, refs: pd.DataFrame, metrics: list[str], colum
     return table.astype(object).where(table.notna(), "")
 
 
-def write_tables(table: pd.DataFrame, out: Path) -> list[Path]:
+def numeric_table(agg: pd.DataFrame, refs: pd.DataFrame, metrics: list[str], rows: list[str],
+                  columns: str | None = "split") -> pd.DataFrame:
+    """``table.csv``: the table's numbers, machine-readable -- one line per (row, split), and for
+    each metric its mean, stderr and n (seeds that entered the mean) as columns; the reference
+    models first; ``status`` names failures (never a zero)."""
+    keys = rows + ([columns] if columns and columns in agg else [])
+    cols = keys + ["status", "n_ok"] + [f"{m}_{p}" for m in metrics for p in ("mean", "stderr", "n")]
+    both = pd.concat([refs, agg], ignore_index=True) if len(refs) else agg
+    both = both.reindex(columns=cols)
+    for r in rows:
+        both[r] = both[r].where(both[r].notna(), "")
+    return both
+
+
+def write_tables(table: pd.DataFrame, out: Path, numbers: pd.DataFrame | None = None) -> list[Path]:
+    """table.md / table.tex: the displayed table; table.csv: its numbers (:func:`numeric_table`),
+    or the displayed cells when no numbers are given."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "table.md", out / "table.tex", out / "table.csv"]
     header = "| " + " | ".join(table.columns) + " |\n|" + "---|" * len(table.columns) + "\n"
@@ -234,7 +262,7 @@ def write_tables(table: pd.DataFrame, out: Path) -> list[Path]:
     tex = table.map(lambda v: _latex_cell(str(v)))
     tex.columns = [_latex_cell(c) for c in table.columns]
     paths[1].write_text(tex.to_latex(index=False, escape=False))
-    table.to_csv(paths[2], index=False)
+    (numbers if numbers is not None else table).to_csv(paths[2], index=False)
     return paths
 
 
@@ -417,6 +445,17 @@ def sweep_spec(name: str) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
 
 
+def sweep_runs_dir(name: str, extra: Mapping[str, str] | None = None) -> Path:
+    """Where a sweep's runs land: ``paths.runs`` of its grid's first job, composed as ``run.py``
+    would (``sweeps/smoke.yaml`` sets ``debug: tiny``, whose runs are under ``outputs/debug/runs``)."""
+    from unlearn.config import compose_config
+
+    params = sweep_spec(name).get("params", {})
+    first = [f"{k}={str(v).split(',')[0].strip()}" for k, v in params.items()]
+    cfg = compose_config([*first, *(f"{k}={v}" for k, v in (extra or {}).items())])
+    return Path(str(cfg.paths.runs))
+
+
 def variant_keys_excluded() -> set[str]:
     """The overrides that never name the variant directory (conf/config.yaml's override_dirname)."""
     from omegaconf import OmegaConf
@@ -504,8 +543,9 @@ def report(runs: str | Path, out: str | Path, sweep: str | None = None,
         result["message"] = f"no records under {runs}" + (f" for sweep {sweep}" if sweep else "")
         return result
     agg = aggregate(df, metrics, rows, columns)
-    table = paper_table(agg, reference_rows(df, metrics, columns), metrics, columns, rows)
-    result["files"] += write_tables(table, out)
+    refs = reference_rows(df, metrics, columns)
+    table = paper_table(agg, refs, metrics, columns, rows)
+    result["files"] += write_tables(table, out, numeric_table(agg, refs, metrics, rows, columns))
     df.to_csv(out / "runs.csv", index=False)
     result["files"].append(out / "runs.csv")
     result["files"] += write_figures(df, out, bench)
@@ -532,9 +572,17 @@ def main(argv: list[str] | None = None) -> None:
     import os
 
     root = Path(os.environ.get("UNLEARN_OUTPUTS", "outputs"))
-    runs = Path(args.runs) if args.runs else root / "runs"
+    extra = parse_overrides(args.extra)
+    try:
+        runs = Path(args.runs) if args.runs else sweep_runs_dir(args.sweep, extra) if args.sweep else root / "runs"
+    except FileNotFoundError as e:
+        raise SystemExit(f"error: {e}")
+    if not runs.is_dir():
+        raise SystemExit(f"error: no folder {runs} (the runs are searched for record.json there)")
     out = Path(args.out) if args.out else root / "reports" / (args.sweep or "all")
-    res = report(runs, out, args.sweep, parse_overrides(args.extra))
+    res = report(runs, out, args.sweep, extra)
+    if res["runs"] == 0:
+        raise SystemExit(f"error: no runs found under {runs}" + (f" for sweep {args.sweep}" if args.sweep else ""))
     if "table" in res:
         print(res["table"].to_string(index=False))
     print(f"\n{res['runs']} runs from {runs}" + (f" ({res['message']})" if "message" in res else ""))

@@ -333,8 +333,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", default="unlearned", help="which model of our record (target | retain | unlearned)")
     ap.add_argument("--truth-ratio", default="geometric", choices=tm.TR_VARIANTS)
     args = ap.parse_args(argv)
-    retain = load_retain_logs(args.retain) if args.retain else None
-    out = aggregate_tofu_run(load_run_logs(args.run, args.model), retain, tr_variant=args.truth_ratio)
+    try:
+        retain = load_retain_logs(args.retain) if args.retain else None
+        out = aggregate_tofu_run(load_run_logs(args.run, args.model), retain, tr_variant=args.truth_ratio)
+    except (OSError, ValueError, KeyError) as e:  # a wrong path or file: one line, no traceback
+        raise SystemExit(f"error: {e}")
     print(json.dumps(out, indent=2))
 
 

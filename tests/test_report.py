@@ -80,6 +80,37 @@ def test_table_marks_best_and_shows_failures_and_missing_cells(runs):
     assert row["(retain)"][col] == "1.000" and row["(target)"]["model_utility ↑ [forget10]"] == "0.500"
 
 
+def test_ties_are_marked_alike_and_numbers_share_a_notation(tmp_path):
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        write_record(root, "ngdiff", "forget10", seed, fq=1.0, mu=0.4)
+        write_record(root, "gdiff", "forget10", seed, fq=0.99999, mu=0.3)  # shown as 1.000: a tie
+        write_record(root, "npo", "forget10", seed, fq=0.008 + seed * 1e-6, mu=0.2)
+    df = load_runs(root)
+    metrics = ["forget_quality", "model_utility"]
+    table = paper_table(aggregate(df, metrics, rows=["method"]), reference_rows(df, metrics), metrics, "split",
+                        rows=["method"])
+    row = {r["method"]: r for r in table.to_dict("records")}
+    col = "forget_quality ↑ [forget10]"
+    assert row["ngdiff"][col] == "**1.000**" and row["gdiff"][col] == "**1.000**"
+    assert row["npo"][col] == "0.008 ± 0.000"  # the stderr (5e-7) in the mean's notation
+    assert row["ngdiff"]["model_utility ↑ [forget10]"] == "**0.400**" and row["gdiff"]["model_utility ↑ [forget10]"] == "0.300"
+
+
+def test_table_csv_is_numeric(runs, tmp_path):
+    out = tmp_path / "reports"
+    report(runs, out)
+    csv = pd.read_csv(out / "table.csv")
+    assert list(csv.columns[:5]) == ["method", "scheduler", "variant", "split", "status"]
+    ng = csv[(csv["method"] == "ngdiff") & (csv["split"] == "forget10")].iloc[0]
+    assert ng["forget_quality_mean"] == pytest.approx(0.2) and ng["forget_quality_stderr"] == pytest.approx(0.1)
+    assert ng["forget_quality_n"] == 2 and ng["status"] == "1 failed"
+    assert csv["forget_quality_mean"].dtype == float  # no '±' or '**' strings
+    ga = csv[csv["method"] == "ga"].iloc[0]
+    assert ga["n_ok"] == 0 and math.isnan(ga["forget_quality_mean"]) and ga["status"] == "1 diverged, 1 failed"
+    assert csv["method"].iloc[0] == "(retain)"
+
+
 def test_report_writes_tables_and_is_reproducible(runs, tmp_path):
     out = tmp_path / "reports"
     first = report(runs, out)
@@ -137,12 +168,17 @@ def test_a_tiny_sweep_runs_through_multirun_and_reports(tmp_path):
     assert len(list(runs.rglob("record.json"))) == 4
     out = tmp_path / "reports"
     # the command-line override next to the sweep names the runs' variant: the report is told of it
-    cmd = [sys.executable, "-m", "eval.report", str(runs), "--sweep", "smoke", "--with", "method.max_steps=2",
-           "--out", str(out)]
+    # as the README writes it: no folder given, the sweep's own (debug=tiny: outputs/debug/runs) is searched
+    cmd = [sys.executable, "-m", "eval.report", "--sweep", "smoke", "--with", "method.max_steps=2", "--out", str(out)]
     bare = subprocess.run(cmd[:-4] + cmd[-2:], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert bare.returncode == 0 and "0 runs" in bare.stdout and not out.exists()
+    assert bare.returncode == 1 and bare.stderr.strip() == f"error: no runs found under {runs} for sweep smoke"
+    assert not out.exists()
+    empty = subprocess.run([sys.executable, "-m", "eval.report", str(tmp_path / "nowhere")], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert empty.returncode == 1 and "no folder" in empty.stderr and "Traceback" not in empty.stderr
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"4 runs from {runs}" in proc.stdout
     table = (out / "table.md").read_text()
     assert "| ga | gen |" in table and "| ngdiff | gen |" in table and "(retain)" in table
     assert (out / "tradeoff_trajectories.png").exists() and (out / "learning_rate.pdf").exists()
