@@ -63,8 +63,10 @@ def _variant(run_dir: Path, rec: Mapping[str, Any]) -> str:
     return parts[-2] if len(parts) >= 2 and parts[-1].startswith("seed") else "default"
 
 
-def record_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of one record: the unlearned model, plus the target and retain models as references."""
+def record_rows(path: Path, selected: bool = False) -> list[dict[str, Any]]:
+    """Rows of one record: the unlearned model, plus the target and retain models as references.
+    ``selected``: the unlearned model's numbers are those of the step ``eval.select`` chose (the
+    trajectory's summary there), where the record has a selection; its ``selected_step`` says which."""
     try:
         rec = load_record(path)
     except ValueError as e:  # a malformed record is reported, not silently dropped or zeroed
@@ -85,9 +87,12 @@ def record_rows(path: Path) -> list[dict[str, Any]]:
     }
     rows = []
     metrics = rec.get("metrics") or {}
+    chosen = (rec.get("selection") or {}).get("metrics") if selected else None
     for role in ("unlearned", "target", "retain"):
         row = {**base, "model_role": role}
-        m = metrics.get(role)
+        m = {"summary": chosen} if role == "unlearned" and chosen else metrics.get(role)
+        if role == "unlearned" and chosen:
+            row["selected_step"] = chosen.get("step")
         if m:
             row.update({k: v for k, v in m["summary"].items() if isinstance(v, (int, float)) or v is None})
         elif role != "unlearned":
@@ -96,9 +101,9 @@ def record_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def load_runs(root: str | Path, records: Iterable[Path] | None = None) -> pd.DataFrame:
+def load_runs(root: str | Path, records: Iterable[Path] | None = None, selected: bool = False) -> pd.DataFrame:
     paths = list(records) if records is not None else find_records(root)
-    rows = [r for p in paths for r in record_rows(p)]
+    rows = [r for p in paths for r in record_rows(p, selected)]
     df = pd.DataFrame(rows)
     for col in ["run_dir", "status", "model_role", *ID_COLUMNS]:  # present even if no record has them
         if col not in df:
@@ -523,10 +528,11 @@ def parse_overrides(items: Iterable[str]) -> dict[str, str]:
 
 
 def report(runs: str | Path, out: str | Path, sweep: str | None = None,
-           extra: Mapping[str, str] | None = None) -> dict[str, Any]:
+           extra: Mapping[str, str] | None = None, selected: bool = False) -> dict[str, Any]:
     """``extra``: overrides given on the command line next to ``sweeps=NAME`` (they name the runs'
-    variant directory too, so the sweep's runs are found only with them)."""
-    df = load_runs(runs)
+    variant directory too, so the sweep's runs are found only with them). ``selected``: the
+    unlearned models' numbers at the step ``eval.select`` chose (the final ones otherwise)."""
+    df = load_runs(runs, selected=selected)
     spec = sweep_spec(sweep) if sweep else {}
     if sweep and not df.empty:
         excluded = variant_keys_excluded()
@@ -566,6 +572,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", help="output folder (default: <paths.reports>/<sweep or all>)")
     ap.add_argument("--readme", help="also replace the block between <!-- report:NAME --> and <!-- /report:NAME --> "
                                      "in this Markdown file with the generated table (NAME: the sweep or 'all')")
+    ap.add_argument("--selected", action="store_true",
+                    help="the unlearned models at the step eval.select chose (trajectory metrics), not the final ones")
     ap.add_argument("--with", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                     help="an override the sweep was run with besides its grid (repeatable), e.g. method.epochs=10")
     args = ap.parse_args(argv)
@@ -580,7 +588,7 @@ def main(argv: list[str] | None = None) -> None:
     if not runs.is_dir():
         raise SystemExit(f"error: no folder {runs} (the runs are searched for record.json there)")
     out = Path(args.out) if args.out else root / "reports" / (args.sweep or "all")
-    res = report(runs, out, args.sweep, extra)
+    res = report(runs, out, args.sweep, extra, selected=args.selected)
     if res["runs"] == 0:
         raise SystemExit(f"error: no runs found under {runs}" + (f" for sweep {args.sweep}" if args.sweep else ""))
     if "table" in res:

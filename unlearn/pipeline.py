@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from eval.compat import apply_compat, check_compat
 from eval.ou_logs import write_ou_logs
+from eval.select import Selector, parse_criterion
 from eval.records import (RECORD_NAME, complete_record, environment_info, git_info, load_record,
                           write_json_atomic, write_record)
 from unlearn import distributed as dist_utils
@@ -34,7 +35,7 @@ from unlearn.models import configure_training, frozen, torch_dtype
 from unlearn.optimizers import check_optimizer
 from unlearn.precision import Precision, check_launcher_precision, to_storage
 from unlearn.schedulers import SCHEDULERS, build_scheduler
-from unlearn.schema import base_config, check_overrides, check_ranges
+from unlearn.schema import ConfigError, base_config, check_overrides, check_ranges
 from unlearn.stages import StageCache, content_hash, fingerprint
 from unlearn.benchmarks import Benchmark, get_benchmark
 from unlearn.world import Prepared
@@ -127,6 +128,23 @@ def validate(cfg: DictConfig, processes: int = 1, overrides: dict[str, Any] | No
     check_optimizer(str(cfg.method.get("optimizer", "adamw")))
     check_launcher_precision(run_precision(cfg))
     check_compat(str(cfg.dataset.benchmark), cfg.eval)
+    check_selection(cfg)
+
+
+def check_selection(cfg: DictConfig):
+    """``eval.select``'s criterion (or None), checked before any work."""
+    floor = cfg.eval.get("select_floor")
+    try:
+        criterion = parse_criterion(cfg.eval.get("select"),
+                                    OmegaConf.to_container(floor, resolve=True) if isinstance(floor, DictConfig) else floor)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if criterion is not None and int(cfg.eval.get("trajectory_every", 0)) <= 0:
+        raise ConfigError(f"eval.select={cfg.eval.select} needs trajectory evaluation: set eval.trajectory_every "
+                          "to a number of steps >= 1")
+    if criterion is not None and os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        raise ConfigError("eval.select keeps a copy of the best weights, not supported with FSDP yet")
+    return criterion
 
 
 def log_file_only(run_dir: Path | None, text: str) -> None:
@@ -143,6 +161,18 @@ def log_file_only(run_dir: Path | None, text: str) -> None:
     finally:
         logger.removeHandler(handler)
         handler.close()
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of the weights unlearning changes (all, or LoRA's adapters)."""
+    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n in state:
+                p.copy_(state[n].to(p.device, p.dtype))
 
 
 def run_precision(cfg: DictConfig) -> Precision:
@@ -273,11 +303,23 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
             pad_id=prepared.tokenizer.pad_token_id, device=torch.device("cpu"),
             load_reference=lambda: frozen(prepared.load("target")),
         )
+        criterion = check_selection(cfg)
+        selector = Selector(criterion) if criterion is not None else None
+        best_weights: dict[str, torch.Tensor] = {}
+        evaluate_at = trajectory_fn(bench, prepared, cfg, reference, acc)
+
+        def trajectory(step: int, m: torch.nn.Module) -> dict[str, Any]:
+            summary = evaluate_at(step, m)
+            if selector is not None and selector.consider({"step": step, **summary}):
+                best_weights.clear()  # one copy: the best step's trainable weights, on the CPU
+                best_weights.update(trainable_state(acc.unwrap_model(m)))
+            return summary
+
         result = unlearn(
             model, build_method(cfg.method), lambda total, per_epoch: build_scheduler(cfg.scheduler, float(cfg.method.lr), total, per_epoch),
             forget, retain, cfg.method, pad_id=prepared.tokenizer.pad_token_id, seed=int(cfg.seed),
             log_path=run_dir / STEP_LOG, accelerator=acc, fit=str(cfg.scheduler.get("fit", "retain")),
-            context=context, trajectory=trajectory_fn(bench, prepared, cfg, reference, acc),
+            context=context, trajectory=trajectory,
             trajectory_every=int(cfg.eval.trajectory_every), precision=precision,
         )
         trained = result.model
@@ -293,11 +335,19 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         if result.skipped_steps:
             record["unlearn"]["skipped_steps"] = result.skipped_steps
         finite = dist_utils.all_finite(acc, trained)
+        selection = selector.summary(result.steps) if selector is not None else None
+        other_step = selection is not None and selection["step"] is not None and selection["step"] != result.steps
+        if selection is not None:
+            record["selection"] = selection
+        save = finite and cfg.get("save_checkpoint", True)
         if not finite:  # a diverged update left inf/NaN weights: nothing to save or evaluate
             record["unlearn"]["weights_finite"] = False
-        elif cfg.get("save_checkpoint", True):
+        elif save and not other_step:
             dist_utils.save_model(acc, trained, prepared.tokenizer, run_dir / "checkpoint", torch_dtype(prepared.dtype))
             record["checkpoint"] = "checkpoint"
+        elif save and cfg.eval.get("select_save_final"):
+            dist_utils.save_model(acc, trained, prepared.tokenizer, run_dir / "checkpoint_final", torch_dtype(prepared.dtype))
+            record["checkpoint_final"] = "checkpoint_final"
 
         t = time.perf_counter()
         if finite:
@@ -306,6 +356,11 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         timings["eval"] = time.perf_counter() - t
         record["metrics"] = {name: {"summary": bench.summarize(lg, reference, cfg), "logs": lg}
                              for name, lg in logs.items()}
+        if save and other_step:  # checkpoint/: the selected step's weights (the final ones were evaluated)
+            load_trainable_state(acc.unwrap_model(trained), best_weights)
+            dist_utils.save_model(acc, trained, prepared.tokenizer, run_dir / "checkpoint", torch_dtype(prepared.dtype))
+            record["checkpoint"] = "checkpoint"
+            record["selection"]["checkpoint"] = "checkpoint"
         if main and cfg.eval.get("ou_logs"):  # every model's results in open-unlearning's format too
             for name, m in record["metrics"].items():
                 write_ou_logs(run_dir / OU_LOGS / name, bench.name, m["logs"], m["summary"])
@@ -371,6 +426,11 @@ def report_run(record: dict[str, Any]) -> None:
         print("\nstatus: interrupted (the record says so; the same command runs it again)")
     else:
         print(f"\nstatus: ok ({record['unlearn']['steps']} steps, {record['timings']['total']:.1f} s)")
+    sel = record.get("selection")
+    if sel:
+        print(f"selected: step {sel['step']} of {sel['final_step']} ({sel['criterion']}: "
+              f"{sel['metric']} {sel['metrics'][sel['metric']]:.4g})" if sel.get("step") is not None
+              else f"selected: none ({sel['criterion']}): {sel['note']}")
     print(f"record: {run_dir / RECORD_NAME}")
     if (run_dir / STEP_LOG).exists():
         print(f"step log: {run_dir / STEP_LOG}")
