@@ -141,9 +141,11 @@ def unlearn(
     trajectory_every: int = 0,
     context: MethodContext | None = None,
     precision: Precision | None = None,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> EngineResult:
     """Unlearn in place. ``cfg`` is the method node (lr, epochs, batch_size, grad_accum_steps,
-    max_grad_norm, optimizer, ...); ``scheduler_factory(total_steps, steps_per_epoch)``."""
+    max_grad_norm, optimizer, ...); ``scheduler_factory(total_steps, steps_per_epoch)``;
+    ``on_row``: called with each step's log row (an experiment tracker), after it is written."""
     if fit not in FIT_LOSSES:
         raise ValueError(f"unknown gen fit loss {fit!r}; valid: {', '.join(FIT_LOSSES)}")
     acc = accelerator if accelerator is not None else make_accelerator()
@@ -279,6 +281,8 @@ def unlearn(
                 if jsonl is not None:
                     jsonl.write(json.dumps(_finite(row)) + "\n")
                     jsonl.flush()
+                if on_row is not None:
+                    on_row(row)
                 result.final = losses
                 step += 1
                 bar.update(1)

@@ -36,6 +36,7 @@ from unlearn.optimizers import check_optimizer
 from unlearn.precision import Precision, check_launcher_precision, to_storage
 from unlearn.schedulers import SCHEDULERS, build_scheduler
 from unlearn.schema import ConfigError, base_config, check_overrides, check_ranges
+from unlearn.trackers import RunTracker, accelerator_kwargs, check_logger
 from unlearn.stages import StageCache, content_hash, fingerprint
 from unlearn.benchmarks import Benchmark, get_benchmark
 from unlearn.world import Prepared
@@ -48,7 +49,7 @@ OVERRIDES = "overrides.txt"
 OU_LOGS = "open_unlearning"  # eval.ou_logs: <run>/open_unlearning/<model>/{TOFU,MUSE}_{EVAL,SUMMARY}.json
 SKIP_STATUSES = ("ok", "diverged")  # a failed run is run again; these are results
 # keys that do not change a run's result: a record made under other values of these is still valid
-NON_RESULT_KEYS = ("overwrite", "threads", "paths")
+NON_RESULT_KEYS = ("overwrite", "threads", "paths", "logger")
 
 
 def result_hash(cfg: DictConfig) -> str:
@@ -129,6 +130,10 @@ def validate(cfg: DictConfig, processes: int = 1, overrides: dict[str, Any] | No
     check_launcher_precision(run_precision(cfg))
     check_compat(str(cfg.dataset.benchmark), cfg.eval)
     check_selection(cfg)
+    try:
+        check_logger(cfg.get("logger"))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def check_selection(cfg: DictConfig):
@@ -237,7 +242,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     except ValueError:
         pass  # an unknown eval.compat: validate() fails the run with it, in the record
     run_dir = resolve_run_dir(run_dir)
-    acc = dist_utils.make_accelerator()
+    acc = dist_utils.make_accelerator(**accelerator_kwargs(cfg.get("logger"), run_dir))
     main = acc.is_main_process
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -267,8 +272,10 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         if main:  # the exact overrides beside the (possibly shortened) directory name
             (run_dir / OVERRIDES).write_text("\n".join(overrides["task"]) + "\n")
     failed = False
+    tracker: RunTracker | None = None
     try:
         validate(cfg, acc.num_processes, overrides)
+        tracker = RunTracker(acc, cfg.get("logger"), run_dir, record["config"])
         if cfg.get("threads"):
             torch.set_num_threads(int(cfg.threads))
         torch.manual_seed(int(cfg.seed))
@@ -310,6 +317,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
 
         def trajectory(step: int, m: torch.nn.Module) -> dict[str, Any]:
             summary = evaluate_at(step, m)
+            tracker.trajectory(step, summary)
             if selector is not None and selector.consider({"step": step, **summary}):
                 best_weights.clear()  # one copy: the best step's trainable weights, on the CPU
                 best_weights.update(trainable_state(acc.unwrap_model(m)))
@@ -319,7 +327,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
             model, build_method(cfg.method), lambda total, per_epoch: build_scheduler(cfg.scheduler, float(cfg.method.lr), total, per_epoch),
             forget, retain, cfg.method, pad_id=prepared.tokenizer.pad_token_id, seed=int(cfg.seed),
             log_path=run_dir / STEP_LOG, accelerator=acc, fit=str(cfg.scheduler.get("fit", "retain")),
-            context=context, trajectory=trajectory,
+            context=context, trajectory=trajectory, on_row=tracker.step,
             trajectory_every=int(cfg.eval.trajectory_every), precision=precision,
         )
         trained = result.model
@@ -377,6 +385,12 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         log_file_only(run_dir if main else None, f"run interrupted\n{record['error']['traceback']}")
     if not (run_dir / STEP_LOG).exists():
         record["logs"].pop("steps")  # failed before unlearning: no step log to point at
+    if tracker is not None and tracker.on:
+        try:
+            tracker.final(record, (record.get("unlearn") or {}).get("steps") or 0)
+            record["tracker"] = {"name": tracker.name, "dir": str(accelerator_kwargs(cfg.get("logger"), run_dir)["project_dir"])}
+        finally:
+            tracker.close()
     timings["total"] = time.perf_counter() - t_start
     record["timings"] = timings
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
