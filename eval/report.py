@@ -305,6 +305,36 @@ CURVES = {"lr": ("learning rate", "learning_rate", True), "grad_norm": ("task gr
           "cos": ("cos(g_F, g_R)", "grad_cosine", False), "loss": ("task loss", "losses", False)}
 
 
+# axis names as a reader writes them (an arrow says which way is better)
+AXIS_NAMES = {"model_utility": "model utility", "model_utility_no_rouge": "model utility (likelihoods only)",
+              "forget_quality": "forget quality", "forget_prob": "forget probability", "forget_rouge": "forget ROUGE-L",
+              "forget_truth_ratio": "forget truth ratio", "knowmem_r": "KnowMem on D_r", "knowmem_f": "KnowMem on D_f",
+              "verbmem_f": "VerbMem on D_f", "privleak": "PrivLeak"}
+
+
+def axis_label(metric: str, log: bool = False) -> str:
+    """'model utility ↑', 'forget quality ↑ (log scale)'."""
+    name = AXIS_NAMES.get(metric, metric.replace("_", " "))
+    direction = DIRECTION.get(metric, "max" if metric.startswith("model_utility") else None)
+    return name + (f" {ARROW[direction]}" if direction else "") + (" (log scale)" if log else "")
+
+
+def distinct_colors(n: int) -> list[Any]:
+    """n colors no two of which are shades of one hue while n <= 26 (tab10, then Dark2, then Set1;
+    tab20's pairs are light and dark shades of one hue)."""
+    import matplotlib
+
+    base = [matplotlib.colormaps[name](i) for name, k in (("tab10", 10), ("Dark2", 8), ("Set1", 8)) for i in range(k)]
+    return [base[i % len(base)] for i in range(n)]
+
+
+def integer_steps(ax) -> None:
+    """Step axes carry whole steps only."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _panels(plt, n: int, height: float = 3.6):
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n + 2.2, height), squeeze=False, sharey=True)
     return fig, list(axes[0])
@@ -324,12 +354,10 @@ def _finish(fig, axes, title: str, common: Mapping[str, str] | None = None) -> N
 
 
 def _style(un: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """label -> plot style: one color per method+overrides (tab20), the marker and line style by
+    """label -> plot style: one distinct color per method+overrides, the marker and line style by
     scheduler (GeN dashed)."""
-    import matplotlib
-
-    cmap = matplotlib.colormaps["tab20"]
-    color = {k: cmap(i % 20) for i, k in enumerate(sorted(un["color_key"].unique()))}
+    keys = sorted(un["color_key"].unique())
+    color = dict(zip(keys, distinct_colors(len(keys))))
     return {r.label: {"color": color[r.color_key], "marker": "s" if r.scheduler == "gen" else "o",
                       "linestyle": "--" if r.scheduler == "gen" else "-"}
             for r in un[["label", "color_key", "scheduler"]].drop_duplicates().itertuples()}
@@ -362,17 +390,19 @@ def write_figures(df: pd.DataFrame, out: Path, benchmark: str = "tofu") -> list[
             part = un[un["split"] == split]
             for label, g in part.groupby("label", sort=True):
                 st = style[label]
-                ax.scatter(g[x].mean(), g[y].mean(), label=label, color=st["color"], marker=st["marker"])
-            for role, marker in (("target", "x"), ("retain", "*")):
+                ax.scatter(g[x].mean(), g[y].mean(), label=label, color=st["color"], marker=st["marker"],
+                           zorder=3, edgecolors="white", linewidths=0.5)
+            for role, marker in (("target", "X"), ("retain", "*")):  # hollow, beneath: never hiding a method
                 ref = df[(df["model_role"] == role) & (df["split"].fillna("") == split)]
                 if not ref.empty and {x, y} <= set(ref.columns):
-                    ax.scatter(ref[x].mean(), ref[y].mean(), marker=marker, s=80, c="k", label=role)
+                    ax.scatter(ref[x].mean(), ref[y].mean(), marker=marker, s=140, facecolors="none",
+                               edgecolors="k", linewidths=1.0, zorder=2, label=role)
             if logy:
                 ax.set_yscale("log")
-            ax.set_xlabel(f"{x} {ARROW[DIRECTION.get(x, 'max')]}")
+            ax.set_xlabel(axis_label(x))
             ax.set_title(split or "all")
-        axes[0].set_ylabel(f"{y} {ARROW[DIRECTION.get(y, 'max')]}" + (" (log)" if logy else ""))
-        _finish(fig, axes, f"{y} vs {x} after unlearning (mean over seeds)", common)
+        axes[0].set_ylabel(axis_label(y, logy))
+        _finish(fig, axes, f"{AXIS_NAMES.get(y, y)} vs {AXIS_NAMES.get(x, x)} after unlearning (mean over seeds)", common)
         written += _save(fig, out, "tradeoff_final")
     # trajectories (records) and step-log curves, averaged over the seeds of a label
     traj = {s: {} for s in splits}
@@ -405,12 +435,12 @@ def write_figures(df: pd.DataFrame, out: Path, benchmark: str = "tofu") -> list[
                 mean = pd.concat(frames).groupby("step")[["x", "y"]].mean()
                 st = style[label]
                 ax.plot(mean["x"], mean["y"], marker=".", color=st["color"], linestyle=st["linestyle"], label=label)
-                ax.set_xlabel(f"{frames[0]['xname'].iloc[0]} {ARROW['max']}")
+                ax.set_xlabel(axis_label(frames[0]["xname"].iloc[0]))
             if logy:
                 ax.set_yscale("log")
             ax.set_title(split or "all")
-        axes[0].set_ylabel(f"{y}" + (" (log)" if logy else ""))
-        _finish(fig, axes, f"{y} vs utility over unlearning steps (mean over seeds)", common)
+        axes[0].set_ylabel(axis_label(y, logy))
+        _finish(fig, axes, f"{AXIS_NAMES.get(y, y)} vs utility over unlearning steps (mean over seeds)", common)
         written += _save(fig, out, "tradeoff_trajectories")
     for kind, (ylabel, name, log) in CURVES.items():
         if not any(curves[kind][s] for s in splits):
@@ -423,6 +453,7 @@ def write_figures(df: pd.DataFrame, out: Path, benchmark: str = "tofu") -> list[
                 task_style = ":" if key.endswith("[forget]") else st["linestyle"]
                 ax.plot(mean.index, mean.to_numpy(), color=st["color"], linestyle=task_style, label=key)
             ax.set_xlabel("step")
+            integer_steps(ax)
             ax.set_title(split or "all")
             if log:
                 ax.set_yscale("log")

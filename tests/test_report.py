@@ -256,3 +256,18 @@ def test_spread_over_initial_rates_against_the_best_fixed_rate():
     assert a["goal"] == "met"
     b = t.loc["gen_b"]  # forgets nothing from 1e-4, and its utility moves by 0.10
     assert b["model_utility range"] == pytest.approx(0.10) and b["forget_quality worst"] == 0.01 and b["goal"] == "not met"
+
+
+def test_figure_axes_colors_and_markers(tmp_path):
+    from eval.report import axis_label, distinct_colors
+
+    assert axis_label("model_utility_no_rouge") == "model utility (likelihoods only) ↑"
+    assert axis_label("forget_quality", log=True) == "forget quality ↑ (log scale)"
+    assert axis_label("privleak") == "PrivLeak →0"
+    colors = distinct_colors(13)  # the 13 methods of the main tables: no two equal, no tab20 shade pairs
+    assert len({tuple(c) for c in colors}) == 13
+    import matplotlib
+
+    tab20 = [matplotlib.colormaps["tab20"](i) for i in range(20)]
+    pairs = {(tuple(tab20[2 * i]), tuple(tab20[2 * i + 1])) for i in range(10)}
+    assert not any((tuple(a), tuple(b)) in pairs or (tuple(b), tuple(a)) in pairs for a in colors for b in colors)
