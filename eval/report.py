@@ -30,6 +30,7 @@ import pandas as pd
 
 from eval.gen_figure import gen_rates_figure
 from eval.records import RECORD_NAME, RECORD_VERSION, load_record
+from eval.compare import paired_markdown, paired_table
 from eval.spread import spread_markdown, spread_table
 
 # metric -> better direction: "max", "min" or "zero" (closest to 0 is best, e.g. PrivLeak)
@@ -559,7 +560,8 @@ def parse_overrides(items: Iterable[str]) -> dict[str, str]:
 
 
 def report(runs: str | Path, out: str | Path, sweep: str | None = None,
-           extra: Mapping[str, str] | None = None, selected: bool = False) -> dict[str, Any]:
+           extra: Mapping[str, str] | None = None, selected: bool = False,
+           baseline: Mapping[str, str] | None = None) -> dict[str, Any]:
     """``extra``: overrides given on the command line next to ``sweeps=NAME`` (they name the runs'
     variant directory too, so the sweep's runs are found only with them). ``selected``: the
     unlearned models' numbers at the step ``eval.select`` chose (the final ones otherwise)."""
@@ -593,6 +595,18 @@ def report(runs: str | Path, out: str | Path, sweep: str | None = None,
         spread.to_csv(out / "spread.csv", index=False)
         result["files"] += [out / "spread.md", out / "spread.csv"]
         result["spread"] = spread
+    # paired comparisons over seeds against a baseline (eval/compare.py): the sweep's, the caller's,
+    # else GDiff when the table has it
+    base = dict(baseline or (rep.get("compare") or {}).get("baseline") or {})
+    un = df[df["model_role"] == "unlearned"]
+    if not base and "method" in rows and (un["method"] == "gdiff").any():
+        base = {"method": "gdiff"}
+    if base:
+        paired = paired_table(un, base, metrics, rows, columns)
+        (out / "compare.md").write_text(paired_markdown(paired, metrics, rows, columns))
+        paired.to_csv(out / "compare.csv", index=False)
+        result["files"] += [out / "compare.md", out / "compare.csv"]
+        result["compare"] = paired
     return result
 
 
@@ -603,6 +617,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", help="output folder (default: <paths.reports>/<sweep or all>)")
     ap.add_argument("--readme", help="also replace the block between <!-- report:NAME --> and <!-- /report:NAME --> "
                                      "in this Markdown file with the generated table (NAME: the sweep or 'all')")
+    ap.add_argument("--baseline", action="append", default=[], metavar="KEY=VALUE",
+                    help="the rows every other row is compared with, paired over seeds (default: the sweep's "
+                         "report.compare, else method=gdiff when present), e.g. method=gdiff")
     ap.add_argument("--selected", action="store_true",
                     help="the unlearned models at the step eval.select chose (trajectory metrics), not the final ones")
     ap.add_argument("--with", dest="extra", action="append", default=[], metavar="KEY=VALUE",
@@ -619,7 +636,7 @@ def main(argv: list[str] | None = None) -> None:
     if not runs.is_dir():
         raise SystemExit(f"error: no folder {runs} (the runs are searched for record.json there)")
     out = Path(args.out) if args.out else root / "reports" / (args.sweep or "all")
-    res = report(runs, out, args.sweep, extra, selected=args.selected)
+    res = report(runs, out, args.sweep, extra, selected=args.selected, baseline=parse_overrides(args.baseline))
     if res["runs"] == 0:
         raise SystemExit(f"error: no runs found under {runs}" + (f" for sweep {args.sweep}" if args.sweep else ""))
     if "table" in res:
@@ -633,6 +650,8 @@ def main(argv: list[str] | None = None) -> None:
         update_readme(Path(args.readme), args.sweep or "all", (out / "table.md").read_text())
         if "spread" in res:
             update_readme(Path(args.readme), f"{args.sweep}:spread", (out / "spread.md").read_text())
+        if "compare" in res and f"<!-- report:{args.sweep}:compare -->" in Path(args.readme).read_text():
+            update_readme(Path(args.readme), f"{args.sweep}:compare", (out / "compare.md").read_text())
         print(f"updated {args.readme}")
 
 
