@@ -27,6 +27,7 @@ import itertools
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,7 @@ class EngineResult:
     model: Any = None  # the trained model as the accelerator prepared it (DDP / FSDP wrapper)
     batch: dict[str, Any] = field(default_factory=dict)  # micro-batch, accumulation, processes, effective
     skipped_steps: int = 0  # 16-mixed: updates skipped on a non-finite gradient
+    resumed_from: int | None = None  # the step a resumed run continued from
 
 
 def fit_loss_value(kind: str, losses: Mapping[str, float]) -> float:
@@ -142,10 +144,13 @@ def unlearn(
     context: MethodContext | None = None,
     precision: Precision | None = None,
     on_row: Callable[[dict[str, Any]], None] | None = None,
+    resume: Resume | None = None,
 ) -> EngineResult:
     """Unlearn in place. ``cfg`` is the method node (lr, epochs, batch_size, grad_accum_steps,
     max_grad_norm, optimizer, ...); ``scheduler_factory(total_steps, steps_per_epoch)``;
-    ``on_row``: called with each step's log row (an experiment tracker), after it is written."""
+    ``on_row``: called with each step's log row (an experiment tracker), after it is written;
+    ``resume``: where the resumable state is saved every ``resume.every`` steps, and the state a
+    killed run left there to continue from (:class:`Resume`)."""
     if fit not in FIT_LOSSES:
         raise ValueError(f"unknown gen fit loss {fit!r}; valid: {', '.join(FIT_LOSSES)}")
     acc = accelerator if accelerator is not None else make_accelerator()
@@ -191,12 +196,25 @@ def unlearn(
             result.trajectory.append({"step": step, **trajectory(step, model)})
         model.train()
 
-    step = 0
-    with (open(log_path, "w") if main else contextlib.nullcontext()) as jsonl:
-        if trajectory is not None and trajectory_every > 0:
+    step, start_epoch, start_pos = 0, 0, 0
+    loaded = resume.load() if resume is not None else None
+    if loaded is not None:  # continue a killed or interrupted run exactly where its state was saved
+        step, start_epoch, start_pos = _restore(loaded, model, acc, optim, sched, pairs, scaler, result)
+        result.resumed_from = step
+        if resume.restore_extra is not None:
+            resume.restore_extra(loaded.get("extra") or {})
+        bar.update(step)
+        log.info("resuming from step %d of %d (%s)", step, total, resume.path)
+    mode = "w" if loaded is None else "r+"
+    with (open(log_path, mode) if main else contextlib.nullcontext()) as jsonl:
+        if loaded is not None and jsonl is not None:  # the step log as it was when the state was saved
+            jsonl.truncate(loaded["log_bytes"])
+            jsonl.seek(loaded["log_bytes"])
+        if trajectory is not None and trajectory_every > 0 and loaded is None:
             evaluate(0)
-        for epoch in itertools.count():  # until `total` updates (step_rule tofu may end mid-epoch)
-            for plan_step in pairs.steps(epoch, plan["batch_size"], synced=st.sharded):
+        for epoch in itertools.count(start_epoch):  # until `total` updates (step_rule tofu may end mid-epoch)
+            pos = start_pos if epoch == start_epoch else 0
+            for plan_step in pairs.steps(epoch, plan["batch_size"], synced=st.sharded, start=pos):
                 if step >= total:
                     break
                 t0 = time.perf_counter()
@@ -289,6 +307,13 @@ def unlearn(
                 bar.set_postfix({k.split("/")[-1][:6]: f"{v:.3g}" for k, v in row.items() if k.startswith("loss/")} | {"lr": f"{lr:.2e}"})
                 if trajectory is not None and trajectory_every > 0 and (step % trajectory_every == 0 or step == total):
                     evaluate(step)
+                pos += 1
+                if resume is not None and resume.every > 0 and step % resume.every == 0 and step < total:
+                    if jsonl is not None:
+                        jsonl.flush()
+                    resume.save(_state(step, epoch, pos, model, acc, optim, sched, pairs, scaler, result,
+                                       jsonl.tell() if jsonl is not None else 0,
+                                       resume.extra() if resume.extra is not None else None), main)
             if result.status != "ok" or step >= total:
                 break
     bar.close()
@@ -297,6 +322,78 @@ def unlearn(
     result.model = model
     model.eval()
     return result
+
+
+@dataclass
+class Resume:
+    """Where the resumable state of a run lives (``<run dir>/resume/state.pt``), how often it is
+    saved, and what the caller adds to it (``extra``: e.g. the selected step's weights)."""
+    path: Path
+    every: int = 0
+    extra: Callable[[], dict[str, Any]] | None = None
+    restore_extra: Callable[[dict[str, Any]], None] | None = None
+    key: str = ""  # the run's result hash: a state saved under another config is not resumed
+
+    def load(self) -> dict[str, Any] | None:
+        if not self.path.exists():
+            return None
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        if state.get("key") != self.key:
+            log.warning("%s was saved by another config: not resumed (starting from step 0)", self.path)
+            return None
+        return state
+
+    def save(self, state: dict[str, Any], main: bool) -> None:
+        """Atomically (a temporary file renamed over the old one): a kill mid-write leaves the last state."""
+        if not main:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        torch.save({**state, "key": self.key}, tmp)
+        os.replace(tmp, self.path)
+
+    def clear(self) -> None:
+        for p in (self.path, self.path.with_suffix(".tmp")):
+            p.unlink(missing_ok=True)
+        if self.path.parent.is_dir() and not any(self.path.parent.iterdir()):
+            self.path.parent.rmdir()
+
+
+def _state(step, epoch, pos, model, acc, optim, sched, pairs, scaler, result, log_bytes, extra) -> dict[str, Any]:
+    """Everything the next step depends on: weights, optimizer and scheduler state, the random
+    streams, the batch position, what the result holds so far and the step log's length."""
+    inner = acc.unwrap_model(model)
+    return {
+        "step": step, "epoch": epoch, "pos": pos, "log_bytes": log_bytes,
+        "model": {n: p.detach().to("cpu", copy=True) for n, p in inner.named_parameters() if p.requires_grad},
+        "optim": copy.deepcopy(optim.state_dict()), "sched": copy.deepcopy(sched.__dict__),
+        "pairs": pairs.state(), "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "scaler": None if scaler is None else copy.deepcopy(scaler.__dict__),
+        "result": {"trajectory": list(result.trajectory), "skipped_steps": result.skipped_steps,
+                   "final": dict(result.final)},
+        "extra": extra,
+    }
+
+
+def _restore(state, model, acc, optim, sched, pairs, scaler, result) -> tuple[int, int, int]:
+    inner = acc.unwrap_model(model)
+    with torch.no_grad():
+        for n, p in inner.named_parameters():
+            if n in state["model"]:
+                p.copy_(state["model"][n].to(p.device, p.dtype))
+    optim.load_state_dict(state["optim"])
+    sched.__dict__.update(state["sched"])
+    pairs.load_state(state["pairs"])
+    torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    if scaler is not None and state.get("scaler") is not None:
+        scaler.__dict__.update(state["scaler"])
+    result.trajectory = list(state["result"]["trajectory"])
+    result.skipped_steps = state["result"]["skipped_steps"]
+    result.final = dict(state["result"]["final"])
+    return state["step"], state["epoch"], state["pos"]
 
 
 def _finite(row: Mapping[str, Any]) -> dict[str, Any]:

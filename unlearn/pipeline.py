@@ -28,7 +28,7 @@ from eval.records import (RECORD_NAME, complete_record, environment_info, git_in
 from unlearn import distributed as dist_utils
 from unlearn.batching import batch_plan, check_step_rule
 from unlearn.config import compose_isolated
-from unlearn.engine import unlearn
+from unlearn.engine import Resume, unlearn
 from unlearn.gradients import max_grad_norm
 from unlearn.methods import MethodContext, build_method
 from unlearn.models import configure_training, frozen, torch_dtype
@@ -46,10 +46,11 @@ log = logging.getLogger("unlearn")
 STEP_LOG = "steps.jsonl"
 RUN_LOG = "run.log"
 OVERRIDES = "overrides.txt"
+RESUME_DIR = "resume"  # <run>/resume/state.pt: unlearning's resumable state, every `resume_every` steps
 OU_LOGS = "open_unlearning"  # eval.ou_logs: <run>/open_unlearning/<model>/{TOFU,MUSE}_{EVAL,SUMMARY}.json
 SKIP_STATUSES = ("ok", "diverged")  # a failed run is run again; these are results
 # keys that do not change a run's result: a record made under other values of these is still valid
-NON_RESULT_KEYS = ("overwrite", "threads", "paths", "logger")
+NON_RESULT_KEYS = ("overwrite", "threads", "paths", "logger", "resume_every")
 
 
 def result_hash(cfg: DictConfig) -> str:
@@ -323,11 +324,17 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
                 best_weights.update(trainable_state(acc.unwrap_model(m)))
             return summary
 
+        resume = Resume(run_dir / RESUME_DIR / "state.pt", every=0 if dist_utils.is_fsdp(acc) else int(cfg.get("resume_every", 0)),
+                        key=record["result_hash"],
+                        extra=(lambda: {"selector": {k: v for k, v in vars(selector).items() if k != "c"},
+                                        "best_weights": dict(best_weights)}) if selector is not None else None,
+                        restore_extra=(lambda d: (vars(selector).update(d.get("selector", {})),
+                                                  best_weights.update(d.get("best_weights", {})))) if selector is not None else None)
         result = unlearn(
             model, build_method(cfg.method), lambda total, per_epoch: build_scheduler(cfg.scheduler, float(cfg.method.lr), total, per_epoch),
             forget, retain, cfg.method, pad_id=prepared.tokenizer.pad_token_id, seed=int(cfg.seed),
             log_path=run_dir / STEP_LOG, accelerator=acc, fit=str(cfg.scheduler.get("fit", "retain")),
-            context=context, trajectory=trajectory, on_row=tracker.step,
+            context=context, trajectory=trajectory, on_row=tracker.step, resume=resume,
             trajectory_every=int(cfg.eval.trajectory_every), precision=precision,
         )
         trained = result.model
@@ -342,6 +349,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
                              "precision": precision.name, **result.batch}
         if result.skipped_steps:
             record["unlearn"]["skipped_steps"] = result.skipped_steps
+        if result.resumed_from is not None:
+            record["unlearn"]["resumed_from"] = result.resumed_from
         finite = dist_utils.all_finite(acc, trained)
         selection = selector.summary(result.steps) if selector is not None else None
         other_step = selection is not None and selection["step"] is not None and selection["step"] != result.steps
@@ -374,6 +383,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
                 write_ou_logs(run_dir / OU_LOGS / name, bench.name, m["logs"], m["summary"])
             record["ou_logs"] = OU_LOGS
         record["status"] = result.status
+        if main:
+            resume.clear()  # finished: nothing to resume
     except Exception as e:  # recorded, not lost: the record says what failed and where
         failed = True
         record["error"] = {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}

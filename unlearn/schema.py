@@ -44,6 +44,7 @@ def _int(v: Any) -> bool:
 RANGES: dict[str, tuple[Any, str]] = {
     "seed": (_int, "an integer"),
     "threads": (lambda v: v is None or (_int(v) and v >= 1), "null or an integer >= 1"),
+    "resume_every": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0: off)"),
     "method.lr": (lambda v: _num(v) and 0 < v < math.inf, "a positive number"),
     "method.epochs": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
     "method.batch_size": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
