@@ -57,6 +57,25 @@ def test_a_failed_run_resumes_bit_for_bit(debug_cfg, shared_cache, tmp_path, mon
     _same_result(tmp_path / "full", tmp_path / "b")
 
 
+def test_a_kill_during_evaluation_redoes_no_step(debug_cfg, shared_cache, tmp_path, monkeypatch):
+    import unlearn.pipeline as pipeline
+
+    cfg = lambda: debug_cfg(f"paths.cache={shared_cache}", "method.epochs=3", "resume_every=2")  # noqa: E731
+    full = run(cfg(), run_dir=tmp_path / "full")
+    real = pipeline.dist_utils.sharded_eval
+
+    def eval_dies(acc):
+        raise RuntimeError("killed during evaluation")
+
+    monkeypatch.setattr(pipeline.dist_utils, "sharded_eval", eval_dies)
+    assert run(cfg(), run_dir=tmp_path / "e")["status"] == "failed"
+    monkeypatch.setattr(pipeline.dist_utils, "sharded_eval", real)
+    rec = run(cfg(), run_dir=tmp_path / "e")
+    assert rec["unlearn"]["resumed_from"] == 3 == rec["unlearn"]["steps"]
+    assert rec["metrics"]["unlearned"]["summary"] == full["metrics"]["unlearned"]["summary"]
+    assert _rows(tmp_path / "e") == _rows(tmp_path / "full")
+
+
 def test_a_state_of_another_config_is_not_resumed(debug_cfg, shared_cache, tmp_path, monkeypatch):
     real = unlearn.trackers.RunTracker.step
     monkeypatch.setattr(unlearn.trackers.RunTracker, "step",

@@ -308,7 +308,8 @@ def unlearn(
                 if trajectory is not None and trajectory_every > 0 and (step % trajectory_every == 0 or step == total):
                     evaluate(step)
                 pos += 1
-                if resume is not None and resume.every > 0 and step % resume.every == 0 and step < total:
+                # every `every` steps, and after the last one (a kill during evaluation then redoes no step)
+                if resume is not None and resume.every > 0 and (step % resume.every == 0 or step == total):
                     if jsonl is not None:
                         jsonl.flush()
                     resume.save(_state(step, epoch, pos, model, acc, optim, sched, pairs, scaler, result,
