@@ -27,7 +27,6 @@ import itertools
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +45,7 @@ from unlearn.losses import Batch, lm_loss
 from unlearn.methods import Method, MethodContext
 from unlearn.optimizers import build_optimizer
 from unlearn.precision import Precision
+from unlearn.resume import Resume, restore_state as _restore, state as _state
 from unlearn.schedulers import Scheduler
 
 log = logging.getLogger(__name__)
@@ -323,78 +323,6 @@ def unlearn(
     result.model = model
     model.eval()
     return result
-
-
-@dataclass
-class Resume:
-    """Where the resumable state of a run lives (``<run dir>/resume/state.pt``), how often it is
-    saved, and what the caller adds to it (``extra``: e.g. the selected step's weights)."""
-    path: Path
-    every: int = 0
-    extra: Callable[[], dict[str, Any]] | None = None
-    restore_extra: Callable[[dict[str, Any]], None] | None = None
-    key: str = ""  # the run's result hash: a state saved under another config is not resumed
-
-    def load(self) -> dict[str, Any] | None:
-        if not self.path.exists():
-            return None
-        state = torch.load(self.path, map_location="cpu", weights_only=False)
-        if state.get("key") != self.key:
-            log.warning("%s was saved by another config: not resumed (starting from step 0)", self.path)
-            return None
-        return state
-
-    def save(self, state: dict[str, Any], main: bool) -> None:
-        """Atomically (a temporary file renamed over the old one): a kill mid-write leaves the last state."""
-        if not main:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        torch.save({**state, "key": self.key}, tmp)
-        os.replace(tmp, self.path)
-
-    def clear(self) -> None:
-        for p in (self.path, self.path.with_suffix(".tmp")):
-            p.unlink(missing_ok=True)
-        if self.path.parent.is_dir() and not any(self.path.parent.iterdir()):
-            self.path.parent.rmdir()
-
-
-def _state(step, epoch, pos, model, acc, optim, sched, pairs, scaler, result, log_bytes, extra) -> dict[str, Any]:
-    """Everything the next step depends on: weights, optimizer and scheduler state, the random
-    streams, the batch position, what the result holds so far and the step log's length."""
-    inner = acc.unwrap_model(model)
-    return {
-        "step": step, "epoch": epoch, "pos": pos, "log_bytes": log_bytes,
-        "model": {n: p.detach().to("cpu", copy=True) for n, p in inner.named_parameters() if p.requires_grad},
-        "optim": copy.deepcopy(optim.state_dict()), "sched": copy.deepcopy(sched.__dict__),
-        "pairs": pairs.state(), "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "scaler": None if scaler is None else copy.deepcopy(scaler.__dict__),
-        "result": {"trajectory": list(result.trajectory), "skipped_steps": result.skipped_steps,
-                   "final": dict(result.final)},
-        "extra": extra,
-    }
-
-
-def _restore(state, model, acc, optim, sched, pairs, scaler, result) -> tuple[int, int, int]:
-    inner = acc.unwrap_model(model)
-    with torch.no_grad():
-        for n, p in inner.named_parameters():
-            if n in state["model"]:
-                p.copy_(state["model"][n].to(p.device, p.dtype))
-    optim.load_state_dict(state["optim"])
-    sched.__dict__.update(state["sched"])
-    pairs.load_state(state["pairs"])
-    torch.set_rng_state(state["torch_rng"])
-    if state.get("cuda_rng") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    if scaler is not None and state.get("scaler") is not None:
-        scaler.__dict__.update(state["scaler"])
-    result.trajectory = list(state["result"]["trajectory"])
-    result.skipped_steps = state["result"]["skipped_steps"]
-    result.final = dict(state["result"]["final"])
-    return state["step"], state["epoch"], state["pos"]
 
 
 def _finite(row: Mapping[str, Any]) -> dict[str, Any]:

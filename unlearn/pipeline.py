@@ -20,23 +20,20 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from eval.compat import apply_compat, check_compat
+from eval.compat import apply_compat
 from eval.ou_logs import write_ou_logs
-from eval.select import Selector, parse_criterion
+from eval.select import Selector
 from eval.records import (RECORD_NAME, complete_record, environment_info, git_info, load_record,
                           write_json_atomic, write_record)
 from unlearn import distributed as dist_utils
-from unlearn.batching import batch_plan, check_step_rule
-from unlearn.config import compose_isolated
-from unlearn.engine import Resume, unlearn
-from unlearn.gradients import max_grad_norm
+from unlearn.engine import unlearn
 from unlearn.methods import MethodContext, build_method
 from unlearn.models import configure_training, frozen, torch_dtype
-from unlearn.optimizers import check_optimizer
-from unlearn.precision import Precision, check_launcher_precision, to_storage
-from unlearn.schedulers import SCHEDULERS, build_scheduler
-from unlearn.schema import ConfigError, base_config, check_overrides, check_ranges
-from unlearn.trackers import RunTracker, accelerator_kwargs, check_logger
+from unlearn.precision import to_storage
+from unlearn.resume import Resume, load_trainable_state, trainable_state
+from unlearn.validation import check_selection, run_precision, validate
+from unlearn.schedulers import build_scheduler
+from unlearn.trackers import RunTracker, accelerator_kwargs
 from unlearn.stages import StageCache, content_hash, fingerprint
 from unlearn.benchmarks import Benchmark, get_benchmark
 from unlearn.world import Prepared
@@ -110,49 +107,6 @@ def _attach_log_file(run_dir: Path) -> logging.Handler | None:
     return handler
 
 
-def validate(cfg: DictConfig, processes: int = 1, overrides: dict[str, Any] | None = None) -> None:
-    """Fail before any work on choices that would otherwise fail deep inside a library: the
-    schema (:mod:`unlearn.schema`: the command line's keys and types against the files the same
-    group choices compose, when run under Hydra; the ranges always), then each component's own."""
-    if overrides and overrides.get("choices") is not None:
-        check_overrides(cfg, overrides["task"], base_config(overrides["choices"], compose_isolated))
-    check_ranges(cfg)
-    build_method(cfg.method)  # unknown method -> lists the valid ones
-    SCHEDULERS.get(cfg.scheduler.name)
-    if float(cfg.method.lr) <= 0:
-        raise ValueError(f"method.lr must be positive, got {cfg.method.lr}")
-    build_scheduler(cfg.scheduler, float(cfg.method.lr), 1, 1.0)  # its options checked now, not after the stages
-    if int(cfg.method.epochs) < 1:
-        raise ValueError("method.epochs must be >= 1")
-    batch_plan(cfg.method, processes)
-    check_step_rule(str(cfg.method.get("step_rule", "epochs")))
-    max_grad_norm(cfg.method)
-    check_optimizer(str(cfg.method.get("optimizer", "adamw")))
-    check_launcher_precision(run_precision(cfg))
-    check_compat(str(cfg.dataset.benchmark), cfg.eval)
-    check_selection(cfg)
-    try:
-        check_logger(cfg.get("logger"))
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-
-
-def check_selection(cfg: DictConfig):
-    """``eval.select``'s criterion (or None), checked before any work."""
-    floor = cfg.eval.get("select_floor")
-    try:
-        criterion = parse_criterion(cfg.eval.get("select"),
-                                    OmegaConf.to_container(floor, resolve=True) if isinstance(floor, DictConfig) else floor)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    if criterion is not None and int(cfg.eval.get("trajectory_every", 0)) <= 0:
-        raise ConfigError(f"eval.select={cfg.eval.select} needs trajectory evaluation: set eval.trajectory_every "
-                          "to a number of steps >= 1")
-    if criterion is not None and os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
-        raise ConfigError("eval.select keeps a copy of the best weights, not supported with FSDP yet")
-    return criterion
-
-
 def log_file_only(run_dir: Path | None, text: str) -> None:
     """Into ``run.log`` and not onto the terminal (a traceback: the terminal gets one line)."""
     if run_dir is None:
@@ -167,22 +121,6 @@ def log_file_only(run_dir: Path | None, text: str) -> None:
     finally:
         logger.removeHandler(handler)
         handler.close()
-
-
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A CPU copy of the weights unlearning changes (all, or LoRA's adapters)."""
-    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
-
-
-def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if n in state:
-                p.copy_(state[n].to(p.device, p.dtype))
-
-
-def run_precision(cfg: DictConfig) -> Precision:
-    return Precision(str(cfg.model.get("precision", "32-true")))
 
 
 def reference_eval(which: str, bench: Benchmark, prepared: Prepared, cfg: DictConfig, cache: StageCache) -> dict[str, Any]:
