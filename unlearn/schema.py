@@ -51,7 +51,6 @@ RANGES: dict[str, tuple[Any, str]] = {
     "method.grad_accum_steps": (lambda v: v is None or (_int(v) and v >= 1), "null or an integer >= 1"),
     "method.effective_batch": (lambda v: v is None or (_int(v) and v >= 1), "null or an integer >= 1"),
     "method.max_steps": (lambda v: v is None or (_int(v) and v >= 1), "null or an integer >= 1"),
-    "method.max_grad_norm": (lambda v: v is None or (_num(v) and v > 0), "null or a positive number"),
     "method.weight_decay": (lambda v: _num(v) and v >= 0, "a number >= 0"),
     "scheduler.warmup_ratio": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
     "scheduler.warmup_epochs": (lambda v: _num(v) and v >= 0, "a number >= 0"),
