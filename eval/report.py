@@ -28,18 +28,12 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from eval.gen_figure import gen_rates_figure
+from eval.directions import ARROW, DIRECTION  # noqa: F401  (re-exported: eval.report.DIRECTION)
+from eval.figures import write_figures
 from eval.records import RECORD_NAME, RECORD_VERSION, load_record
+from eval.compare import paired_markdown, paired_table
 from eval.spread import spread_markdown, spread_table
 
-# metric -> better direction: "max", "min" or "zero" (closest to 0 is best, e.g. PrivLeak)
-DIRECTION = {
-    "forget_quality": "max", "model_utility": "max", "forget_truth_ratio": "max", "forget_rouge": "min",
-    "forget_prob": "min", "retain_prob": "max", "retain_rouge": "max", "retain_truth_ratio": "max",
-    "forget_exact_memorization": "min", "forget_extraction_strength": "min",
-    "verbmem_f": "min", "knowmem_f": "min", "knowmem_r": "max", "privleak": "zero",
-}
-ARROW = {"max": "↑", "min": "↓", "zero": "→0"}
 DEFAULT_METRICS = {"tofu": ["forget_quality", "model_utility", "forget_rouge", "retain_rouge"],
                    "muse": ["verbmem_f", "knowmem_f", "knowmem_r", "privleak"]}
 ID_COLUMNS = ["benchmark", "dataset", "split", "model", "method", "scheduler", "variant", "seed"]
@@ -63,8 +57,10 @@ def _variant(run_dir: Path, rec: Mapping[str, Any]) -> str:
     return parts[-2] if len(parts) >= 2 and parts[-1].startswith("seed") else "default"
 
 
-def record_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of one record: the unlearned model, plus the target and retain models as references."""
+def record_rows(path: Path, selected: bool = False) -> list[dict[str, Any]]:
+    """Rows of one record: the unlearned model, plus the target and retain models as references.
+    ``selected``: the unlearned model's numbers are those of the step ``eval.select`` chose (the
+    trajectory's summary there), where the record has a selection; its ``selected_step`` says which."""
     try:
         rec = load_record(path)
     except ValueError as e:  # a malformed record is reported, not silently dropped or zeroed
@@ -85,9 +81,12 @@ def record_rows(path: Path) -> list[dict[str, Any]]:
     }
     rows = []
     metrics = rec.get("metrics") or {}
+    chosen = (rec.get("selection") or {}).get("metrics") if selected else None
     for role in ("unlearned", "target", "retain"):
         row = {**base, "model_role": role}
-        m = metrics.get(role)
+        m = {"summary": chosen} if role == "unlearned" and chosen else metrics.get(role)
+        if role == "unlearned" and chosen:
+            row["selected_step"] = chosen.get("step")
         if m:
             row.update({k: v for k, v in m["summary"].items() if isinstance(v, (int, float)) or v is None})
         elif role != "unlearned":
@@ -96,9 +95,9 @@ def record_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def load_runs(root: str | Path, records: Iterable[Path] | None = None) -> pd.DataFrame:
+def load_runs(root: str | Path, records: Iterable[Path] | None = None, selected: bool = False) -> pd.DataFrame:
     paths = list(records) if records is not None else find_records(root)
-    rows = [r for p in paths for r in record_rows(p)]
+    rows = [r for p in paths for r in record_rows(p, selected)]
     df = pd.DataFrame(rows)
     for col in ["run_dir", "status", "model_role", *ID_COLUMNS]:  # present even if no record has them
         if col not in df:
@@ -275,162 +274,6 @@ def _latex_cell(s: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
-# figures
-# ------------------------------------------------------------------------------------------------
-def _save(fig, out: Path, name: str) -> list[Path]:
-    paths = [out / f"{name}.png", out / f"{name}.pdf"]
-    for p in paths:
-        fig.savefig(p, bbox_inches="tight", dpi=120, metadata={"CreationDate": None} if p.suffix == ".pdf" else None)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return paths
-
-
-def _label(r: Mapping[str, Any], common: Mapping[str, str] | None = None) -> str:
-    """``method+scheduler (overrides)``, leaving out the overrides every plotted run shares."""
-    items = {k: v for k, v in variant_items(r.get("variant")).items() if (common or {}).get(k) != v}
-    return f"{r['method']}+{r['scheduler']}" + (f" ({','.join(f'{k}={v}' for k, v in items.items())})" if items else "")
-
-
-# the final trade-off plotted per benchmark: (x, y, log y); TOFU's is the paper's FQ-vs-MU plane,
-# MUSE's its utility (KnowMem on D_r) against what is left of the forget set's knowledge
-TRADEOFF = {"tofu": ("model_utility", "forget_quality", True), "muse": ("knowmem_r", "knowmem_f", False)}
-CURVES = {"lr": ("learning rate", "learning_rate", True), "grad_norm": ("task gradient norm", "grad_norms", True),
-          "cos": ("cos(g_F, g_R)", "grad_cosine", False), "loss": ("task loss", "losses", False)}
-
-
-def _panels(plt, n: int, height: float = 3.6):
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n + 2.2, height), squeeze=False, sharey=True)
-    return fig, list(axes[0])
-
-
-def _finish(fig, axes, title: str, common: Mapping[str, str] | None = None) -> None:
-    handles, labels = axes[0].get_legend_handles_labels()
-    for ax in axes[1:]:  # every label once, even one that only a later panel has
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    if handles:
-        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
-    fig.suptitle(title + (f"\n({', '.join(f'{k}={v}' for k, v in common.items())})" if common else ""), fontsize=10)
-    fig.tight_layout()
-
-
-def _style(un: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """label -> plot style: one color per method+overrides (tab20), the marker and line style by
-    scheduler (GeN dashed)."""
-    import matplotlib
-
-    cmap = matplotlib.colormaps["tab20"]
-    color = {k: cmap(i % 20) for i, k in enumerate(sorted(un["color_key"].unique()))}
-    return {r.label: {"color": color[r.color_key], "marker": "s" if r.scheduler == "gen" else "o",
-                      "linestyle": "--" if r.scheduler == "gen" else "-"}
-            for r in un[["label", "color_key", "scheduler"]].drop_duplicates().itertuples()}
-
-
-def write_figures(df: pd.DataFrame, out: Path, benchmark: str = "tofu") -> list[Path]:
-    """Trade-off and training-dynamics figures from records and step logs: one panel per forget
-    split, one point or curve per method+scheduler(+variant), averaged over seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    un = df[(df["model_role"] == "unlearned") & (df["status"] == "ok")] if len(df) else df
-    if un.empty:
-        return written
-    variants = [variant_items(v) for v in un["variant"]]
-    common = {k: v for k, v in variants[0].items() if all(d.get(k) == v for d in variants)}
-    un = un.assign(label=un.apply(lambda r: _label(r, common), axis=1),
-                   color_key=un.apply(lambda r: _label({**r, "scheduler": ""}, common), axis=1),
-                   split=un["split"].fillna(""))
-    splits = sorted(un["split"].unique())
-    style = _style(un)
-    x, y, logy = TRADEOFF.get(benchmark, TRADEOFF["tofu"])
-    if {x, y} <= set(un.columns):
-        fig, axes = _panels(plt, len(splits))
-        for ax, split in zip(axes, splits):
-            part = un[un["split"] == split]
-            for label, g in part.groupby("label", sort=True):
-                st = style[label]
-                ax.scatter(g[x].mean(), g[y].mean(), label=label, color=st["color"], marker=st["marker"])
-            for role, marker in (("target", "x"), ("retain", "*")):
-                ref = df[(df["model_role"] == role) & (df["split"].fillna("") == split)]
-                if not ref.empty and {x, y} <= set(ref.columns):
-                    ax.scatter(ref[x].mean(), ref[y].mean(), marker=marker, s=80, c="k", label=role)
-            if logy:
-                ax.set_yscale("log")
-            ax.set_xlabel(f"{x} {ARROW[DIRECTION.get(x, 'max')]}")
-            ax.set_title(split or "all")
-        axes[0].set_ylabel(f"{y} {ARROW[DIRECTION.get(y, 'max')]}" + (" (log)" if logy else ""))
-        _finish(fig, axes, f"{y} vs {x} after unlearning (mean over seeds)", common)
-        written += _save(fig, out, "tradeoff_final")
-    # trajectories (records) and step-log curves, averaged over the seeds of a label
-    traj = {s: {} for s in splits}
-    curves = {k: {s: {} for s in splits} for k in CURVES}
-    for _, r in un.drop_duplicates("run_dir").iterrows():
-        run_dir = Path(r["run_dir"])
-        rec = json.loads((run_dir / RECORD_NAME).read_text())
-        points = rec.get("trajectory") or []
-        ux = next((k for k in (x, "model_utility_no_rouge") if points and k in points[0]), None)
-        if points and ux and y in points[0]:
-            frame = pd.DataFrame([{"step": p.get("step", i), "x": p[ux], "y": p[y]} for i, p in enumerate(points)])
-            traj[r["split"]].setdefault(r["label"], []).append(frame.assign(xname=ux))
-        steps_path = run_dir / rec.get("logs", {}).get("steps", "steps.jsonl")
-        if not steps_path.exists():
-            continue
-        steps = pd.read_json(steps_path, lines=True)
-        series = {"lr": {"": steps.get("lr")}, "cos": {"": steps.get("cos/forget_retain")},
-                  "grad_norm": {c.split("/")[1]: steps[c] for c in steps.columns if c.startswith("grad_norm/")},
-                  "loss": {c.split("/")[1]: pd.to_numeric(steps[c], errors="coerce")
-                           for c in steps.columns if c.startswith("loss/")}}
-        for kind, named in series.items():
-            for task, values in named.items():
-                if values is not None:
-                    key = r["label"] + (f" [{task}]" if task else "")
-                    curves[kind][r["split"]].setdefault(key, []).append(pd.Series(values.to_numpy(), index=steps["step"]))
-    if any(traj[s] for s in splits):
-        fig, axes = _panels(plt, len(splits))
-        for ax, split in zip(axes, splits):
-            for label, frames in sorted(traj[split].items()):
-                mean = pd.concat(frames).groupby("step")[["x", "y"]].mean()
-                st = style[label]
-                ax.plot(mean["x"], mean["y"], marker=".", color=st["color"], linestyle=st["linestyle"], label=label)
-                ax.set_xlabel(f"{frames[0]['xname'].iloc[0]} {ARROW['max']}")
-            if logy:
-                ax.set_yscale("log")
-            ax.set_title(split or "all")
-        axes[0].set_ylabel(f"{y}" + (" (log)" if logy else ""))
-        _finish(fig, axes, f"{y} vs utility over unlearning steps (mean over seeds)", common)
-        written += _save(fig, out, "tradeoff_trajectories")
-    for kind, (ylabel, name, log) in CURVES.items():
-        if not any(curves[kind][s] for s in splits):
-            continue
-        fig, axes = _panels(plt, len(splits), height=3.2)
-        for ax, split in zip(axes, splits):
-            for key, runs in sorted(curves[kind][split].items()):
-                mean = pd.concat(runs, axis=1).mean(axis=1)
-                st = style[key.split(" [")[0]]
-                task_style = ":" if key.endswith("[forget]") else st["linestyle"]
-                ax.plot(mean.index, mean.to_numpy(), color=st["color"], linestyle=task_style, label=key)
-            ax.set_xlabel("step")
-            ax.set_title(split or "all")
-            if log:
-                ax.set_yscale("log")
-        axes[0].set_ylabel(ylabel)
-        _finish(fig, axes, f"{ylabel} (mean over seeds)", common)
-        written += _save(fig, out, name)
-    gen = gen_rates_figure(un, variant_items)  # GeN's rate vs its vertex, per initial rate
-    if gen is not None:
-        written += _save(gen, out, "gen_rates")
-    return written
-
-
-# ------------------------------------------------------------------------------------------------
 # sweeps and the command line
 # ------------------------------------------------------------------------------------------------
 def sweep_spec(name: str) -> dict[str, Any]:
@@ -523,10 +366,12 @@ def parse_overrides(items: Iterable[str]) -> dict[str, str]:
 
 
 def report(runs: str | Path, out: str | Path, sweep: str | None = None,
-           extra: Mapping[str, str] | None = None) -> dict[str, Any]:
+           extra: Mapping[str, str] | None = None, selected: bool = False,
+           baseline: Mapping[str, str] | None = None) -> dict[str, Any]:
     """``extra``: overrides given on the command line next to ``sweeps=NAME`` (they name the runs'
-    variant directory too, so the sweep's runs are found only with them)."""
-    df = load_runs(runs)
+    variant directory too, so the sweep's runs are found only with them). ``selected``: the
+    unlearned models' numbers at the step ``eval.select`` chose (the final ones otherwise)."""
+    df = load_runs(runs, selected=selected)
     spec = sweep_spec(sweep) if sweep else {}
     if sweep and not df.empty:
         excluded = variant_keys_excluded()
@@ -556,6 +401,18 @@ def report(runs: str | Path, out: str | Path, sweep: str | None = None,
         spread.to_csv(out / "spread.csv", index=False)
         result["files"] += [out / "spread.md", out / "spread.csv"]
         result["spread"] = spread
+    # paired comparisons over seeds against a baseline (eval/compare.py): the sweep's, the caller's,
+    # else GDiff when the table has it
+    base = dict(baseline or (rep.get("compare") or {}).get("baseline") or {})
+    un = df[df["model_role"] == "unlearned"]
+    if not base and "method" in rows and (un["method"] == "gdiff").any():
+        base = {"method": "gdiff"}
+    if base:
+        paired = paired_table(un, base, metrics, rows, columns)
+        (out / "compare.md").write_text(paired_markdown(paired, metrics, rows, columns))
+        paired.to_csv(out / "compare.csv", index=False)
+        result["files"] += [out / "compare.md", out / "compare.csv"]
+        result["compare"] = paired
     return result
 
 
@@ -566,6 +423,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", help="output folder (default: <paths.reports>/<sweep or all>)")
     ap.add_argument("--readme", help="also replace the block between <!-- report:NAME --> and <!-- /report:NAME --> "
                                      "in this Markdown file with the generated table (NAME: the sweep or 'all')")
+    ap.add_argument("--baseline", action="append", default=[], metavar="KEY=VALUE",
+                    help="the rows every other row is compared with, paired over seeds (default: the sweep's "
+                         "report.compare, else method=gdiff when present), e.g. method=gdiff")
+    ap.add_argument("--selected", action="store_true",
+                    help="the unlearned models at the step eval.select chose (trajectory metrics), not the final ones")
     ap.add_argument("--with", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                     help="an override the sweep was run with besides its grid (repeatable), e.g. method.epochs=10")
     args = ap.parse_args(argv)
@@ -580,7 +442,7 @@ def main(argv: list[str] | None = None) -> None:
     if not runs.is_dir():
         raise SystemExit(f"error: no folder {runs} (the runs are searched for record.json there)")
     out = Path(args.out) if args.out else root / "reports" / (args.sweep or "all")
-    res = report(runs, out, args.sweep, extra)
+    res = report(runs, out, args.sweep, extra, selected=args.selected, baseline=parse_overrides(args.baseline))
     if res["runs"] == 0:
         raise SystemExit(f"error: no runs found under {runs}" + (f" for sweep {args.sweep}" if args.sweep else ""))
     if "table" in res:
@@ -594,6 +456,8 @@ def main(argv: list[str] | None = None) -> None:
         update_readme(Path(args.readme), args.sweep or "all", (out / "table.md").read_text())
         if "spread" in res:
             update_readme(Path(args.readme), f"{args.sweep}:spread", (out / "spread.md").read_text())
+        if "compare" in res and f"<!-- report:{args.sweep}:compare -->" in Path(args.readme).read_text():
+            update_readme(Path(args.readme), f"{args.sweep}:compare", (out / "compare.md").read_text())
         print(f"updated {args.readme}")
 
 

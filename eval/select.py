@@ -18,12 +18,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-MAX_METRICS = {"forget_quality", "model_utility", "model_utility_no_rouge", "forget_truth_ratio", "retain_prob",
-               "retain_rouge", "retain_truth_ratio", "ra_prob", "wf_prob", "ra_truth_ratio", "wf_truth_ratio",
-               "knowmem_r", "retain_prob"}
-MIN_METRICS = {"forget_prob", "forget_rouge", "forget_exact_memorization", "forget_extraction_strength",
-               "verbmem_f", "knowmem_f"}
-ZERO_METRICS = {"privleak"}
+from eval.directions import DIRECTION
+
+# the metrics a trajectory summary holds, by their better direction (eval/directions.py, plus the
+# trajectory's own: the ROUGE-free utility and the per-task probabilities and truth ratios)
+MAX_METRICS = {k for k, v in DIRECTION.items() if v == "max"} | {
+    "model_utility_no_rouge", "ra_prob", "wf_prob", "ra_truth_ratio", "wf_truth_ratio"}
+MIN_METRICS = {k for k, v in DIRECTION.items() if v == "min"}
+ZERO_METRICS = {k for k, v in DIRECTION.items() if v == "zero"}
 
 
 @dataclass

@@ -151,3 +151,18 @@ def test_finetuning_stages_replay_the_base_corpus(debug_cfg, tmp_path):
     pretrain = len((world / "pretrain.json").read_text().splitlines())
     assert b["stages"]["base"]["reused"] and not b["stages"]["target"]["reused"]
     assert n["b"]["target"] == n["a"]["target"] + pretrain and n["b"]["retain"] == n["a"]["retain"] + pretrain
+
+
+def test_stage_keys_follow_the_stage_building_code(tmp_path):
+    """A change to the code that builds stages gives new keys (a stale model is never reused)."""
+    from unlearn.stages import STAGE_CODE, code_fingerprint
+
+    (tmp_path / "unlearn").mkdir()
+    (tmp_path / "unlearn" / "train.py").write_text("lr = 1\n")
+    before = code_fingerprint(STAGE_CODE, tmp_path)
+    (tmp_path / "unlearn" / "train.py").write_text("lr = 2\n")
+    after = code_fingerprint(STAGE_CODE, tmp_path)
+    assert after != before
+    (tmp_path / "unlearn" / "unrelated.py").write_text("x = 1\n")  # not stage-building code
+    assert code_fingerprint(STAGE_CODE, tmp_path) == after
+    assert len({p for pat in STAGE_CODE for p in Path(__file__).resolve().parents[1].glob(pat)}) >= 14

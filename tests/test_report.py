@@ -256,3 +256,39 @@ def test_spread_over_initial_rates_against_the_best_fixed_rate():
     assert a["goal"] == "met"
     b = t.loc["gen_b"]  # forgets nothing from 1e-4, and its utility moves by 0.10
     assert b["model_utility range"] == pytest.approx(0.10) and b["forget_quality worst"] == 0.01 and b["goal"] == "not met"
+
+
+def test_figure_axes_colors_and_markers(tmp_path):
+    from eval.directions import axis_label
+    from eval.figures import distinct_colors
+
+    assert axis_label("model_utility_no_rouge") == "model utility (likelihoods only) ↑"
+    assert axis_label("forget_quality", log=True) == "forget quality ↑ (log scale)"
+    assert axis_label("privleak") == "PrivLeak →0"
+    colors = distinct_colors(13)  # the 13 methods of the main tables: no two equal, no tab20 shade pairs
+    assert len({tuple(c) for c in colors}) == 13
+    import matplotlib
+
+    tab20 = [matplotlib.colormaps["tab20"](i) for i in range(20)]
+    pairs = {(tuple(tab20[2 * i]), tuple(tab20[2 * i + 1])) for i in range(10)}
+    assert not any((tuple(a), tuple(b)) in pairs or (tuple(b), tuple(a)) in pairs for a in colors for b in colors)
+
+
+def test_paired_comparison_against_a_baseline(tmp_path):
+    root = tmp_path / "runs"
+    for seed, (a, b) in enumerate([(0.1, 0.0), (0.3, 0.1), (0.5, 0.2)]):
+        write_record(root, "ngdiff", "forget10", seed, fq=a, mu=0.5)
+        write_record(root, "gdiff", "forget10", seed, fq=b, mu=0.5)
+    write_record(root, "npo", "forget10", 0, fq=0.9, mu=0.4)  # one seed: a difference, no test
+    res = report(root, tmp_path / "rep")
+    cmp = res["compare"].set_index("method")
+    # differences 0.1, 0.2, 0.3: mean 0.2, t = 0.2 / (0.1 / sqrt 3) with 2 degrees of freedom, whose
+    # two-sided p-value is 1 - t / sqrt(t^2 + 2)
+    t = 0.2 / (0.1 / math.sqrt(3))
+    assert cmp.loc["ngdiff", "forget_quality_diff"] == pytest.approx(0.2)
+    assert cmp.loc["ngdiff", "forget_quality_p"] == pytest.approx(1 - t / math.sqrt(t * t + 2), rel=1e-9)
+    assert cmp.loc["ngdiff", "forget_quality_n"] == 3 and math.isnan(cmp.loc["ngdiff", "model_utility_p"])
+    assert cmp.loc["npo", "forget_quality_diff"] == pytest.approx(0.9) and cmp.loc["npo", "forget_quality_n"] == 1
+    assert "gdiff" not in cmp.index
+    md = (tmp_path / "rep" / "compare.md").read_text()
+    assert "against method=gdiff" in md and "| ngdiff | gen | default | forget10 | +0.200 (0.074) | +0.000 |" in md

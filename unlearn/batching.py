@@ -124,27 +124,44 @@ class PairedBatches:
             return max(1, epochs * len(self.forget) // self.batch_size)
         return epochs * self.steps_per_epoch
 
-    def _global(self, epoch: int) -> Iterator[tuple[list[int], list[int]]]:
+    def _global(self, epoch: int, start: int = 0) -> Iterator[tuple[list[int], list[int]]]:
+        """``start``: skip the epoch's first ``start`` steps without drawing their retain indices
+        (a resumed run, whose retain stream is restored to where it stopped)."""
         order = torch.randperm(len(self.forget), generator=torch.Generator().manual_seed(self.seed + 104729 * epoch)).tolist()
+        taken = 0
         for i in range(0, len(order), self.batch_size):
             forget = order[i : i + self.batch_size]
             if len(forget) < (self.batch_size if self.drop_last else self.world):
                 continue
+            taken += 1
+            if taken <= start:
+                continue
             yield forget, torch.randint(len(self.retain), (len(forget),), generator=self.retain_gen).tolist()
+
+    def state(self) -> dict[str, Any]:
+        """The random streams' positions (resumable state)."""
+        return {"retain": self.retain_gen.get_state(),
+                "probe": None if self._probe_gen is None else self._probe_gen.get_state()}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        self.retain_gen.set_state(state["retain"])
+        if state.get("probe") is not None:
+            self._probe_gen = torch.Generator()
+            self._probe_gen.set_state(state["probe"])
 
     def epoch(self, epoch: int) -> Iterator[tuple[list[int], list[int]]]:
         """Yield (forget indices, retain indices) of this process, step by step."""
         for forget, retain in self._global(epoch):
             yield forget[self.rank :: self.world], retain[self.rank :: self.world]
 
-    def steps(self, epoch: int, micro: int, synced: bool = False) -> Iterator[list[MicroBatch]]:
+    def steps(self, epoch: int, micro: int, synced: bool = False, start: int = 0) -> Iterator[list[MicroBatch]]:
         """Yield this process's micro-batches (at most ``micro`` examples each), step by step.
 
         A full step gives every process the same number of micro-batches; a trailing short one
         may not (rank 0 holds the most items). ``synced`` (FSDP: every forward is a collective)
         pads the others with weight-0 copies of their first micro-batch, so every process runs
         rank 0's number of forward passes."""
-        for forget, retain in self._global(epoch):
+        for forget, retain in self._global(epoch, start):
             f, r = forget[self.rank :: self.world], retain[self.rank :: self.world]
             out = [MicroBatch(f[i : i + micro], r[i : i + micro]) for i in range(0, len(f), micro)]
             if synced:

@@ -75,9 +75,10 @@ T = TypeVar("T")
 TIMEOUT_ENV = "UNLEARN_DIST_TIMEOUT_MIN"
 
 
-def make_accelerator():
+def make_accelerator(**tracking):
     """The run's Accelerator: CPU mode without a GPU (gloo DDP under torchrun), a long collective
-    timeout so the other processes can wait for the main process's stage builds."""
+    timeout so the other processes can wait for the main process's stage builds; ``tracking``:
+    ``log_with`` / ``project_dir`` (:func:`unlearn.trackers.accelerator_kwargs`)."""
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
 
@@ -85,7 +86,7 @@ def make_accelerator():
     # mixed_precision="no": the run's model.precision is applied by unlearn.precision (per run, per
     # task gradient), never by accelerate as well; a launcher's --mixed_precision is checked against it
     acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no",
-                      kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(minutes=minutes))])
+                      kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(minutes=minutes))], **tracking)
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not is_fsdp(acc):
         log.warning("FSDP was asked for, but accelerate runs %s here (FSDP needs GPUs): plain data "
                     "parallelism, every process holds the whole model", acc.distributed_type)

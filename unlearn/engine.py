@@ -45,6 +45,7 @@ from unlearn.losses import Batch, lm_loss
 from unlearn.methods import Method, MethodContext
 from unlearn.optimizers import build_optimizer
 from unlearn.precision import Precision
+from unlearn.resume import Resume, restore_state as _restore, state as _state
 from unlearn.schedulers import Scheduler
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class EngineResult:
     model: Any = None  # the trained model as the accelerator prepared it (DDP / FSDP wrapper)
     batch: dict[str, Any] = field(default_factory=dict)  # micro-batch, accumulation, processes, effective
     skipped_steps: int = 0  # 16-mixed: updates skipped on a non-finite gradient
+    resumed_from: int | None = None  # the step a resumed run continued from
 
 
 def fit_loss_value(kind: str, losses: Mapping[str, float]) -> float:
@@ -141,9 +143,14 @@ def unlearn(
     trajectory_every: int = 0,
     context: MethodContext | None = None,
     precision: Precision | None = None,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+    resume: Resume | None = None,
 ) -> EngineResult:
     """Unlearn in place. ``cfg`` is the method node (lr, epochs, batch_size, grad_accum_steps,
-    max_grad_norm, optimizer, ...); ``scheduler_factory(total_steps, steps_per_epoch)``."""
+    max_grad_norm, optimizer, ...); ``scheduler_factory(total_steps, steps_per_epoch)``;
+    ``on_row``: called with each step's log row (an experiment tracker), after it is written;
+    ``resume``: where the resumable state is saved every ``resume.every`` steps, and the state a
+    killed run left there to continue from (:class:`Resume`)."""
     if fit not in FIT_LOSSES:
         raise ValueError(f"unknown gen fit loss {fit!r}; valid: {', '.join(FIT_LOSSES)}")
     acc = accelerator if accelerator is not None else make_accelerator()
@@ -189,12 +196,25 @@ def unlearn(
             result.trajectory.append({"step": step, **trajectory(step, model)})
         model.train()
 
-    step = 0
-    with (open(log_path, "w") if main else contextlib.nullcontext()) as jsonl:
-        if trajectory is not None and trajectory_every > 0:
+    step, start_epoch, start_pos = 0, 0, 0
+    loaded = resume.load() if resume is not None else None
+    if loaded is not None:  # continue a killed or interrupted run exactly where its state was saved
+        step, start_epoch, start_pos = _restore(loaded, model, acc, optim, sched, pairs, scaler, result)
+        result.resumed_from = step
+        if resume.restore_extra is not None:
+            resume.restore_extra(loaded.get("extra") or {})
+        bar.update(step)
+        log.info("resuming from step %d of %d (%s)", step, total, resume.path)
+    mode = "w" if loaded is None else "r+"
+    with (open(log_path, mode) if main else contextlib.nullcontext()) as jsonl:
+        if loaded is not None and jsonl is not None:  # the step log as it was when the state was saved
+            jsonl.truncate(loaded["log_bytes"])
+            jsonl.seek(loaded["log_bytes"])
+        if trajectory is not None and trajectory_every > 0 and loaded is None:
             evaluate(0)
-        for epoch in itertools.count():  # until `total` updates (step_rule tofu may end mid-epoch)
-            for plan_step in pairs.steps(epoch, plan["batch_size"], synced=st.sharded):
+        for epoch in itertools.count(start_epoch):  # until `total` updates (step_rule tofu may end mid-epoch)
+            pos = start_pos if epoch == start_epoch else 0
+            for plan_step in pairs.steps(epoch, plan["batch_size"], synced=st.sharded, start=pos):
                 if step >= total:
                     break
                 t0 = time.perf_counter()
@@ -279,12 +299,22 @@ def unlearn(
                 if jsonl is not None:
                     jsonl.write(json.dumps(_finite(row)) + "\n")
                     jsonl.flush()
+                if on_row is not None:
+                    on_row(row)
                 result.final = losses
                 step += 1
                 bar.update(1)
                 bar.set_postfix({k.split("/")[-1][:6]: f"{v:.3g}" for k, v in row.items() if k.startswith("loss/")} | {"lr": f"{lr:.2e}"})
                 if trajectory is not None and trajectory_every > 0 and (step % trajectory_every == 0 or step == total):
                     evaluate(step)
+                pos += 1
+                # every `every` steps, and after the last one (a kill during evaluation then redoes no step)
+                if resume is not None and resume.every > 0 and (step % resume.every == 0 or step == total):
+                    if jsonl is not None:
+                        jsonl.flush()
+                    resume.save(_state(step, epoch, pos, model, acc, optim, sched, pairs, scaler, result,
+                                       jsonl.tell() if jsonl is not None else 0,
+                                       resume.extra() if resume.extra is not None else None), main)
             if result.status != "ok" or step >= total:
                 break
     bar.close()

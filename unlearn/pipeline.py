@@ -20,21 +20,20 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from eval.compat import apply_compat, check_compat
+from eval.compat import apply_compat
 from eval.ou_logs import write_ou_logs
+from eval.select import Selector
 from eval.records import (RECORD_NAME, complete_record, environment_info, git_info, load_record,
                           write_json_atomic, write_record)
 from unlearn import distributed as dist_utils
-from unlearn.batching import batch_plan, check_step_rule
-from unlearn.config import compose_isolated
 from unlearn.engine import unlearn
-from unlearn.gradients import max_grad_norm
 from unlearn.methods import MethodContext, build_method
 from unlearn.models import configure_training, frozen, torch_dtype
-from unlearn.optimizers import check_optimizer
-from unlearn.precision import Precision, check_launcher_precision, to_storage
-from unlearn.schedulers import SCHEDULERS, build_scheduler
-from unlearn.schema import base_config, check_overrides, check_ranges
+from unlearn.precision import to_storage
+from unlearn.resume import Resume, load_trainable_state, trainable_state
+from unlearn.validation import check_selection, run_precision, validate
+from unlearn.schedulers import build_scheduler
+from unlearn.trackers import RunTracker, accelerator_kwargs
 from unlearn.stages import StageCache, content_hash, fingerprint
 from unlearn.benchmarks import Benchmark, get_benchmark
 from unlearn.world import Prepared
@@ -44,10 +43,11 @@ log = logging.getLogger("unlearn")
 STEP_LOG = "steps.jsonl"
 RUN_LOG = "run.log"
 OVERRIDES = "overrides.txt"
+RESUME_DIR = "resume"  # <run>/resume/state.pt: unlearning's resumable state, every `resume_every` steps
 OU_LOGS = "open_unlearning"  # eval.ou_logs: <run>/open_unlearning/<model>/{TOFU,MUSE}_{EVAL,SUMMARY}.json
 SKIP_STATUSES = ("ok", "diverged")  # a failed run is run again; these are results
 # keys that do not change a run's result: a record made under other values of these is still valid
-NON_RESULT_KEYS = ("overwrite", "threads", "paths")
+NON_RESULT_KEYS = ("overwrite", "threads", "paths", "logger", "resume_every")
 
 
 def result_hash(cfg: DictConfig) -> str:
@@ -107,28 +107,6 @@ def _attach_log_file(run_dir: Path) -> logging.Handler | None:
     return handler
 
 
-def validate(cfg: DictConfig, processes: int = 1, overrides: dict[str, Any] | None = None) -> None:
-    """Fail before any work on choices that would otherwise fail deep inside a library: the
-    schema (:mod:`unlearn.schema`: the command line's keys and types against the files the same
-    group choices compose, when run under Hydra; the ranges always), then each component's own."""
-    if overrides and overrides.get("choices") is not None:
-        check_overrides(cfg, overrides["task"], base_config(overrides["choices"], compose_isolated))
-    check_ranges(cfg)
-    build_method(cfg.method)  # unknown method -> lists the valid ones
-    SCHEDULERS.get(cfg.scheduler.name)
-    if float(cfg.method.lr) <= 0:
-        raise ValueError(f"method.lr must be positive, got {cfg.method.lr}")
-    build_scheduler(cfg.scheduler, float(cfg.method.lr), 1, 1.0)  # its options checked now, not after the stages
-    if int(cfg.method.epochs) < 1:
-        raise ValueError("method.epochs must be >= 1")
-    batch_plan(cfg.method, processes)
-    check_step_rule(str(cfg.method.get("step_rule", "epochs")))
-    max_grad_norm(cfg.method)
-    check_optimizer(str(cfg.method.get("optimizer", "adamw")))
-    check_launcher_precision(run_precision(cfg))
-    check_compat(str(cfg.dataset.benchmark), cfg.eval)
-
-
 def log_file_only(run_dir: Path | None, text: str) -> None:
     """Into ``run.log`` and not onto the terminal (a traceback: the terminal gets one line)."""
     if run_dir is None:
@@ -143,10 +121,6 @@ def log_file_only(run_dir: Path | None, text: str) -> None:
     finally:
         logger.removeHandler(handler)
         handler.close()
-
-
-def run_precision(cfg: DictConfig) -> Precision:
-    return Precision(str(cfg.model.get("precision", "32-true")))
 
 
 def reference_eval(which: str, bench: Benchmark, prepared: Prepared, cfg: DictConfig, cache: StageCache) -> dict[str, Any]:
@@ -207,7 +181,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     except ValueError:
         pass  # an unknown eval.compat: validate() fails the run with it, in the record
     run_dir = resolve_run_dir(run_dir)
-    acc = dist_utils.make_accelerator()
+    acc = dist_utils.make_accelerator(**accelerator_kwargs(cfg.get("logger"), run_dir))
     main = acc.is_main_process
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -237,8 +211,10 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         if main:  # the exact overrides beside the (possibly shortened) directory name
             (run_dir / OVERRIDES).write_text("\n".join(overrides["task"]) + "\n")
     failed = False
+    tracker: RunTracker | None = None
     try:
         validate(cfg, acc.num_processes, overrides)
+        tracker = RunTracker(acc, cfg.get("logger"), run_dir, record["config"])
         if cfg.get("threads"):
             torch.set_num_threads(int(cfg.threads))
         torch.manual_seed(int(cfg.seed))
@@ -273,11 +249,30 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
             pad_id=prepared.tokenizer.pad_token_id, device=torch.device("cpu"),
             load_reference=lambda: frozen(prepared.load("target")),
         )
+        criterion = check_selection(cfg)
+        selector = Selector(criterion) if criterion is not None else None
+        best_weights: dict[str, torch.Tensor] = {}
+        evaluate_at = trajectory_fn(bench, prepared, cfg, reference, acc)
+
+        def trajectory(step: int, m: torch.nn.Module) -> dict[str, Any]:
+            summary = evaluate_at(step, m)
+            tracker.trajectory(step, summary)
+            if selector is not None and selector.consider({"step": step, **summary}):
+                best_weights.clear()  # one copy: the best step's trainable weights, on the CPU
+                best_weights.update(trainable_state(acc.unwrap_model(m)))
+            return summary
+
+        resume = Resume(run_dir / RESUME_DIR / "state.pt", every=0 if dist_utils.is_fsdp(acc) else int(cfg.get("resume_every", 0)),
+                        key=record["result_hash"],
+                        extra=(lambda: {"selector": {k: v for k, v in vars(selector).items() if k != "c"},
+                                        "best_weights": dict(best_weights)}) if selector is not None else None,
+                        restore_extra=(lambda d: (vars(selector).update(d.get("selector", {})),
+                                                  best_weights.update(d.get("best_weights", {})))) if selector is not None else None)
         result = unlearn(
             model, build_method(cfg.method), lambda total, per_epoch: build_scheduler(cfg.scheduler, float(cfg.method.lr), total, per_epoch),
             forget, retain, cfg.method, pad_id=prepared.tokenizer.pad_token_id, seed=int(cfg.seed),
             log_path=run_dir / STEP_LOG, accelerator=acc, fit=str(cfg.scheduler.get("fit", "retain")),
-            context=context, trajectory=trajectory_fn(bench, prepared, cfg, reference, acc),
+            context=context, trajectory=trajectory, on_row=tracker.step, resume=resume,
             trajectory_every=int(cfg.eval.trajectory_every), precision=precision,
         )
         trained = result.model
@@ -292,12 +287,22 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
                              "precision": precision.name, **result.batch}
         if result.skipped_steps:
             record["unlearn"]["skipped_steps"] = result.skipped_steps
+        if result.resumed_from is not None:
+            record["unlearn"]["resumed_from"] = result.resumed_from
         finite = dist_utils.all_finite(acc, trained)
+        selection = selector.summary(result.steps) if selector is not None else None
+        other_step = selection is not None and selection["step"] is not None and selection["step"] != result.steps
+        if selection is not None:
+            record["selection"] = selection
+        save = finite and cfg.get("save_checkpoint", True)
         if not finite:  # a diverged update left inf/NaN weights: nothing to save or evaluate
             record["unlearn"]["weights_finite"] = False
-        elif cfg.get("save_checkpoint", True):
+        elif save and not other_step:
             dist_utils.save_model(acc, trained, prepared.tokenizer, run_dir / "checkpoint", torch_dtype(prepared.dtype))
             record["checkpoint"] = "checkpoint"
+        elif save and cfg.eval.get("select_save_final"):
+            dist_utils.save_model(acc, trained, prepared.tokenizer, run_dir / "checkpoint_final", torch_dtype(prepared.dtype))
+            record["checkpoint_final"] = "checkpoint_final"
 
         t = time.perf_counter()
         if finite:
@@ -306,11 +311,18 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         timings["eval"] = time.perf_counter() - t
         record["metrics"] = {name: {"summary": bench.summarize(lg, reference, cfg), "logs": lg}
                              for name, lg in logs.items()}
+        if save and other_step:  # checkpoint/: the selected step's weights (the final ones were evaluated)
+            load_trainable_state(acc.unwrap_model(trained), best_weights)
+            dist_utils.save_model(acc, trained, prepared.tokenizer, run_dir / "checkpoint", torch_dtype(prepared.dtype))
+            record["checkpoint"] = "checkpoint"
+            record["selection"]["checkpoint"] = "checkpoint"
         if main and cfg.eval.get("ou_logs"):  # every model's results in open-unlearning's format too
             for name, m in record["metrics"].items():
                 write_ou_logs(run_dir / OU_LOGS / name, bench.name, m["logs"], m["summary"])
             record["ou_logs"] = OU_LOGS
         record["status"] = result.status
+        if main:
+            resume.clear()  # finished: nothing to resume
     except Exception as e:  # recorded, not lost: the record says what failed and where
         failed = True
         record["error"] = {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}
@@ -322,6 +334,12 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         log_file_only(run_dir if main else None, f"run interrupted\n{record['error']['traceback']}")
     if not (run_dir / STEP_LOG).exists():
         record["logs"].pop("steps")  # failed before unlearning: no step log to point at
+    if tracker is not None and tracker.on:
+        try:
+            tracker.final(record, (record.get("unlearn") or {}).get("steps") or 0)
+            record["tracker"] = {"name": tracker.name, "dir": str(accelerator_kwargs(cfg.get("logger"), run_dir)["project_dir"])}
+        finally:
+            tracker.close()
     timings["total"] = time.perf_counter() - t_start
     record["timings"] = timings
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -371,6 +389,11 @@ def report_run(record: dict[str, Any]) -> None:
         print("\nstatus: interrupted (the record says so; the same command runs it again)")
     else:
         print(f"\nstatus: ok ({record['unlearn']['steps']} steps, {record['timings']['total']:.1f} s)")
+    sel = record.get("selection")
+    if sel:
+        print(f"selected: step {sel['step']} of {sel['final_step']} ({sel['criterion']}: "
+              f"{sel['metric']} {sel['metrics'][sel['metric']]:.4g})" if sel.get("step") is not None
+              else f"selected: none ({sel['criterion']}): {sel['note']}")
     print(f"record: {run_dir / RECORD_NAME}")
     if (run_dir / STEP_LOG).exists():
         print(f"step log: {run_dir / STEP_LOG}")

@@ -1,7 +1,8 @@
 """Content-hash cache for stage artifacts (world, tokenizer, base/target/retain models, evals).
 
 An artifact lives at ``<cache>/<stage>/<key>/`` where ``key`` hashes everything that produced it:
-the stage's own config, its inputs' keys and a code version. A changed config gives a new key, so a
+the stage's own config, its inputs' keys, a code version and a fingerprint of the stage-building
+source (:data:`STAGE_CODE`). A changed config gives a new key, so a
 stale artifact is never silently reused; the same config is built once and reused by every later
 run and sweep job. Builds happen in a temporary folder renamed into place when complete, under a
 file lock, so parallel sweep jobs never see or build a half-written artifact twice.
@@ -25,6 +26,26 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 STAGE_VERSION = 1  # bump when a stage's code changes what it produces
+
+# the code that builds stages (worlds, tokenizer, model training, the reference evaluations' logs):
+# its content is part of every key, so a changed training or evaluation path never reuses an
+# artifact the old code built (a version number alone was forgotten once: see README, GeN study)
+_ROOT = Path(__file__).resolve().parent.parent
+STAGE_CODE = ("unlearn/train.py", "unlearn/tokenizer.py", "unlearn/models.py", "unlearn/data.py",
+              "unlearn/templates.py", "unlearn/losses.py", "unlearn/world.py", "unlearn/worlds/*.py",
+              "unlearn/benchmarks/*.py", "eval/likelihood.py", "eval/generation.py", "eval/tofu_eval.py",
+              "eval/muse_eval.py", "eval/mia.py")
+
+
+def code_fingerprint(patterns=STAGE_CODE, root: Path = _ROOT) -> str:
+    """A hash of the stage-building source files' contents (names sorted)."""
+    h = hashlib.sha256()
+    for path in sorted({p for pat in patterns for p in root.glob(pat)}):
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+_CODE = code_fingerprint()
 
 
 def to_plain(obj: Any) -> Any:
@@ -72,7 +93,7 @@ class StageCache:
         self.root = Path(root)
 
     def key(self, stage: str, spec: Any) -> str:
-        return content_hash({"stage": stage, "version": STAGE_VERSION, "spec": spec})
+        return content_hash({"stage": stage, "version": STAGE_VERSION, "code": _CODE, "spec": spec})
 
     def get_or_build(self, stage: str, spec: Any, build: Callable[[Path], None]) -> Artifact:
         """Return the artifact for ``spec``; run ``build(tmp_dir)`` only if it does not exist yet."""

@@ -1,0 +1,114 @@
+"""Resume after a kill: unlearning saves its state every `resume_every` steps (atomically); a re-run
+continues from it and ends with the record, step log and checkpoint of an uninterrupted run."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import unlearn.trackers
+from unlearn.pipeline import run
+
+ROOT = Path(__file__).resolve().parents[1]
+ARGS = ["method.epochs=8", "resume_every=2", "eval.trajectory_every=3", "eval.select=min:forget_prob"]
+
+
+def _rows(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "steps.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "time"} for r in rows]
+
+
+def _same_result(a, b):
+    assert _rows(a) == _rows(b)
+    ra, rb = (json.loads((d / "record.json").read_text()) for d in (a, b))
+    assert ra["metrics"]["unlearned"]["summary"] == rb["metrics"]["unlearned"]["summary"]
+    assert ra["trajectory"] == rb["trajectory"] and ra["selection"] == rb["selection"]
+    wa, wb = (load_file(str(d / "checkpoint" / "model.safetensors")) for d in (a, b))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    return ra, rb
+
+
+def test_a_failed_run_resumes_bit_for_bit(debug_cfg, shared_cache, tmp_path, monkeypatch):
+    cfg = lambda: debug_cfg(f"paths.cache={shared_cache}", *ARGS)  # noqa: E731
+    full = run(cfg(), run_dir=tmp_path / "full")
+    assert full["status"] == "ok" and full["unlearn"]["steps"] == 8 and not (tmp_path / "full" / "resume").exists()
+
+    real = unlearn.trackers.RunTracker.step
+
+    def dies_at_step_5(self, row):
+        if row["step"] == 5:
+            raise RuntimeError("killed")
+        real(self, row)
+
+    monkeypatch.setattr(unlearn.trackers.RunTracker, "step", dies_at_step_5)
+    broken = run(cfg(), run_dir=tmp_path / "b")
+    assert broken["status"] == "failed" and (tmp_path / "b" / "resume" / "state.pt").exists()
+    assert torch.load(tmp_path / "b" / "resume" / "state.pt", weights_only=False)["step"] == 4
+    monkeypatch.setattr(unlearn.trackers.RunTracker, "step", real)
+    resumed = run(cfg(), run_dir=tmp_path / "b")
+    assert resumed["status"] == "ok" and resumed["unlearn"]["resumed_from"] == 4
+    assert not (tmp_path / "b" / "resume").exists()
+    _same_result(tmp_path / "full", tmp_path / "b")
+
+
+def test_a_kill_during_evaluation_redoes_no_step(debug_cfg, shared_cache, tmp_path, monkeypatch):
+    import unlearn.pipeline as pipeline
+
+    cfg = lambda: debug_cfg(f"paths.cache={shared_cache}", "method.epochs=3", "resume_every=2")  # noqa: E731
+    full = run(cfg(), run_dir=tmp_path / "full")
+    real = pipeline.dist_utils.sharded_eval
+
+    def eval_dies(acc):
+        raise RuntimeError("killed during evaluation")
+
+    monkeypatch.setattr(pipeline.dist_utils, "sharded_eval", eval_dies)
+    assert run(cfg(), run_dir=tmp_path / "e")["status"] == "failed"
+    monkeypatch.setattr(pipeline.dist_utils, "sharded_eval", real)
+    rec = run(cfg(), run_dir=tmp_path / "e")
+    assert rec["unlearn"]["resumed_from"] == 3 == rec["unlearn"]["steps"]
+    assert rec["metrics"]["unlearned"]["summary"] == full["metrics"]["unlearned"]["summary"]
+    assert _rows(tmp_path / "e") == _rows(tmp_path / "full")
+
+
+def test_a_state_of_another_config_is_not_resumed(debug_cfg, shared_cache, tmp_path, monkeypatch):
+    real = unlearn.trackers.RunTracker.step
+    monkeypatch.setattr(unlearn.trackers.RunTracker, "step",
+                        lambda self, row: (_ for _ in ()).throw(RuntimeError("killed")) if row["step"] == 3 else real(self, row))
+    run(debug_cfg(f"paths.cache={shared_cache}", *ARGS), run_dir=tmp_path / "r")
+    monkeypatch.setattr(unlearn.trackers.RunTracker, "step", real)
+    rec = run(debug_cfg(f"paths.cache={shared_cache}", *ARGS, "method.lr=2e-4"), run_dir=tmp_path / "r")
+    assert rec["status"] == "ok" and "resumed_from" not in rec["unlearn"]
+
+
+@pytest.mark.slow
+def test_sigkill_during_unlearning_then_the_same_command_finishes_it(tmp_path):
+    """SIGKILL (no handler runs, no record is written) after a state was saved (~1 min: slow tier)."""
+    env = {**os.environ, "UNLEARN_OUTPUTS": str(tmp_path / "out")}
+    args = [sys.executable, "run.py", "debug=tiny", "method.epochs=120", "resume_every=10", "scheduler=constant"]
+    full = subprocess.run(args + ["hydra.run.dir=" + str(tmp_path / "full")], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert full.returncode == 0, full.stderr[-2000:]
+    killed = tmp_path / "k"
+    proc = subprocess.Popen(args + [f"hydra.run.dir={killed}"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (killed / "resume" / "state.pt").exists():
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = torch.load(killed / "resume" / "state.pt", weights_only=False)
+    assert 10 <= state["step"] < 120 and not (killed / "record.json").exists()
+    again = subprocess.run(args + [f"hydra.run.dir={killed}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    rec = json.loads((killed / "record.json").read_text())
+    assert rec["unlearn"]["resumed_from"] >= state["step"]
+    assert _rows(tmp_path / "full") == _rows(killed)
+    full_rec = json.loads((tmp_path / "full" / "record.json").read_text())
+    assert rec["metrics"]["unlearned"]["summary"] == full_rec["metrics"]["unlearned"]["summary"]

@@ -1,0 +1,54 @@
+"""Experiment trackers through accelerate (logger=...): TensorBoard's event files read back and
+compared with the run's own step log, trajectory and record."""
+import importlib.util
+import json
+
+import pytest
+
+from unlearn.pipeline import run
+from unlearn.trackers import check_logger, flat, numbers
+
+
+def test_flat_config_and_numbers():
+    assert flat({"method": {"lr": 1e-3, "clip": [0.5, 2.0]}, "seed": 0, "x": None}) == {
+        "method.lr": 1e-3, "method.clip": "[0.5, 2.0]", "seed": 0, "x": "None"}
+    assert numbers({"a": 1, "b": True, "c": "s", "d": float("nan"), "e": 2.5}, "p/") == {"p/a": 1.0, "p/b": 1.0, "p/e": 2.5}
+
+
+def test_unknown_or_missing_tracker_is_a_one_line_error(debug_cfg, tmp_path):
+    with pytest.raises(ValueError, match="unknown logger 'tensorbord'; valid: none, tensorboard, wandb, mlflow"):
+        check_logger({"name": "tensorbord"})
+    for name in ("wandb", "mlflow"):
+        if importlib.util.find_spec(name) is None:
+            rec = run(debug_cfg(f"logger={name}"), run_dir=tmp_path / name)
+            assert rec["status"] == "failed" and rec["error"]["message"] == (
+                f"logger={name} needs the {name} package: pip install {name} (or pip install -e '.[{name}]')")
+            assert not (tmp_path / "outputs" / "cache").exists()
+
+
+def test_tensorboard_holds_the_config_steps_trajectory_and_summary(debug_cfg, shared_cache, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    rec = run(debug_cfg(f"paths.cache={shared_cache}", "logger=tensorboard", "method.epochs=3", "eval.trajectory_every=1"),
+              run_dir=tmp_path / "r")
+    assert rec["status"] == "ok" and rec["tracker"]["name"] == "tensorboard"
+    files = sorted((tmp_path / "r" / "tracker").rglob("events.out.tfevents*"))
+    scalars = {}
+    for f in files:
+        ea = EventAccumulator(str(f))
+        ea.Reload()
+        for tag in ea.Tags()["scalars"]:
+            scalars[tag] = [(e.step, e.value) for e in ea.Scalars(tag)]
+    rows = [json.loads(line) for line in (tmp_path / "r" / "steps.jsonl").read_text().splitlines()]
+    assert [s for s, _ in scalars["step/loss/forget"]] == [r["step"] for r in rows] == [0, 1, 2]
+    assert [v for _, v in scalars["step/loss/forget"]] == pytest.approx([r["loss/forget"] for r in rows], rel=1e-6)
+    assert [v for _, v in scalars["step/lr"]] == pytest.approx([r["lr"] for r in rows], rel=1e-6)
+    traj = rec["trajectory"]
+    assert [s for s, _ in scalars["trajectory/forget_prob"]] == [p["step"] for p in traj] == [0, 1, 2, 3]
+    assert [v for _, v in scalars["trajectory/forget_prob"]] == pytest.approx([p["forget_prob"] for p in traj], rel=1e-6)
+    final = rec["metrics"]["unlearned"]["summary"]
+    assert scalars["final/unlearned/forget_prob"] == [(3, pytest.approx(final["forget_prob"], rel=1e-6))]
+    assert scalars["final/status_ok"] == [(3, 1.0)]
+    hparams = next((tmp_path / "r" / "tracker").rglob("hparams.yml")).read_text()
+    assert "method.lr: 0.0001" in hparams and "scheduler.name: gen" in hparams

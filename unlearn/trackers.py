@@ -1,0 +1,117 @@
+"""Experiment trackers through accelerate's tracking API (``logger=none|tensorboard|wandb|mlflow``,
+``conf/logger/``): the resolved config, every step row, the trajectory evaluations and the final
+summary. accelerate logs from the main process only; the run's own files (record, steps.jsonl,
+run.log) are written either way.
+
+* ``tensorboard``: event files under ``<run dir>/<logger.dir>/<logger.project>`` (``pip install
+  tensorboard``, in the ``dev`` extra); the config as hparams (flattened, lists as strings).
+* ``wandb``: ``logger.mode: offline`` by default (nothing leaves the machine; ``wandb sync`` later),
+  files under the run directory (``pip install -e '.[wandb]'``).
+* ``mlflow``: a file store under the run directory unless ``logger.tracking_uri`` says otherwise
+  (``pip install -e '.[mlflow]'``).
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+TRACKERS = {"none": None, "tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+
+
+def tracker_name(logger_cfg: Mapping[str, Any] | None) -> str:
+    return str((logger_cfg or {}).get("name", "none"))
+
+
+def check_logger(logger_cfg: Mapping[str, Any] | None) -> str:
+    """The tracker's name, or a one-line ValueError (unknown name, package not installed)."""
+    name = tracker_name(logger_cfg)
+    if name not in TRACKERS:
+        raise ValueError(f"unknown logger {name!r}; valid: {', '.join(TRACKERS)}")
+    pkg = PACKAGES.get(name)
+    if pkg and importlib.util.find_spec(pkg) is None:
+        extra = "dev" if name == "tensorboard" else name
+        raise ValueError(f"logger={name} needs the {pkg} package: pip install {pkg} (or pip install -e '.[{extra}]')")
+    return name
+
+
+def flat(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as one level of scalars (``method.lr``), lists and None as strings: what
+    TensorBoard's hparams, wandb's and mlflow's params take."""
+    out: dict[str, Any] = {}
+    for k, v in config.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flat(v, key + "."))
+        elif isinstance(v, (bool, int, float, str)):
+            out[key] = v
+        else:
+            out[key] = str(v)
+    return out
+
+
+def numbers(row: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """The finite numbers of a row (booleans as 0/1), keyed with ``prefix``."""
+    out = {}
+    for k, v in row.items():
+        if isinstance(v, bool):
+            out[prefix + k] = float(v)
+        elif isinstance(v, (int, float)) and math.isfinite(v):
+            out[prefix + k] = float(v)
+    return out
+
+
+class RunTracker:
+    """One run's tracker (a no-op for ``logger=none``). Made after the Accelerator, which must have
+    been created with :func:`accelerator_kwargs`."""
+
+    def __init__(self, acc, logger_cfg: Mapping[str, Any] | None, run_dir: Path, config: Mapping[str, Any]):
+        self.acc = acc
+        self.name = tracker_name(logger_cfg)
+        self.on = self.name != "none"
+        if not self.on:
+            return
+        cfg = dict(logger_cfg or {})
+        init: dict[str, Any] = {}
+        if self.name == "wandb":
+            init = {"wandb": {"mode": cfg.get("mode", "offline"), "dir": str(run_dir), "name": cfg.get("run_name")}}
+        elif self.name == "mlflow":
+            init = {"mlflow": {"run_name": cfg.get("run_name")}}
+        self.acc.init_trackers(str(cfg.get("project", "unlearn")), config=flat(config), init_kwargs=init)
+
+    def step(self, row: Mapping[str, Any]) -> None:
+        if self.on:
+            self.acc.log(numbers(row, "step/"), step=int(row["step"]))
+
+    def trajectory(self, step: int, summary: Mapping[str, Any]) -> None:
+        if self.on:
+            self.acc.log(numbers(summary, "trajectory/"), step=int(step))
+
+    def final(self, record: Mapping[str, Any], step: int) -> None:
+        if not self.on:
+            return
+        values: dict[str, float] = {}
+        for model, m in (record.get("metrics") or {}).items():
+            values.update(numbers(m.get("summary", {}), f"final/{model}/"))
+        sel = record.get("selection") or {}
+        if sel.get("metrics"):
+            values.update(numbers(sel["metrics"], "selected/"))
+        values["final/status_ok"] = float(record.get("status") == "ok")
+        self.acc.log(values, step=int(step))
+
+    def close(self) -> None:
+        if self.on:
+            self.acc.end_training()
+            self.on = False
+
+
+def accelerator_kwargs(logger_cfg: Mapping[str, Any] | None, run_dir: Path) -> dict[str, Any]:
+    """``log_with`` / ``project_dir`` for the run's Accelerator (nothing for ``logger=none`` or an
+    unknown name, which validation then reports)."""
+    name = tracker_name(logger_cfg)
+    if TRACKERS.get(name) is None or importlib.util.find_spec(PACKAGES[name]) is None:
+        return {}
+    sub = str((logger_cfg or {}).get("dir", "tracker"))
+    return {"log_with": TRACKERS[name], "project_dir": str(Path(run_dir) / sub)}

@@ -1,0 +1,66 @@
+"""Checks before any work: the schema (unlearn/schema.py) and each component's own options."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from eval.compat import check_compat
+from eval.select import parse_criterion
+from unlearn.batching import batch_plan, check_step_rule
+from unlearn.config import compose_isolated
+from unlearn.gradients import max_grad_norm
+from unlearn.methods import build_method
+from unlearn.optimizers import check_optimizer
+from unlearn.precision import Precision, check_launcher_precision
+from unlearn.schedulers import SCHEDULERS, build_scheduler
+from unlearn.schema import ConfigError, base_config, check_overrides, check_ranges
+from unlearn.trackers import check_logger
+
+
+def run_precision(cfg: DictConfig) -> Precision:
+    return Precision(str(cfg.model.get("precision", "32-true")))
+
+
+def validate(cfg: DictConfig, processes: int = 1, overrides: dict[str, Any] | None = None) -> None:
+    """Fail before any work on choices that would otherwise fail deep inside a library: the
+    schema (:mod:`unlearn.schema`: the command line's keys and types against the files the same
+    group choices compose, when run under Hydra; the ranges always), then each component's own."""
+    if overrides and overrides.get("choices") is not None:
+        check_overrides(cfg, overrides["task"], base_config(overrides["choices"], compose_isolated))
+    check_ranges(cfg)
+    build_method(cfg.method)  # unknown method -> lists the valid ones
+    SCHEDULERS.get(cfg.scheduler.name)
+    if float(cfg.method.lr) <= 0:
+        raise ValueError(f"method.lr must be positive, got {cfg.method.lr}")
+    build_scheduler(cfg.scheduler, float(cfg.method.lr), 1, 1.0)  # its options checked now, not after the stages
+    if int(cfg.method.epochs) < 1:
+        raise ValueError("method.epochs must be >= 1")
+    batch_plan(cfg.method, processes)
+    check_step_rule(str(cfg.method.get("step_rule", "epochs")))
+    max_grad_norm(cfg.method)
+    check_optimizer(str(cfg.method.get("optimizer", "adamw")))
+    check_launcher_precision(run_precision(cfg))
+    check_compat(str(cfg.dataset.benchmark), cfg.eval)
+    check_selection(cfg)
+    try:
+        check_logger(cfg.get("logger"))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def check_selection(cfg: DictConfig):
+    """``eval.select``'s criterion (or None), checked before any work."""
+    floor = cfg.eval.get("select_floor")
+    try:
+        criterion = parse_criterion(cfg.eval.get("select"),
+                                    OmegaConf.to_container(floor, resolve=True) if isinstance(floor, DictConfig) else floor)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if criterion is not None and int(cfg.eval.get("trajectory_every", 0)) <= 0:
+        raise ConfigError(f"eval.select={cfg.eval.select} needs trajectory evaluation: set eval.trajectory_every "
+                          "to a number of steps >= 1")
+    if criterion is not None and os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        raise ConfigError("eval.select keeps a copy of the best weights, not supported with FSDP yet")
+    return criterion
