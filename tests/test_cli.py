@@ -61,6 +61,7 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
                        f"failed: {failed['run_dir']}")
 
 
+@pytest.mark.slow
 def test_parallel_sweep_with_the_joblib_launcher(tmp_path):
     proc, records = _multirun(tmp_path, "method=ga,ngdiff", "hydra/launcher=local_parallel", "threads=1")
     assert proc.returncode == 0, proc.stderr[-3000:]

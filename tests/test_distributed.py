@@ -285,6 +285,7 @@ def test_two_process_run_py_matches_one_process(tmp_path):
     print(f"2-process run.py: {seconds:.1f} s; max |summary(2 proc) - summary(1 proc)| = {worst:.3g}")
 
 
+@pytest.mark.slow
 def test_two_process_default_gen_probes_match_one_process(tmp_path):
     """The default GeN (calibration with a trial probe, which undoes a step and the optimizer state)
     under two processes: step 0's probe losses, all measured from the same weights, equal one

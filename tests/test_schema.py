@@ -108,6 +108,7 @@ def test_the_terminal_gets_one_line_and_the_record_says_failed(tmp_path):
     assert "step log" not in out
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_with_one_line_and_an_interrupted_record(tmp_path):
     proc = subprocess.Popen([sys.executable, "run.py", "debug=tiny", "method.epochs=3000", "scheduler=constant"],
                             cwd=ROOT, env={**os.environ, "UNLEARN_OUTPUTS": str(tmp_path / "out")},
