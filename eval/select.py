@@ -107,6 +107,13 @@ class Selector:
             return True
         return False
 
+    def state(self) -> dict[str, Any]:
+        """What a resumed run needs to go on deciding as this one would (the criterion is the config's)."""
+        return {"reference": self.reference, "best": self.best, "considered": self.considered}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        self.reference, self.best, self.considered = state["reference"], state["best"], state["considered"]
+
     def summary(self, final_step: int) -> dict[str, Any]:
         out = {"criterion": self.c.describe(), "metric": self.c.metric, "mode": self.c.mode, "floor": self.c.floor,
                "points": self.considered, "final_step": final_step}

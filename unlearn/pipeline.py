@@ -264,10 +264,10 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
 
         resume = Resume(run_dir / RESUME_DIR / "state.pt", every=0 if dist_utils.is_fsdp(acc) else int(cfg.get("resume_every", 0)),
                         key=record["result_hash"],
-                        extra=(lambda: {"selector": {k: v for k, v in vars(selector).items() if k != "c"},
-                                        "best_weights": dict(best_weights)}) if selector is not None else None,
-                        restore_extra=(lambda d: (vars(selector).update(d.get("selector", {})),
-                                                  best_weights.update(d.get("best_weights", {})))) if selector is not None else None)
+                        extra=(lambda: {"selector": selector.state(), "best_weights": dict(best_weights)})
+                        if selector is not None else None,
+                        restore_extra=(lambda d: (selector.load_state(d["selector"]), best_weights.update(d["best_weights"])))
+                        if selector is not None else None)
         result = unlearn(
             model, build_method(cfg.method), lambda total, per_epoch: build_scheduler(cfg.scheduler, float(cfg.method.lr), total, per_epoch),
             forget, retain, cfg.method, pad_id=prepared.tokenizer.pad_token_id, seed=int(cfg.seed),
@@ -327,7 +327,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         failed = True
         record["error"] = {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}
         log_file_only(run_dir if main else None, f"run failed: {type(e).__name__}: {e}\n{record['error']['traceback']}")
-    except KeyboardInterrupt:  # Ctrl-C / SIGINT: recorded as such; a re-run starts it again
+    except KeyboardInterrupt:  # Ctrl-C / SIGINT: recorded as such; a re-run resumes it (resume_every)
         record["status"] = "interrupted"
         record["error"] = {"type": "KeyboardInterrupt", "message": "interrupted (Ctrl-C or SIGINT)",
                            "traceback": traceback.format_exc()}
@@ -337,7 +337,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     if tracker is not None and tracker.on:
         try:
             tracker.final(record, (record.get("unlearn") or {}).get("steps") or 0)
-            record["tracker"] = {"name": tracker.name, "dir": str(accelerator_kwargs(cfg.get("logger"), run_dir)["project_dir"])}
+            record["tracker"] = {"name": tracker.name, "dir": tracker.dir}
         finally:
             tracker.close()
     timings["total"] = time.perf_counter() - t_start

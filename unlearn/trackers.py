@@ -71,6 +71,7 @@ class RunTracker:
         self.acc = acc
         self.name = tracker_name(logger_cfg)
         self.on = self.name != "none"
+        self.dir = accelerator_kwargs(logger_cfg, run_dir).get("project_dir")  # where it writes
         if not self.on:
             return
         cfg = dict(logger_cfg or {})
