@@ -164,6 +164,7 @@ def unlearn(
         total = min(total, int(cfg["max_steps"]))
     sched = scheduler_factory(total, len(forget) / plan["effective_batch"])
     max_norm = max_grad_norm(cfg)
+    method.prepare_model(model)  # e.g. RMU trains only its layers: before the optimizer sees them
     optim = build_optimizer(trainable_parameters(model), cfg)
     if is_fsdp(acc):
         from unlearn.fsdp import configure_accelerate_fsdp
@@ -176,12 +177,11 @@ def unlearn(
     backward = acc.backward if scaler is None else scaler.scaled(acc.backward)
     if context is not None:
         method.setup(dataclasses.replace(context, device=acc.device))
-    elif type(method).setup is not Method.setup:
+    elif method.needs_context():
         raise ValueError(f"method {cfg['name']!r} precomputes from its data (reference model, alternative "
                          "answers): unlearn() needs its `context`")
     model.train()
     summed = method.weights() is not None and not bool(cfg.get("task_grad_stats", True))
-    weights = method.weights()
     lm_tasks = set(method.lm_tasks)
     result = EngineResult(status="ok", steps=0, total_steps=total, batch=plan)
     t_start = time.perf_counter()
@@ -201,6 +201,7 @@ def unlearn(
     if loaded is not None:  # continue a killed or interrupted run exactly where its state was saved
         step, start_epoch, start_pos = _restore(loaded, model, acc, optim, sched, pairs, scaler, result)
         result.resumed_from = step
+        method.load_state_dict(loaded.get("method") or {})
         if resume.restore_extra is not None:
             resume.restore_extra(loaded.get("extra") or {})
         bar.update(step)
@@ -233,7 +234,7 @@ def unlearn(
                     # at a time (a backward of the summed loss would hold every pending parameter
                     # gradient beside the accumulated one: two gradient-sized buffers, not one)
                     optim.zero_grad(set_to_none=True)
-                    n = len(micro)
+                    weights, n = method.weights(), len(micro)  # per step: PDU's weights move
                     values = {}
                     for j in range(n):
                         for k, (t, fns) in enumerate(tasks.items()):
@@ -294,6 +295,7 @@ def unlearn(
                         del w0
                 if scaler is not None:
                     row.update(scaler.state())
+                row.update(method.after_step(losses))  # e.g. PDU's dual update, logged in the row
                 row.update(sched.state())
                 row["time"] = time.perf_counter() - t0
                 if jsonl is not None:
@@ -314,7 +316,8 @@ def unlearn(
                         jsonl.flush()
                     resume.save(_state(step, epoch, pos, model, acc, optim, sched, pairs, scaler, result,
                                        jsonl.tell() if jsonl is not None else 0,
-                                       resume.extra() if resume.extra is not None else None), main)
+                                       resume.extra() if resume.extra is not None else None)
+                                | {"method": method.state_dict()}, main)
             if result.status != "ok" or step >= total:
                 break
     bar.close()

@@ -17,12 +17,16 @@ from torch import Tensor
 from eval.likelihood import score_features
 from unlearn.data import Feature, collate
 from unlearn.gradients import Grad, TaskGradients
+from unlearn.config import CONFIG_DIR
 from unlearn.losses import Batch, lm_loss
 from unlearn.models import frozen
 from unlearn.registry import Registry
 
 METHODS: Registry[type["Method"]] = Registry("method")
 register_method = METHODS.register
+# registry meta ``forget_task=True``: the method's forget loss is an objective to *minimize* that a
+# direction method can take as its forget task (``method=ngdiff method.forget_loss=npo``)
+FORGET_TASK = "forget_task"
 
 
 @dataclass
@@ -54,9 +58,37 @@ class Method:
 
     def __init__(self, cfg: Mapping[str, Any]) -> None:
         self.cfg = cfg
+        # ``forget_loss``: another method's forget objective as this method's forget task (None: L_F)
+        self.forget_objective = forget_objective(cfg)
+
+    def prepare_model(self, model: torch.nn.Module) -> None:
+        """Called once before the optimizer is built: a method that trains only some parameters
+        (RMU's layers) turns ``requires_grad`` off for the others here."""
+        if self.forget_objective is not None:
+            self.forget_objective.prepare_model(model)
 
     def setup(self, ctx: MethodContext) -> None:
         """Precompute what stays fixed during the run (called once, before the first step)."""
+        if self.forget_objective is not None:
+            self.forget_objective.setup(ctx)
+
+    def needs_context(self) -> bool:
+        """Whether ``setup`` precomputes from the run's data (a reference model, alternative answers)."""
+        if self.forget_objective is not None and self.forget_objective.needs_context():
+            return True
+        return type(self).setup is not Method.setup
+
+    def after_step(self, losses: Mapping[str, float]) -> dict[str, Any]:
+        """Called by the engine after each step with its global task losses; returns what to log in
+        the step's row (PDU's dual variable). State it keeps goes in :meth:`state_dict`."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The method's own state that changes during a run (saved in the resumable state)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` (a resumed run)."""
 
     def task_losses(
         self, model: torch.nn.Module, batches: Mapping[str, Batch]
@@ -68,14 +100,18 @@ class Method:
         """Task ``task``'s objective on its batch: the LM loss (L_F, L_R) unless a method overrides it.
 
         The retain term of every method is this LM loss; overriding only the forget task keeps it.
+        With ``forget_loss`` the forget task is minus the named objective: every combination here
+        treats "forget" as a loss to *raise* (c_forget < 0), so raising -L_obj lowers L_obj.
         """
+        if task == "forget" and self.forget_objective is not None:
+            return -self.forget_objective.task_loss("forget", model, batch)
         return lm_loss(model, batch)
 
     @property
     def lm_tasks(self) -> tuple[str, ...]:
         """The tasks whose loss is the plain LM loss of their batch (L_F, L_R), so that their step
         values can stand in for GeN's L0; a method that overrides a task's loss leaves it out."""
-        return self.tasks
+        return tuple(t for t in self.tasks if not (t == "forget" and self.forget_objective is not None))
 
     def weights(self) -> dict[str, float] | None:
         """Scalarization weights w_t (d = sum_t w_t g_t); ``None`` for a direction method."""
@@ -162,6 +198,38 @@ def features_batch(features: Sequence[Feature], index: Tensor, pad_id: int) -> d
     """The padded batch of ``features[index]`` on ``index``'s device (e.g. the IDK answers of a
     forget batch, whose ``index`` points into the forget set)."""
     return {k: v.to(index.device) for k, v in collate([features[i] for i in index.tolist()], pad_id).items()}
+
+
+def method_defaults(name: str) -> dict[str, Any]:
+    """A method's own keys and their defaults, as its config file (conf/method/<name>.yaml) sets them."""
+    from omegaconf import OmegaConf
+
+    path = CONFIG_DIR / "method" / f"{name}.yaml"
+    node = OmegaConf.to_container(OmegaConf.load(path), resolve=False) if path.exists() else {}
+    return {k: v for k, v in node.items() if k not in ("defaults", "name")}
+
+
+def forget_objectives() -> list[str]:
+    """The methods whose forget loss can be a direction method's forget task (besides ``ga``)."""
+    return [n for n in METHODS if METHODS.meta[n].get(FORGET_TASK)]
+
+
+def forget_objective(cfg: Mapping[str, Any]) -> Method | None:
+    """The method whose forget objective ``cfg.forget_loss`` names, configured by its own file's
+    defaults updated with ``cfg.forget_args``; ``ga`` (or no key): None, the forget task is L_F."""
+    name = cfg.get("forget_loss") or "ga"
+    if name == "ga":
+        return None
+    valid = ", ".join(["ga", *forget_objectives()])
+    if name not in METHODS or not METHODS.meta[name].get(FORGET_TASK):
+        raise ValueError(f"method.forget_loss={name} is not a forget objective; valid: {valid}")
+    defaults = method_defaults(name)
+    args = dict(cfg.get("forget_args") or {})
+    unknown = sorted(set(args) - set(defaults))
+    if unknown:
+        raise ValueError(f"method.forget_args.{unknown[0]} is not a key of {name} "
+                         f"(conf/method/{name}.yaml); valid: {', '.join(sorted(defaults))}")
+    return METHODS.get(name)({**defaults, **args, "name": name, "retain_weight": 0.0})
 
 
 def build_method(cfg: Mapping[str, Any]) -> Method:

@@ -29,7 +29,7 @@ def load_idk_answers(path: str | Path | None = None) -> list[str]:
     return answers
 
 
-@register_method("idk")
+@register_method("idk", forget_task=True)
 class IDK(RetainRegularized):
     def __init__(self, cfg) -> None:
         super().__init__(cfg)

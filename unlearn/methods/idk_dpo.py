@@ -16,7 +16,7 @@ from unlearn.methods.base import (features_batch, load_reference, positive_beta,
 from unlearn.methods.idk import IDK
 
 
-@register_method("idk_dpo")
+@register_method("idk_dpo", forget_task=True)
 class IDKDPO(IDK):
     def __init__(self, cfg) -> None:
         super().__init__(cfg)

@@ -13,7 +13,7 @@ from unlearn.methods.base import (RetainRegularized, load_reference, positive_be
                                   register_method)
 
 
-@register_method("npo")
+@register_method("npo", forget_task=True)
 class NPO(RetainRegularized):
     def __init__(self, cfg) -> None:
         super().__init__(cfg)

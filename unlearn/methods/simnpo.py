@@ -13,7 +13,7 @@ from unlearn.losses import preference_loss, sequence_logprob
 from unlearn.methods.base import RetainRegularized, positive_beta, register_method
 
 
-@register_method("simnpo")
+@register_method("simnpo", forget_task=True)
 class SimNPO(RetainRegularized):
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
