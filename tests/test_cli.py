@@ -113,3 +113,51 @@ def test_a_long_override_list_runs_and_is_reported(tmp_path):
     from eval.report import record_rows
 
     assert record_rows(records[0])[0]["variant"] == rec["overrides"]["variant"]  # not the shortened name
+
+
+def _task_pids(marker: str) -> list[int]:
+    """The processes submitit's local executor started as tasks whose environment names ``marker``."""
+    pids = []
+    for env in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            data = env.read_bytes()
+        except OSError:
+            continue
+        if b"SUBMITIT_LOCAL_GLOBALID=" in data and marker.encode() in data:
+            pids.append(int(env.parent.name))
+    return pids
+
+
+@pytest.mark.slow
+def test_submitit_preemption_requeues_the_job_and_it_resumes_from_the_saved_step(tmp_path):
+    """A SIGUSR2 (submitit's preemption signal) mid-unlearning: the state is saved at the end of that
+    step, submitit requeues the job, and the requeued job continues from there to the uninterrupted result."""
+    import signal
+    import time
+
+    args = ["debug=tiny", "method.epochs=60", "resume_every=1000", "scheduler=constant", "save_checkpoint=false"]
+    env = {**os.environ, "UNLEARN_OUTPUTS": str(tmp_path / "full")}
+    full = subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert full.returncode == 0, full.stderr[-3000:]
+    env = {**os.environ, "UNLEARN_OUTPUTS": str(tmp_path / "out")}
+    proc = subprocess.Popen([sys.executable, "run.py", "-m", *args, "hydra/launcher=submitit_local"], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline, pids = time.time() + 400, []
+    while time.time() < deadline and not pids:
+        steps = list((tmp_path / "out").rglob("steps.jsonl"))
+        if steps and len(steps[0].read_text().splitlines()) >= 5:
+            pids = _task_pids(str(tmp_path / "out"))
+        time.sleep(0.2)
+    assert pids, "the job never reached step 5"
+    os.kill(pids[0], signal.SIGUSR2)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    (rec_path,) = (tmp_path / "out").rglob("record.json")
+    rec = json.loads(rec_path.read_text())
+    (full_path,) = (tmp_path / "full").rglob("record.json")
+    ref = json.loads(full_path.read_text())
+    assert rec["status"] == "ok" and 5 <= rec["unlearn"]["resumed_from"] < rec["unlearn"]["steps"] == ref["unlearn"]["steps"]
+    assert rec["metrics"]["unlearned"]["summary"] == ref["metrics"]["unlearned"]["summary"]
+    logs = "".join(p.read_text() for p in (tmp_path / "out").rglob("*_log.*"))
+    assert "preemption signal SIGUSR2" in logs + (rec_path.parent / "run.log").read_text()

@@ -112,3 +112,40 @@ def test_sigkill_during_unlearning_then_the_same_command_finishes_it(tmp_path):
     assert _rows(tmp_path / "full") == _rows(killed)
     full_rec = json.loads((tmp_path / "full" / "record.json").read_text())
     assert rec["metrics"]["unlearned"]["summary"] == full_rec["metrics"]["unlearned"]["summary"]
+
+
+def test_a_preemption_signal_waits_for_the_end_of_the_step_then_requeues_from_its_state(debug_cfg, shared_cache,
+                                                                                         tmp_path):
+    """submitit's preemption handler (here a stand-in on SIGUSR2) runs only after the step's state is saved."""
+    cfg = lambda: debug_cfg(f"paths.cache={shared_cache}", "method.epochs=4", "resume_every=1000")  # noqa: E731
+    full = run(cfg(), run_dir=tmp_path / "full")
+    seen = []
+
+    class Requeued(BaseException):  # submitit's handler exits the job (SystemExit) after requeueing it
+        pass
+
+    def submitit_handler(signum, frame):
+        state = torch.load(tmp_path / "p" / "resume" / "state.pt", weights_only=False)
+        seen.append(state["step"])
+        raise Requeued
+
+    real = unlearn.trackers.RunTracker.step
+
+    def preempted_during_step_2(self, row):
+        real(self, row)
+        if row["step"] == 2:
+            os.kill(os.getpid(), signal.SIGUSR2)
+
+    previous = signal.signal(signal.SIGUSR2, submitit_handler)
+    try:
+        unlearn.trackers.RunTracker.step = preempted_during_step_2
+        with pytest.raises(Requeued):
+            run(cfg(), run_dir=tmp_path / "p")
+    finally:
+        unlearn.trackers.RunTracker.step = real
+        signal.signal(signal.SIGUSR2, previous)
+    assert seen == [3]  # the state after step index 2, i.e. 3 steps done, though resume_every is 1000
+    rec = run(cfg(), run_dir=tmp_path / "p")  # the requeued job: the same command, the same directory
+    assert rec["status"] == "ok" and rec["unlearn"]["resumed_from"] == 3
+    assert rec["metrics"]["unlearned"]["summary"] == full["metrics"]["unlearned"]["summary"]
+    assert _rows(tmp_path / "p") == _rows(tmp_path / "full")

@@ -52,3 +52,26 @@ def test_tensorboard_holds_the_config_steps_trajectory_and_summary(debug_cfg, sh
     assert scalars["final/status_ok"] == [(3, 1.0)]
     hparams = next((tmp_path / "r" / "tracker").rglob("hparams.yml")).read_text()
     assert "method.lr: 0.0001" in hparams and "scheduler.name: gen" in hparams
+
+
+@pytest.mark.slow
+def test_mlflow_file_store_holds_the_config_steps_trajectory_and_summary(debug_cfg, shared_cache, tmp_path, monkeypatch):
+    """Read back through MLflow's own client (``pip install -e '.[mlflow]'``; skipped without it)."""
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    rec = run(debug_cfg(f"paths.cache={shared_cache}", "logger=mlflow", "method.epochs=3", "eval.trajectory_every=1"),
+              run_dir=tmp_path / "r")
+    assert rec["status"] == "ok" and rec["tracker"]["name"] == "mlflow"
+    client = mlflow.tracking.MlflowClient(tracking_uri=(tmp_path / "r" / "tracker").as_uri())
+    (experiment,) = [e for e in client.search_experiments() if e.name == "unlearn"]
+    (logged,) = client.search_runs([experiment.experiment_id])
+    rows = [json.loads(line) for line in (tmp_path / "r" / "steps.jsonl").read_text().splitlines()]
+    history = client.get_metric_history(logged.info.run_id, "step/loss/forget")
+    assert [m.step for m in history] == [r["step"] for r in rows] == [0, 1, 2]
+    assert [m.value for m in history] == pytest.approx([r["loss/forget"] for r in rows], rel=1e-6)
+    traj = client.get_metric_history(logged.info.run_id, "trajectory/forget_prob")
+    assert [(m.step, m.value) for m in traj] == [(p["step"], pytest.approx(p["forget_prob"], rel=1e-6))
+                                                  for p in rec["trajectory"]]
+    final = rec["metrics"]["unlearned"]["summary"]["forget_prob"]
+    assert logged.data.metrics["final/unlearned/forget_prob"] == pytest.approx(final, rel=1e-6)
+    assert logged.data.params["method.lr"] == "0.0001" and logged.data.params["scheduler.name"] == "gen"

@@ -207,7 +207,8 @@ def unlearn(
         bar.update(step)
         log.info("resuming from step %d of %d (%s)", step, total, resume.path)
     mode = "w" if loaded is None else "r+"
-    with (open(log_path, mode) if main else contextlib.nullcontext()) as jsonl:
+    guard = resume.preemption() if resume is not None else contextlib.nullcontext()
+    with guard as preempt, (open(log_path, mode) if main else contextlib.nullcontext()) as jsonl:
         if loaded is not None and jsonl is not None:  # the step log as it was when the state was saved
             jsonl.truncate(loaded["log_bytes"])
             jsonl.seek(loaded["log_bytes"])
@@ -310,14 +311,19 @@ def unlearn(
                 if trajectory is not None and trajectory_every > 0 and (step % trajectory_every == 0 or step == total):
                     evaluate(step)
                 pos += 1
-                # every `every` steps, and after the last one (a kill during evaluation then redoes no step)
-                if resume is not None and resume.every > 0 and (step % resume.every == 0 or step == total):
+                # every `every` steps, after the last one (a kill during evaluation then redoes no step) and
+                # when the job is preempted (SLURM: the requeued job continues from this step)
+                preempted = (preempt is not None and preempt.signum is not None  # every process at the same step
+                             and st.any_process(preempt.requested))
+                if resume is not None and resume.every > 0 and (step % resume.every == 0 or step == total or preempted):
                     if jsonl is not None:
                         jsonl.flush()
                     resume.save(_state(step, epoch, pos, model, acc, optim, sched, pairs, scaler, result,
                                        jsonl.tell() if jsonl is not None else 0,
                                        resume.extra() if resume.extra is not None else None)
                                 | {"method": method.state_dict()}, main)
+                    if preempted:
+                        preempt.hand_over()
             if result.status != "ok" or step >= total:
                 break
     bar.close()

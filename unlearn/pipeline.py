@@ -212,6 +212,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
             (run_dir / OVERRIDES).write_text("\n".join(overrides["task"]) + "\n")
     failed = False
     tracker: RunTracker | None = None
+    finished: Resume | None = None
     try:
         validate(cfg, acc.num_processes, overrides)
         tracker = RunTracker(acc, cfg.get("logger"), run_dir, record["config"])
@@ -321,8 +322,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
                 write_ou_logs(run_dir / OU_LOGS / name, bench.name, m["logs"], m["summary"])
             record["ou_logs"] = OU_LOGS
         record["status"] = result.status
-        if main:
-            resume.clear()  # finished: nothing to resume
+        finished = resume  # cleared once the record is on disk (a kill while writing it resumes at the end)
     except Exception as e:  # recorded, not lost: the record says what failed and where
         failed = True
         record["error"] = {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}
@@ -347,6 +347,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     if main:
         path = write_record(run_dir, record)
         log.info("record: %s", path)
+        if finished is not None:
+            finished.clear()  # the record is complete: nothing left to resume
     if handler is not None:
         logging.getLogger().removeHandler(handler)
         handler.close()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -42,11 +44,66 @@ class Resume:
         torch.save({**state, "key": self.key}, tmp)
         os.replace(tmp, self.path)
 
+    def preemption(self) -> "Preemption":
+        """The guard the engine runs under: a preemption signal waits for the step's end (state saved)."""
+        return Preemption(enabled=self.every > 0)
+
     def clear(self) -> None:
         for p in (self.path, self.path.with_suffix(".tmp")):
             p.unlink(missing_ok=True)
         if self.path.parent.is_dir() and not any(self.path.parent.iterdir()):
             self.path.parent.rmdir()
+
+
+class Preemption:
+    """Defers a scheduler's preemption signal to the end of the current unlearning step.
+
+    Under SLURM (or submitit's local executor) submitit handles its preemption signal (SIGUSR2, or
+    ``SUBMITIT_PREEMPT_SIGNAL``) by pickling the job and requeueing it; Hydra's submitit launcher
+    requeues the same job, i.e. the same run directory. While unlearning, this guard takes that
+    handler's place: the signal only sets :attr:`requested`; the engine saves the resumable state
+    at the end of the step and calls :meth:`hand_over`, which runs submitit's handler (requeue,
+    exit). The requeued job resumes from that very step. Outside unlearning (stage builds,
+    evaluation) submitit's handler acts at once: stages resume from their last epoch, an
+    evaluation is redone from the state saved after the last step. Nothing is deferred when no
+    Python handler is installed for the signal (a plain run), or off the main thread.
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled, self.requested = enabled, False
+        self.signum: int | None = None
+        self.previous: Any = None
+
+    def __enter__(self) -> "Preemption":
+        sig = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
+        if not self.enabled or sig is None or threading.current_thread() is not threading.main_thread():
+            return self
+        previous = signal.getsignal(sig)
+        if callable(previous):
+            self.signum, self.previous = sig, previous
+            signal.signal(sig, self._defer)
+        return self
+
+    def _defer(self, signum, frame) -> None:
+        self.requested = True
+        log.warning("preemption signal %s: saving the state at the end of this step, then requeueing",
+                    signal.Signals(signum).name)
+
+    def hand_over(self) -> None:
+        """Give the signal back to its handler and run it now (submitit: checkpoint, requeue, exit)."""
+        if self.signum is None:
+            return
+        signum, previous = self.signum, self.previous
+        signal.signal(signum, previous)
+        self.signum = None
+        if self.requested:
+            previous(signum, None)
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self.hand_over()  # a signal in the last step: the final state is saved, requeue now
+        elif self.signum is not None:
+            signal.signal(self.signum, self.previous)
 
 
 def state(step, epoch, pos, model, acc, optim, sched, pairs, scaler, result, log_bytes, extra) -> dict[str, Any]:

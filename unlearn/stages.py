@@ -95,8 +95,13 @@ class StageCache:
     def key(self, stage: str, spec: Any) -> str:
         return content_hash({"stage": stage, "version": STAGE_VERSION, "code": _CODE, "spec": spec})
 
-    def get_or_build(self, stage: str, spec: Any, build: Callable[[Path], None]) -> Artifact:
-        """Return the artifact for ``spec``; run ``build(tmp_dir)`` only if it does not exist yet."""
+    def get_or_build(self, stage: str, spec: Any, build: Callable[..., None], resumable: bool = False) -> Artifact:
+        """Return the artifact for ``spec``; run ``build(tmp_dir)`` only if it does not exist yet.
+
+        ``resumable``: ``build(tmp_dir, partial_dir)``, where ``partial_dir``
+        (``<stage>/.partial-<key>/``) outlives a killed build -- a training stage keeps its
+        per-epoch state there and the next build of the same key continues from it; it is removed
+        once the artifact is complete."""
         key = self.key(stage, spec)
         final = self.root / stage / key
         t0 = time.perf_counter()
@@ -111,14 +116,16 @@ class StageCache:
             shutil.rmtree(final, ignore_errors=True)  # an incomplete leftover of a killed build
             tmp.mkdir(parents=True)
             log.info("stage %s: building %s", stage, final)
+            partial = self.root / stage / f".partial-{key}"
             try:
-                build(tmp)
+                build(tmp, partial) if resumable else build(tmp)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
             (tmp / "stage.json").write_text(json.dumps({"stage": stage, "key": key, "spec": to_plain(spec)}, indent=2, default=str))
             (tmp / self.DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
             os.replace(tmp, final)
+            shutil.rmtree(partial, ignore_errors=True)
         return Artifact(stage, key, final, True, time.perf_counter() - t0)
 
 

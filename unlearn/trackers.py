@@ -7,8 +7,9 @@ run.log) are written either way.
   tensorboard``, in the ``dev`` extra); the config as hparams (flattened, lists as strings).
 * ``wandb``: ``logger.mode: offline`` by default (nothing leaves the machine; ``wandb sync`` later),
   files under the run directory (``pip install -e '.[wandb]'``).
-* ``mlflow``: a file store under the run directory unless ``logger.tracking_uri`` says otherwise
-  (``pip install -e '.[mlflow]'``).
+* ``mlflow``: a file store under ``<run dir>/<logger.dir>`` unless ``logger.tracking_uri`` (or
+  ``MLFLOW_TRACKING_URI``) names another store (``pip install -e '.[mlflow]'``; the tracking client
+  of ``mlflow-skinny`` is enough).
 """
 from __future__ import annotations
 
@@ -80,6 +81,10 @@ class RunTracker:
             init = {"wandb": {"mode": cfg.get("mode", "offline"), "dir": str(run_dir), "name": cfg.get("run_name")}}
         elif self.name == "mlflow":
             init = {"mlflow": {"run_name": cfg.get("run_name")}}
+            if self.acc.is_main_process:  # accelerate takes the store from mlflow's global URI
+                import mlflow
+
+                mlflow.set_tracking_uri(mlflow_uri(cfg, self.dir))
         self.acc.init_trackers(str(cfg.get("project", "unlearn")), config=flat(config), init_kwargs=init)
 
     def step(self, row: Mapping[str, Any]) -> None:
@@ -106,6 +111,20 @@ class RunTracker:
         if self.on:
             self.acc.end_training()
             self.on = False
+
+
+def mlflow_uri(cfg: Mapping[str, Any], folder: str | Path) -> str:
+    """``logger.tracking_uri``, else ``MLFLOW_TRACKING_URI``, else a file store in ``folder`` (the run's
+    tracker folder): never MLflow 3's default, a ``mlflow.db`` in whatever the working directory is."""
+    import os
+
+    uri = cfg.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return str(uri)
+    # MLflow >= 3.7 keeps its file store in maintenance mode behind this opt-in; a per-run file
+    # store is what works offline with mlflow-skinny alone (a database store needs SQLAlchemy)
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return Path(folder).resolve().as_uri()
 
 
 def accelerator_kwargs(logger_cfg: Mapping[str, Any] | None, run_dir: Path) -> dict[str, Any]:

@@ -193,18 +193,20 @@ def trained_stage(cache: StageCache, stage: str, spec: dict[str, Any], *, m: Dic
     """A model finetuned with ``recipe`` on ``features()`` -- from ``init_from`` or, when it is
     None, from a fresh tiny Llama -- saved with its tokenizer and per-epoch losses."""
 
-    def build(out: Path) -> None:
+    def build(out: Path, partial: Path) -> None:
         from unlearn.train import finetune
 
         model = (load_causal_lm(init_from) if init_from is not None
                  else build_tiny_llama(m.arch, tokenizer, seed))
         feats = features()
-        losses = finetune(model, feats, recipe, tokenizer.pad_token_id, seed, desc=f"train {stage}")
+        # a killed build left its last epoch's state in `partial`: continue from it
+        losses = finetune(model, feats, recipe, tokenizer.pad_token_id, seed, desc=f"train {stage}",
+                          resume_dir=partial)
         model.save_pretrained(str(out))
         tokenizer.save_pretrained(str(out))
         (out / "train_log.json").write_text(json.dumps({"epoch_losses": losses, "n_examples": len(feats)}))
 
-    return cache.get_or_build(stage, spec, build)
+    return cache.get_or_build(stage, spec, build, resumable=True)
 
 
 def _prepare_scratch(cfg, cache, data, template, stages, common) -> Prepared:
