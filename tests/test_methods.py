@@ -236,6 +236,8 @@ def test_reference_methods_say_when_there_is_no_reference():
 @pytest.mark.parametrize("name", list(METHODS))
 def test_lm_tasks_are_the_tasks_whose_loss_is_the_lm_loss(name):
     # what GeN may reuse as L0 (the engine's probes measure lm_loss)
+    if name == "rmu":
+        pytest.skip("RMU reads a decoder layer's activations, which BigramLM lacks (tests/test_methods_rmu_undial.py)")
     method = build_method({"name": name, "retain_weight": 1.0, "forget_weight": 1.0})
     method.setup(context(BigramLM(Q), []))
     model, b = BigramLM(P), batch(FORGET, [0, 1])

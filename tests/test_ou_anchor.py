@@ -19,7 +19,8 @@ Tolerances: the two programs do the same float32 arithmetic in a different order
 cross-entropy summed over the padded row, per-dataset batches, ``torch.exp`` in float32; our
 log-softmax + gather over one length-sorted pass, exp in float64), so likelihood numbers agree to a
 few float32 ulps: per-token losses ~8 give ~1.6e-6 relative on ``exp(-loss)``. :data:`RTOL` (4e-6)
-is that noise; one token more or less in a mask moves these numbers by > 1e-2. Generations,
+is that noise, and :data:`ATOL` its absolute floor for small losses (a model that learned its
+world); one token more or less in a mask moves these numbers by > 1e-2. Generations,
 ground truths, ROUGE, extraction strength, KS p-values and AUCs are compared exactly.
 Generation runs one prompt at a time on both sides (no padding: bitwise the same logits).
 
@@ -40,7 +41,7 @@ from tests import ou_reference as ref
 from tests.conftest import compose_cfg
 
 RTOL = 4e-6   # float32 noise of two orderings of the same likelihood arithmetic (see the docstring)
-ATOL = 1e-6   # ... for losses near 0
+ATOL = 3e-6   # ... for losses near 0: a few ulps of a log-sum-exp of logits ~10 (measured: 1.04e-6 at 0.23)
 TASKS = ("forget", "retain", "ra", "wf")
 TR_NAME = {"forget": "forget_truth_ratio", "retain": "retain_Truth_Ratio", "ra": "ra_Truth_Ratio",
            "wf": "wf_Truth_Ratio"}

@@ -129,4 +129,4 @@ def test_gen_fits_the_lm_retain_loss_even_when_the_retain_task_is_a_kl(cfg, tmp_
     assert rec["status"] == "ok", rec.get("error")
     row = json.loads((tmp_path / "k" / STEP_LOG).read_text().splitlines()[0])
     assert abs(row["loss/retain"]) < 1e-4  # the KL term: the model is still the target
-    assert row["gen/l0"] > 1.0  # the retain NLL of the debug model, not the KL
+    assert row["gen/l0"] > 0.1  # the retain NLL of the debug model (~0.7), not the KL (~0)

@@ -68,6 +68,19 @@ def sequence_nll(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     return nll.sum(-1), (shift_labels != -100).sum(-1)
 
 
+def token_nll(model: torch.nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
+    """The next-token NLL at every position (B, T-1; 0 where not scored) and the scored mask."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    labels = batch["labels"][:, 1:]
+    nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels, ignore_index=-100, reduction="none")
+    return nll, labels != -100
+
+
+def scored_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """The mean of ``values`` over the masked positions (0, not NaN, for a batch with none)."""
+    return values[mask].sum() / mask.sum().clamp(min=1)
+
+
 def sequence_logprob(model: torch.nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
     """log pi(y|x) of each sequence (summed over its scored tokens) and its scored-token count |y|.
 

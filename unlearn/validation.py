@@ -30,7 +30,7 @@ def validate(cfg: DictConfig, processes: int = 1, overrides: dict[str, Any] | No
     if overrides and overrides.get("choices") is not None:
         check_overrides(cfg, overrides["task"], base_config(overrides["choices"], compose_isolated))
     check_ranges(cfg)
-    build_method(cfg.method)  # unknown method -> lists the valid ones
+    build_method(cfg.method).check_model(cfg.get("model"))  # unknown method -> lists the valid ones; RMU: its layer
     SCHEDULERS.get(cfg.scheduler.name)
     if float(cfg.method.lr) <= 0:
         raise ValueError(f"method.lr must be positive, got {cfg.method.lr}")

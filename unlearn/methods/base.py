@@ -61,6 +61,11 @@ class Method:
         # ``forget_loss``: another method's forget objective as this method's forget task (None: L_F)
         self.forget_objective = forget_objective(cfg)
 
+    def check_model(self, model_cfg: Mapping[str, Any] | None) -> None:
+        """Reject, before any work, a setting the model's config already rules out (RMU's layer)."""
+        if self.forget_objective is not None:
+            self.forget_objective.check_model(model_cfg)
+
     def prepare_model(self, model: torch.nn.Module) -> None:
         """Called once before the optimizer is built: a method that trains only some parameters
         (RMU's layers) turns ``requires_grad`` off for the others here."""
@@ -173,6 +178,13 @@ def positive_beta(cfg: Mapping[str, Any], method: str, default: float) -> float:
     if beta <= 0:
         raise ValueError(f"{method} needs beta > 0, got {beta}")
     return beta
+
+
+def nonnegative(cfg, key: str, default: float, method: str) -> float:
+    value = float(cfg.get(key, default))
+    if value < 0:
+        raise ValueError(f"{method} needs {key} >= 0, got {value}")
+    return value
 
 
 def load_reference(ctx: MethodContext) -> torch.nn.Module:

@@ -1,0 +1,88 @@
+"""Primal-dual unlearning (PDU), Entesari et al., "Constrained entropic unlearning: a primal-dual
+framework for large language models" (2025, arXiv:2506.05314):
+
+    min_theta L_LM(theta)  s.t.  L_R(theta) <= eps,   solved on the Lagrangian c_F L_LM + lambda (L_R - eps)
+    L_LM = (1/N) sum_{scored positions t} (max_v z_t(v) - mean_v z_t(v))^2      (logit-margin flattening)
+    lambda_{k+1} = max(0, lambda_k + dual_lr (L_R(theta_k) - eps))              (dual ascent, each step)
+
+z_t are the logits at a position: L_LM = 0 exactly when they are all equal (the uniform next-token
+distribution), without a softmax. Step k descends c_F L_LM + lambda_k L_R (lambda eps is a constant
+in theta) -- ``weights()`` is {forget: c_F, retain: lambda_k} -- then ``after_step`` takes the step's
+global L_R for the dual update, as open-unlearning's ``PDU.final_loss_value`` (src/trainer/unlearn/
+pdu.py) updates lambda after the loss that used it. There it runs on each process's and micro-batch's
+own retain loss; here once a step, on the effective batch's. The step row logs the lambda the step
+used (``pdu/lambda``) and L_R - eps (``pdu/constraint``); lambda_{k+1} is the resumable state.
+
+Warm-up (the paper's warm start): for the first ``dual_warmup_steps`` steps lambda stays at
+``dual_init``. Open-unlearning counts it in epochs (``dual_warmup_epochs``: 5 in configs/trainer/PDU.yaml,
+0 in the class); the method does not see epochs, so set the steps to epochs x steps per epoch.
+
+Positions: ``scored`` (default) flattens the distributions that predict the answer tokens, the
+positions ``lm_loss`` scores (the paper's pi(.|x, y_<i)); ``labels`` those at the answer tokens
+themselves (mask ``labels != -100`` without the shift), as open-unlearning's code does -- one position
+later: the first answer token's prediction is left out, the one after the last taken in. N counts
+them in the micro-batch, a token mean as there (normalization: :mod:`unlearn.methods.wga`).
+"""
+import torch
+
+from unlearn.losses import lm_loss
+from unlearn.methods.base import Method, nonnegative, register_method
+
+MARGIN_POSITIONS = ("scored", "labels")
+
+
+def margin_loss(logits: torch.Tensor, labels: torch.Tensor, positions: str = "scored") -> torch.Tensor:
+    """L_LM: the mean over the chosen positions of (max_v z - mean_v z)^2 (see the module docstring)."""
+    if positions == "scored":
+        z, mask = logits[:, :-1], labels[:, 1:] != -100
+    elif positions == "labels":
+        z, mask = logits, labels != -100
+    else:
+        raise ValueError(f"unknown margin_positions {positions!r}; valid: {', '.join(MARGIN_POSITIONS)}")
+    z = z[mask].float()  # (N, V)
+    return ((z.max(-1).values - z.mean(-1)) ** 2).sum() / max(z.shape[0], 1)
+
+
+@register_method("pdu")
+class PDU(Method):
+    tasks = ("forget", "retain")
+    lm_tasks = ("retain",)  # the forget task is the margin loss
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        self.forget_weight = float(cfg.get("forget_weight", 1.0))
+        self.lam = nonnegative(cfg, "dual_init", 1.0, "pdu")
+        self.dual_lr = nonnegative(cfg, "dual_lr", 1.0, "pdu")
+        self.warmup = int(cfg.get("dual_warmup_steps", 0))
+        self.eps_relative = cfg.get("eps_relative")
+        # eps_relative set: eps is fixed from the first step's L_R (at the target), in after_step
+        self.eps = None if self.eps_relative is not None else float(cfg.get("eps", 0.3))
+        self.positions = str(cfg.get("margin_positions", "scored"))
+        if self.positions not in MARGIN_POSITIONS:
+            raise ValueError(f"unknown margin_positions {self.positions!r}; valid: {', '.join(MARGIN_POSITIONS)}")
+        self.steps = 0
+
+    def task_loss(self, task, model, batch):
+        if task != "forget":
+            return lm_loss(model, batch)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return margin_loss(logits, batch["labels"], self.positions)
+
+    def weights(self) -> dict[str, float]:
+        return {"forget": self.forget_weight, "retain": self.lam}
+
+    def after_step(self, losses):
+        if self.eps is None:  # the paper's eps = (1 + alpha) L_R(target)
+            self.eps = (1.0 + float(self.eps_relative)) * losses["retain"]
+        used, constraint = self.lam, losses["retain"] - self.eps
+        self.steps += 1
+        if self.steps > self.warmup:
+            self.lam = max(0.0, self.lam + self.dual_lr * constraint)
+        return {"pdu/lambda": used, "pdu/constraint": constraint, "pdu/eps": self.eps}
+
+    def state_dict(self):
+        return {"lambda": self.lam, "eps": self.eps, "steps": self.steps}
+
+    def load_state_dict(self, state):
+        if state:
+            self.lam, self.eps, self.steps = float(state["lambda"]), state["eps"], int(state["steps"])

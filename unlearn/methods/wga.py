@@ -1,0 +1,42 @@
+"""Weighted gradient ascent (WGA), Wang et al., "Rethinking LLM unlearning objectives: a gradient
+perspective and go beyond" (ICLR 2025, arXiv:2502.19301), with the retain term:
+
+    L_WGA = -(1/N) sum_{scored tokens t} w_t * nll_t,   nll_t = -log p_t,   w_t = sg(p_t)^beta
+    minimize c_F L_WGA + c_R L_R
+
+p_t = pi_theta(y_t | x, y_<t) and sg a stop-gradient: the weight is the model's own confidence,
+detached, so grad L_WGA = -(1/N) sum_t p_t^beta grad nll_t -- gradient ascent whose step on a token
+fades once the token is unlikely (GA's 1/p_t inverse-confidence factor is what makes it run away).
+beta = 0 is GA on the token mean.
+
+N is the number of scored tokens of the micro-batch: a token mean, as open-unlearning's
+``compute_wga_loss`` (src/trainer/utils.py) takes ``.mean()`` over the batch's scored tokens. The
+engine weights each micro-batch by its share of the step's sequences (as HF's Trainer divides by
+the accumulation steps and DDP averages), so with one micro-batch a step this is the step's token
+mean, and with accumulation the share-weighted mean of the micro-batches' token means, as there.
+"""
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from unlearn.losses import Batch, scored_mean, token_nll
+from unlearn.methods.base import RetainRegularized, nonnegative, register_method
+
+
+def reweighted_ascent(model: torch.nn.Module, batch: Batch, weight: Callable[[Tensor], Tensor]) -> Tensor:
+    """-(1/N) sum_t weight(sg(p_t)) nll_t over the scored tokens: WGA's and SatImp's forget objective."""
+    nll, mask = token_nll(model, batch)
+    return -scored_mean(weight(torch.exp(-nll.detach())) * nll, mask)
+
+
+@register_method("wga", forget_task=True)
+class WGA(RetainRegularized):
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        self.beta = nonnegative(cfg, "beta", 1.0, "wga")
+
+    def task_loss(self, task, model, batch):
+        if task != "forget":
+            return super().task_loss(task, model, batch)
+        return reweighted_ascent(model, batch, lambda p: p ** self.beta)
