@@ -2,6 +2,9 @@
 Min-k%++, all from the per-token arrays of ONE teacher-forced pass (:func:`eval.likelihood.score`
 with ``tokens=True``) -- never a forward pass per attack.
 
+Two more attacks need more than that pass and are opt-in (``extra_attacks``, :mod:`eval.mia_extra`):
+``gradnorm`` (a backward pass per text) and ``reference`` (a second model's pass).
+
 The score functions are :mod:`eval.muse_metrics`'s (loss-like: higher = "looks less like training
 data"); this module only maps a pass's arrays onto them and turns per-example scores into AUCs.
 The evaluators keep the per-example scores in their logs, so every AUC can be recomputed from a
@@ -24,6 +27,9 @@ from eval.likelihood import Scores
 from eval.tofu_logs import log_array
 
 ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus")
+EXTRA_ATTACKS = ("gradnorm", "reference")  # opt-in, eval/mia_extra.py; logged and AUC'd beside ATTACKS
+GRADNORM_P = (1.0, 2.0, float("inf"))  # open-unlearning mia/gradnorm.py L15: p in [1, 2, inf]
+PER_SAMPLE = ("vmap", "loop")  # how gradnorm's per-text gradients are taken
 # Min-k%++ divides by sigma, the std of log p under the model's next-token distribution; a model
 # that is certain of a token has sigma = 0 in float32. open-unlearning clamps the variance at 1e-6.
 SIGMA_FLOOR = 1e-3
@@ -34,8 +40,22 @@ class MiaSettings:
     k: float = 0.4                 # Min-k% / Min-k%++ ratio (MUSE's PrivLeak key: Min-40%)
     min_k_variant: str = "muse"    # muse: all tokens, no guard | ou: drop the last token, >= 1 token
     zlib_reduction: str = "mean"   # mean NLL / zlib bytes (Carlini et al., MUSE, OU) | sum
+    extra_attacks: tuple[str, ...] = ()  # of EXTRA_ATTACKS; none by default (they cost more than the pass)
+    gradnorm_p: float = 2.0        # per-parameter p-norm (OU tofu/muse_metrics/mia_gradnorm.yaml: p: 2)
+    gradnorm_batch_size: int = 4   # texts per vmap call: memory ~ batch x parameters
+    gradnorm_per_sample: str = "vmap"  # vmap: torch.func, batched | loop: one backward per text
+    reference_model: str = "retain"  # target | retain | base (a stage) | a checkpoint path / Hub id
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "extra_attacks", tuple(self.extra_attacks or ()))
+        object.__setattr__(self, "gradnorm_p", float(self.gradnorm_p))
+        bad = sorted(set(self.extra_attacks) - set(EXTRA_ATTACKS))
+        if bad:
+            raise ValueError(f"unknown MIA extra_attacks {bad}; valid: {', '.join(EXTRA_ATTACKS)}")
+        if self.gradnorm_p not in GRADNORM_P:
+            raise ValueError(f"MIA gradnorm_p must be 1, 2 or inf, got {self.gradnorm_p!r}")
+        if self.gradnorm_per_sample not in PER_SAMPLE:
+            raise ValueError(f"unknown MIA gradnorm_per_sample {self.gradnorm_per_sample!r}; valid: {', '.join(PER_SAMPLE)}")
         if self.min_k_variant not in mm.MIN_K_VARIANTS:
             raise ValueError(f"unknown Min-k variant {self.min_k_variant!r}; valid: {', '.join(mm.MIN_K_VARIANTS)}")
         if not 0 < float(self.k) <= 1:
@@ -71,10 +91,16 @@ def group_scores(scores: Scores, items: Sequence[tuple[int, str]], settings: Mia
     return {a: np.array([p[a] for p in per], dtype=np.float64) for a in ATTACKS}
 
 
+def logged_attacks(members: Mapping[str, Any], non_members: Mapping[str, Any]) -> tuple[str, ...]:
+    """Every attack of :data:`ATTACKS` and those of :data:`EXTRA_ATTACKS` that both logs hold."""
+    return ATTACKS + tuple(a for a in EXTRA_ATTACKS if a in members and a in non_members)
+
+
 def mia_aucs(members: Mapping[str, Any], non_members: Mapping[str, Any], orientation: str = "muse") -> dict[str, float]:
     """AUC of each attack separating members (forget) from non-members (holdout); the arguments
-    are logs, attack -> ``{"0": score0, "1": score1, ...}``."""
-    return {a: mm.mia_auc(log_array(members, a), log_array(non_members, a), orientation) for a in ATTACKS}
+    are logs, attack -> ``{"0": score0, "1": score1, ...}`` (the extra attacks where logged)."""
+    return {a: mm.mia_auc(log_array(members, a), log_array(non_members, a), orientation)
+            for a in logged_attacks(members, non_members)}
 
 
 def privleak_score(auc: float, reference: float, open_unlearning: bool = False) -> float:

@@ -6,7 +6,8 @@
   strings) after the in-context prompt built from ``*_qa_icl``, ROUGE-L F1 against the answer;
 * ``privleak``: the MIA suite (:mod:`eval.mia`) on the ``privleak`` forget / holdout / retain texts,
   every attack from ONE teacher-forced pass over the unique texts (each encoded as MUSE's
-  ``compute_ppl`` does: BOS + text, no EOS, every text token scored).
+  ``compute_ppl`` does: BOS + text, no EOS, every text token scored); ``eval.mia.extra_attacks``
+  adds ``gradnorm`` / ``reference`` (:mod:`eval.mia_extra`) on the forget and holdout texts.
 
 Logs keep every per-example value (generations, ROUGE, attack scores) in TOFU's ``{"0": v0, ...}``
 layout; :func:`summarize` derives every aggregate from them: ``verbmem_f``, ``knowmem_f``,
@@ -33,12 +34,14 @@ from eval.compat import (OU_KNOWMEM_MAX_LENGTH, OU_MUSE_MAX_LENGTH, OU_PRIVLEAK_
 from eval.generation import greedy_generate
 from eval.likelihood import score
 from eval.mia import ATTACKS, MiaSettings, group_scores, mia_aucs, privleak_score
+from eval.mia_extra import extra_scores
 from eval.tofu_eval import indexed
 from unlearn.data import encode_text
 
 EVAL_VERSION = 2  # part of the cached reference evals' key: bump when what is computed changes
 ROUGE_VARIANTS = {"muse": {"stemmer": False, "cut_gt": True}, "ou": {"stemmer": True, "cut_gt": False}}
 PRIVLEAK_GROUPS = ("forget", "holdout", "retain")  # retain: MUSE scores it too; here its mean loss is a utility probe
+EXTRA_GROUPS = ("forget", "holdout")  # where eval.mia.extra_attacks (gradnorm, reference) are scored
 REFERENCES = ("retrain", "constant")
 NO_TRUNCATION = 1 << 30  # MUSE scores whole texts (compute_ppl does not truncate)
 
@@ -81,6 +84,14 @@ def privleak_log(model, prepared, cfg) -> dict[str, Any]:
     for g, texts in groups.items():
         out[g] = {a: indexed(v) for a, v in group_scores(s, [(slot[t], zt[slot[t]]) for t in texts], settings).items()}
         out[g]["num_tokens"] = indexed(s.counts[[slot[t] for t in texts]])
+    # the opt-in attacks on what their AUC needs only: forget and holdout (not the retain probe)
+    both = [slot[t] for g in EXTRA_GROUPS for t in groups[g]]
+    extra = extra_scores(model, prepared, [feats[i] for i in both], s.per_token[both], settings, int(cfg["batch_size"]))
+    start = 0
+    for g in EXTRA_GROUPS:
+        n = len(groups[g])
+        out[g].update({a: indexed(v[start : start + n]) for a, v in extra.items()})
+        start += n
     return out
 
 
@@ -208,7 +219,7 @@ def summarize(logs: Mapping[str, Any], reference: Mapping[str, float] | None, cf
     if reference is not None and not ou:
         out["privleak_reference_auc"] = reference[attack]
         out["privleak"] = privleak_score(aucs[attack], reference[attack])
-        out.update({f"privleak_{a}": privleak_score(aucs[a], ref) for a, ref in reference.items()})
+        out.update({f"privleak_{a}": privleak_score(aucs[a], ref) for a, ref in reference.items() if a in aucs})
     for g in PRIVLEAK_GROUPS:  # mean token NLL: the LOSS attack's score
         out[f"loss_{g}"] = _mean(priv[g]["loss"])
     out["n_items"] = {**{name: len(log["rougeL_f1"]) for name, log in logs.items() if name != "privleak"},

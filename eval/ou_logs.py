@@ -28,7 +28,8 @@ from eval.tofu_logs import log_array
 
 EVAL_FILES = {"tofu": "TOFU_EVAL.json", "muse": "MUSE_EVAL.json"}
 #: our attack name -> open-unlearning's metric name
-MIA_METRICS = {"loss": "mia_loss", "zlib": "mia_zlib", "min_k": "mia_min_k", "min_k_plus_plus": "mia_min_k_plus_plus"}
+MIA_METRICS = {"loss": "mia_loss", "zlib": "mia_zlib", "min_k": "mia_min_k", "min_k_plus_plus": "mia_min_k_plus_plus",
+               "gradnorm": "mia_gradnorm", "reference": "mia_reference"}  # the last two where eval.mia.extra_attacks ran
 #: the metrics open-unlearning's default eval suites configure (what its SUMMARY lists)
 SUMMARY_METRICS = {
     "tofu": ("forget_quality", "forget_truth_ratio", "forget_Q_A_Prob", "forget_Q_A_ROUGE", "model_utility",

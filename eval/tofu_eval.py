@@ -15,7 +15,8 @@ Membership inference (:mod:`eval.mia`, as open-unlearning's TOFU ``mia_*`` metri
 answers against the answers of never-trained holdout authors (``holdoutXX``, as many items as
 ``forgetXX``), every attack from the same pass. A task log must stay one TOFU per-sample log (every
 metric keyed by the same item indices: :func:`eval.tofu_logs.validate_tofu_log`), so the forget log
-holds ``mia_<attack>`` (forget item i) and ``mia_holdout_<attack>`` (holdout item i) per index.
+holds ``mia_<attack>`` (forget item i) and ``mia_holdout_<attack>`` (holdout item i) per index;
+``eval.mia.extra_attacks`` adds ``gradnorm`` / ``reference`` (:mod:`eval.mia_extra`) the same way.
 Scored answers end with the appended EOS, which open-unlearning's Min-k drops: its ``ou`` Min-k
 variant is the default (``eval.mia`` overrides :class:`eval.mia.MiaSettings`). Without a usable
 holdout split (``holdoutXX`` missing or smaller than the forget set), or when answers truncated at
@@ -33,7 +34,8 @@ from eval import tofu_metrics as tm
 from eval.compat import OU_PRIVLEAK_REF, OU_TOFU_MAX_LENGTH, is_ou, ou_ground_truth, ou_scored_text
 from eval.generation import greedy_generate
 from eval.likelihood import score
-from eval.mia import ATTACKS, MiaSettings, group_scores, mia_aucs, privleak_score
+from eval.mia import ATTACKS, EXTRA_ATTACKS, MiaSettings, group_scores, mia_aucs, privleak_score
+from eval.mia_extra import extra_scores
 from eval.tofu_logs import per_item_truth_ratios
 
 logger = logging.getLogger(__name__)
@@ -171,21 +173,26 @@ def evaluate_tofu(
             if held:  # the zlib attack compresses the scored text: the answer (open-unlearning: its
                 # scored tokens decoded, which its mask may have cut)
                 zt = [ou_scored_text(prepared.tokenizer, f) for f in feats] if is_ou(cfg) else [a for _, a in texts]
-                log.update(_mia_scores(s, zt, ans, held, cfg))
+                log.update(_mia_scores(s, zt, ans, held, cfg, model, prepared, feats))
         logs[t] = log
     if generate:
         _add_generations(model, prepared, cfg, rows, logs)
     return logs
 
 
-def _mia_scores(s, texts: Sequence[str], ans, held, cfg) -> dict[str, Any]:
+def _mia_scores(s, texts: Sequence[str], ans, held, cfg, model=None, prepared=None, feats=None) -> dict[str, Any]:
     """Every attack's per-item scores of the forget and holdout answers (``texts``: what the zlib
-    attack compresses, per scored item); none (logged) when an answer has too few scored tokens for
-    an attack (truncated away at ``max_length``)."""
+    attack compresses, per scored item), the enabled extra attacks (:mod:`eval.mia_extra`) too;
+    none (logged) when an answer has too few scored tokens for an attack (truncated away at
+    ``max_length``)."""
     settings = MiaSettings.from_cfg(cfg.get("mia"), min_k_variant="ou")
+    both = [int(i) for i in ans] + [int(i) for i in held]
+    extra = (extra_scores(model, prepared, [feats[i] for i in both], s.per_token[both], settings, int(cfg["batch_size"]))
+             if settings.extra_attacks else {})
     out = {}
-    for group, idx in (("", ans), ("holdout_", held)):
-        for attack, v in group_scores(s, [(i, texts[i]) for i in idx], settings).items():
+    for group, idx, part in (("", ans, slice(0, len(ans))), ("holdout_", held, slice(len(ans), None))):
+        scores = {**group_scores(s, [(i, texts[i]) for i in idx], settings), **{a: v[part] for a, v in extra.items()}}
+        for attack, v in scores.items():
             if not np.isfinite(v).all():
                 logger.warning("TOFU MIA skipped: %d %s answers have too few scored tokens for %s (max_length)",
                                int((~np.isfinite(v)).sum()), group.rstrip("_") or "forget", attack)
@@ -266,7 +273,8 @@ def summarize(logs: Mapping[str, Mapping[str, Any]], reference: Any = None,
 
 def forget_mia_aucs(forget: Mapping[str, Any]) -> dict[str, float]:
     """attack -> AUC (MUSE's orientation) of a forget log's MIA scores."""
-    return mia_aucs({a: forget[f"mia_{a}"] for a in ATTACKS}, {a: forget[f"mia_holdout_{a}"] for a in ATTACKS})
+    attacks = ATTACKS + tuple(a for a in EXTRA_ATTACKS if f"mia_{a}" in forget)
+    return mia_aucs({a: forget[f"mia_{a}"] for a in attacks}, {a: forget[f"mia_holdout_{a}"] for a in attacks})
 
 
 def reference_mia_aucs(reference: Any) -> dict[str, float]:

@@ -63,7 +63,19 @@ RANGES: dict[str, tuple[Any, str]] = {
     "eval.generation.max_new_tokens": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
     "eval.generation.max_length": (lambda v: _int(v) and v >= 2, "an integer >= 2"),
     "model.seed": (_int, "an integer"),
+    # eval/mia.py MiaSettings checks these too, but only when the evaluation starts (after unlearning)
+    "eval.mia.extra_attacks": (lambda v: isinstance(v, list) and set(v) <= set(_mia().EXTRA_ATTACKS),
+                               "a list of gradnorm, reference"),
+    "eval.mia.gradnorm_p": (lambda v: _num(v) and v in _mia().GRADNORM_P, "1, 2 or inf"),
+    "eval.mia.gradnorm_batch_size": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "eval.mia.gradnorm_per_sample": (lambda v: v in _mia().PER_SAMPLE, "vmap or loop"),
 }
+
+
+def _mia():
+    import eval.mia  # the attack names' one home; imported when checked (eval imports unlearn)
+
+    return eval.mia
 
 
 def _get(cfg: Any, key: str, default: Any = None) -> Any:
