@@ -1,4 +1,5 @@
-"""Step time of every registered method relative to GDiff, on the same batches.
+"""Step time of every registered method (and of NGDiff with other methods' forget objectives as its
+forget task) relative to GDiff, on the same batches.
 
     python bench/method_step_time.py [--steps 20] [--repeats 5] [--batch-size 8]
 
@@ -34,12 +35,18 @@ from unlearn.models import frozen  # noqa: E402
 from unlearn.schedulers import build_scheduler  # noqa: E402
 
 
+# a direction method with another method's forget objective as its forget task (method.forget_loss)
+COMBINATIONS = {"ngdiff+npo": ("ngdiff", "npo"), "ngdiff+undial": ("ngdiff", "undial"), "ngdiff+rmu": ("ngdiff", "rmu")}
+
+
 def method_cfgs(names, batch_size: int) -> dict[str, dict]:
     """Each method's composed config node (its yaml defaults), with the bench's batch and rate."""
     out = {}
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         for name in names:
-            node = OmegaConf.to_container(compose(config_name="config", overrides=[f"method={name}"]).method)
+            method, forget = COMBINATIONS.get(name, (name, None))
+            overrides = [f"method={method}"] + ([f"method.forget_loss={forget}"] if forget else [])
+            node = OmegaConf.to_container(compose(config_name="config", overrides=overrides).method)
             out[name] = {**node, "lr": 1e-4, "epochs": 1, "batch_size": batch_size, "max_steps": None}
     return out
 
@@ -60,7 +67,7 @@ def main() -> None:
         forget_rows=rows, retain_rows=rows, forget_features=forget, retain_features=retain, pad_id=0,
         device=torch.device("cpu"), load_reference=lambda: frozen(copy.deepcopy(base)),
     )
-    names = ["gdiff"] + [n for n in METHODS if n != "gdiff"]
+    names = ["gdiff"] + [n for n in METHODS if n != "gdiff"] + list(COMBINATIONS)
     cfgs = method_cfgs(names, args.batch_size)
     step: dict[str, list[float]] = {n: [] for n in names}
     setup: dict[str, list[float]] = {n: [] for n in names}
@@ -76,10 +83,10 @@ def main() -> None:
                     step[name].append(res.seconds / res.steps)
                     setup[name].append(time.perf_counter() - t0 - res.seconds)
     med = {n: statistics.median(v) for n, v in step.items()}
-    print(f"{'method':<10}{'kind':>15}{'ms/step':>10}{'/ gdiff':>9}{'setup s':>9}")
+    print(f"{'method':<14}{'kind':>15}{'ms/step':>10}{'/ gdiff':>9}{'setup s':>9}")
     for n in names:
         kind = "direction" if build_method(cfgs[n]).weights() is None else "scalarization"
-        print(f"{n:<10}{kind:>15}{1e3 * med[n]:>10.1f}{med[n] / med['gdiff']:>9.2f}{statistics.median(setup[n]):>9.2f}")
+        print(f"{n:<14}{kind:>15}{1e3 * med[n]:>10.1f}{med[n] / med['gdiff']:>9.2f}{statistics.median(setup[n]):>9.2f}")
 
 
 if __name__ == "__main__":

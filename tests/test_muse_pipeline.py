@@ -211,9 +211,11 @@ def test_default_muse_world_is_meaningful(tmp_path):
 
 
 # every method runs unchanged on MUSE's raw-text chunks (idk / idk_dpo: a chunk's prefix is the prompt)
+@pytest.mark.parametrize("scheduler", ["constant", "gen"])
 @pytest.mark.parametrize("method", list(METHODS))
-def test_every_method_runs_on_muse(cfg, tmp_path, method):
-    rec = run(cfg(f"method={method}", "method.max_steps=1", "save_checkpoint=false"), run_dir=tmp_path / method)
+def test_every_method_runs_on_muse(cfg, tmp_path, method, scheduler):
+    rec = run(cfg(f"method={method}", f"scheduler={scheduler}", "method.max_steps=1", "save_checkpoint=false"),
+              run_dir=tmp_path / method)
     assert rec["status"] == "ok", rec.get("error")
     assert rec["unlearn"]["steps"] == 1 and rec["metrics"]["unlearned"]["summary"]["n_items"]
     if method == "idk_dpo":  # at the target, pi = pi_ref on both answers: the loss is (2/beta) log 2

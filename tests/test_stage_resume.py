@@ -1,6 +1,7 @@
-"""Resume of the stage builds and of the record write after a kill: a training stage keeps its last
-epoch's state in the cache's ``.partial-<key>/`` folder and the next build continues from it; a
-kill while the record is written keeps unlearning's final state, so the re-run redoes no step."""
+"""Resume after a real SIGKILL of a stage build, of the final evaluation and of the record write: a
+training stage keeps its last epoch's state in the cache's ``.partial-<key>/`` folder and the next
+build continues from it; a kill during the evaluation or while the record is written keeps
+unlearning's final state, so the re-run redoes no step. (SIGKILL during unlearning: test_resume.py.)"""
 import json
 import os
 import signal
@@ -129,6 +130,21 @@ def test_sigkill_while_the_record_is_written_then_the_rerun_redoes_no_step(tmp_p
     assert b["status"] == "ok" and b["unlearn"]["resumed_from"] == b["unlearn"]["steps"] == a["unlearn"]["steps"]
     assert a["metrics"]["unlearned"]["summary"] == b["metrics"]["unlearned"]["summary"]
     assert _rows(full) == _rows(killed) and not (killed / "resume").exists()
+
+
+@pytest.mark.slow
+def test_sigkill_during_the_final_evaluation_then_the_rerun_redoes_no_step(tmp_path, shared_cache):
+    args = ["debug=tiny", f"paths.cache={shared_cache}", "resume_every=3", "save_checkpoint=false"]
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    _run([*args, f"hydra.run.dir={full}"])
+    _run_killed(tmp_path, [*args, f"hydra.run.dir={killed}"], "unlearn.distributed", "sharded_eval",
+                "os.kill(os.getpid(), signal.SIGKILL)")
+    assert not (killed / "record.json").exists() and (killed / "resume" / "state.pt").exists()
+    _run([*args, f"hydra.run.dir={killed}"])
+    a, b = (json.loads((d / "record.json").read_text()) for d in (full, killed))
+    assert b["unlearn"]["resumed_from"] == b["unlearn"]["steps"] == a["unlearn"]["steps"]
+    assert a["metrics"]["unlearned"]["summary"] == b["metrics"]["unlearned"]["summary"]
+    assert _rows(full) == _rows(killed)
 
 
 @pytest.mark.slow
