@@ -14,7 +14,10 @@ from unlearn.methods import MethodContext, build_method
 from unlearn.schedulers import build_scheduler
 
 METHODS = {"gdiff": {"retain_weight": 1.0, "forget_weight": 1.0}, "ngdiff": {"eps": 1e-8}, "npo": {"beta": 0.1},
-           "mgda": {}, "pcgrad": {}}
+           "mgda": {}, "pcgrad": {},
+           # token-level objectives: token means of the effective batch (scored_mean), not of a micro-batch
+           "wga": {"beta": 1.0}, "satimp": {}, "undial": {"beta": 10.0, "retain_weight": 1.0},
+           "pdu": {"eps": 0.3, "dual_init": 1.0, "dual_lr": 0.1}}
 GEN = {"name": "gen", "lazy": 2, "fit": "retain", "ema": 0.5, "clip": [0.5, 2.0]}
 
 

@@ -182,7 +182,7 @@ def unlearn(
                          "answers): unlearn() needs its `context`")
     model.train()
     summed = method.weights() is not None and not bool(cfg.get("task_grad_stats", True))
-    lm_tasks = set(method.lm_tasks)
+    token_tasks = set(method.token_mean_tasks)
     result = EngineResult(status="ok", steps=0, total_steps=total, batch=plan)
     t_start = time.perf_counter()
     log_path = Path(log_path)
@@ -228,7 +228,7 @@ def unlearn(
                 for mb, w, share in zip(micro, mweights, shares):
                     for t, fn in method.task_losses(model, mb).items():
                         # token means are normalized by the batch itself; per-sequence means by share
-                        tasks.setdefault(t, []).append(st.closure(fn, w * (1.0 if t in lm_tasks else share[t])))
+                        tasks.setdefault(t, []).append(st.closure(fn, w * (1.0 if t in token_tasks else share[t])))
                 row: dict[str, Any] = {"step": step, "epoch": epoch, "lr": lr}
                 if summed:
                     # d = sum_t w_t g_t accumulated straight into p.grad, one task's forward and backward

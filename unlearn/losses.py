@@ -76,8 +76,16 @@ def token_nll(model: torch.nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
     return nll, labels != -100
 
 
-def scored_mean(values: Tensor, mask: Tensor) -> Tensor:
-    """The mean of ``values`` over the masked positions (0, not NaN, for a batch with none)."""
+def scored_mean(values: Tensor, mask: Tensor, batch: Batch | None = None) -> Tensor:
+    """The mean of ``values`` over the masked positions (0, not NaN, for a batch with none).
+
+    ``mask`` must be the batch's scored positions (``labels[:, 1:] != -100``) when ``batch`` is
+    given: a batch that carries ``token_normalizer`` (one micro-batch of an effective batch, see
+    :func:`lm_loss`) is then divided by it, so the token mean is the effective batch's, exactly as
+    :func:`lm_loss`'s; a method that uses this for a task lists it in ``token_mean_tasks``."""
+    normalizer = batch.get(TOKEN_NORMALIZER) if isinstance(batch, Mapping) else None
+    if normalizer is not None:
+        return values[mask].sum() / normalizer
     return values[mask].sum() / mask.sum().clamp(min=1)
 
 

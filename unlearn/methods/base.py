@@ -118,6 +118,17 @@ class Method:
         values can stand in for GeN's L0; a method that overrides a task's loss leaves it out."""
         return tuple(t for t in self.tasks if not (t == "forget" and self.forget_objective is not None))
 
+    @property
+    def token_mean_tasks(self) -> tuple[str, ...]:
+        """The tasks whose loss is a token mean normalized by the batch's ``token_normalizer`` (the
+        LM losses, and token-level objectives through :func:`unlearn.losses.scored_mean`): the engine
+        adds their micro-batches as they are. Any other task's loss is taken as a per-sequence mean
+        and weighted by its micro-batch's share of the step's sequences."""
+        out = set(self.lm_tasks)
+        if self.forget_objective is not None and "forget" in self.forget_objective.token_mean_tasks:
+            out.add("forget")
+        return tuple(t for t in self.tasks if t in out)
+
     def weights(self) -> dict[str, float] | None:
         """Scalarization weights w_t (d = sum_t w_t g_t); ``None`` for a direction method."""
         return None

@@ -12,7 +12,10 @@ gradient ascent's, which vanishes at high confidence and explodes at low.
 The paper's footnote trick (Training Settings; open-unlearning ``ignore_first_n_answer_tokens``,
 src/trainer/unlearn/ceu.py) leaves the first ``ignore_first_n_answer_tokens`` scored tokens of each
 sequence out. N is the micro-batch's remaining scored-token count: a token mean, as open-unlearning's
-``F.cross_entropy`` over the batch's valid positions (normalization: :mod:`unlearn.methods.wga`).
+``F.cross_entropy`` over the batch's valid positions. Unlike WGA's (:mod:`unlearn.methods.wga`) it is
+not the effective batch's: the skipped tokens make N another count than the LM loss's normalizer, so
+with accumulation the micro-batch means are weighted by their sequence share (open-unlearning's
+accumulation too); ``ignore_first_n_answer_tokens: 0`` has the same count, but keeps this rule.
 Open-unlearning's CEU trainer has no retain term; ``retain_weight`` > 0 adds the retain NLL.
 """
 import torch

@@ -21,32 +21,37 @@ Positions: ``scored`` (default) flattens the distributions that predict the answ
 positions ``lm_loss`` scores (the paper's pi(.|x, y_<i)); ``labels`` those at the answer tokens
 themselves (mask ``labels != -100`` without the shift), as open-unlearning's code does -- one position
 later: the first answer token's prediction is left out, the one after the last taken in. N counts
-them in the micro-batch, a token mean as there (normalization: :mod:`unlearn.methods.wga`).
+them: with ``scored``, over the step's effective batch (as the LM loss; :mod:`unlearn.methods.wga`),
+with ``labels`` in the micro-batch, as open-unlearning does.
 """
 import torch
 
-from unlearn.losses import lm_loss
+from unlearn.losses import lm_loss, scored_mean
 from unlearn.methods.base import Method, nonnegative, register_method
 
 MARGIN_POSITIONS = ("scored", "labels")
 
 
-def margin_loss(logits: torch.Tensor, labels: torch.Tensor, positions: str = "scored") -> torch.Tensor:
-    """L_LM: the mean over the chosen positions of (max_v z - mean_v z)^2 (see the module docstring)."""
+def margin_loss(logits: torch.Tensor, labels: torch.Tensor, positions: str = "scored", batch=None) -> torch.Tensor:
+    """L_LM: the mean over the chosen positions of (max_v z - mean_v z)^2 (see the module docstring);
+    ``batch``: normalized as the effective batch's token mean (``scored`` only)."""
     if positions == "scored":
-        z, mask = logits[:, :-1], labels[:, 1:] != -100
-    elif positions == "labels":
-        z, mask = logits, labels != -100
-    else:
-        raise ValueError(f"unknown margin_positions {positions!r}; valid: {', '.join(MARGIN_POSITIONS)}")
-    z = z[mask].float()  # (N, V)
-    return ((z.max(-1).values - z.mean(-1)) ** 2).sum() / max(z.shape[0], 1)
+        z = logits[:, :-1].float()
+        return scored_mean((z.max(-1).values - z.mean(-1)) ** 2, labels[:, 1:] != -100, batch)
+    if positions == "labels":
+        z = logits[labels != -100].float()  # (N, V)
+        return ((z.max(-1).values - z.mean(-1)) ** 2).sum() / max(z.shape[0], 1)
+    raise ValueError(f"unknown margin_positions {positions!r}; valid: {', '.join(MARGIN_POSITIONS)}")
 
 
 @register_method("pdu")
 class PDU(Method):
     tasks = ("forget", "retain")
     lm_tasks = ("retain",)  # the forget task is the margin loss
+
+    @property
+    def token_mean_tasks(self):
+        return ("forget", "retain") if self.positions == "scored" else ("retain",)
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
@@ -66,7 +71,7 @@ class PDU(Method):
         if task != "forget":
             return lm_loss(model, batch)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        return margin_loss(logits, batch["labels"], self.positions)
+        return margin_loss(logits, batch["labels"], self.positions, batch)
 
     def weights(self) -> dict[str, float]:
         return {"forget": self.forget_weight, "retain": self.lam}

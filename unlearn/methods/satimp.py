@@ -6,7 +6,7 @@ already unlikely -- saturated -- get little weight) and importance ((1-p)^beta2)
     minimize c_F L_SatImp + c_R L_R
 
 p_t = pi_theta(y_t | x, y_<t), detached (sg); beta2 = 0 is WGA with beta = beta1. N is the
-micro-batch's scored-token count, as for WGA (open-unlearning ``compute_satimp_loss``,
+effective batch's scored-token count, as for WGA (open-unlearning ``compute_satimp_loss``,
 src/trainer/utils.py; the normalization is discussed in :mod:`unlearn.methods.wga`).
 
 Weights: open-unlearning's class and its community README (the paper's setting, which selects by
@@ -23,6 +23,10 @@ class SatImp(RetainRegularized):
         super().__init__({"retain_weight": 0.1, **cfg})  # the README's c_R (see above)
         self.beta1 = nonnegative(cfg, "beta1", 5.0, "satimp")
         self.beta2 = nonnegative(cfg, "beta2", 1.0, "satimp")
+
+    @property
+    def token_mean_tasks(self):
+        return self.tasks  # the forget loss is the effective batch's token mean too (scored_mean)
 
     def task_loss(self, task, model, batch):
         if task != "forget":

@@ -20,7 +20,7 @@ for the forget set, so each forget batch takes one reference forward, without gr
 import torch
 import torch.nn.functional as F
 
-from unlearn.losses import KL_POSITIONS
+from unlearn.losses import KL_POSITIONS, scored_mean
 from unlearn.methods.base import RetainRegularized, load_reference, positive_beta, register_method
 
 
@@ -32,11 +32,12 @@ def adjusted_target(ref_logits: torch.Tensor, labels: torch.Tensor, beta: float)
     return F.softmax(z, dim=-1)
 
 
-def undial_loss(logits, ref_logits, labels, beta: float, positions: str = "scored") -> torch.Tensor:
-    """mean_t H(q_t, p_theta), over the scored positions or all of them (see the module docstring)."""
+def undial_loss(logits, ref_logits, labels, beta: float, positions: str = "scored", batch=None) -> torch.Tensor:
+    """mean_t H(q_t, p_theta), over the scored positions or all of them (see the module docstring);
+    ``batch``: the scored mean is the effective batch's token mean (:func:`unlearn.losses.scored_mean`)."""
     q = adjusted_target(ref_logits, labels, beta)
     ce = -(q * F.log_softmax(logits[:, :-1].float(), dim=-1)).sum(-1)  # (B, T-1)
-    return ce[labels[:, 1:] != -100].mean() if positions == "scored" else ce.mean()
+    return scored_mean(ce, labels[:, 1:] != -100, batch) if positions == "scored" else ce.mean()
 
 
 @register_method("undial", forget_task=True)
@@ -57,4 +58,8 @@ class UNDIAL(RetainRegularized):
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         with torch.no_grad():
             ref_logits = self.reference(**inputs).logits
-        return undial_loss(model(**inputs).logits, ref_logits, batch["labels"], self.beta, self.positions)
+        return undial_loss(model(**inputs).logits, ref_logits, batch["labels"], self.beta, self.positions, batch)
+
+    @property
+    def token_mean_tasks(self):
+        return self.tasks if self.positions == "scored" else super().token_mean_tasks

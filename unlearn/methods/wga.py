@@ -9,11 +9,12 @@ detached, so grad L_WGA = -(1/N) sum_t p_t^beta grad nll_t -- gradient ascent wh
 fades once the token is unlikely (GA's 1/p_t inverse-confidence factor is what makes it run away).
 beta = 0 is GA on the token mean.
 
-N is the number of scored tokens of the micro-batch: a token mean, as open-unlearning's
-``compute_wga_loss`` (src/trainer/utils.py) takes ``.mean()`` over the batch's scored tokens. The
-engine weights each micro-batch by its share of the step's sequences (as HF's Trainer divides by
-the accumulation steps and DDP averages), so with one micro-batch a step this is the step's token
-mean, and with accumulation the share-weighted mean of the micro-batches' token means, as there.
+N is the number of scored tokens of the step's effective batch (over its micro-batches and
+processes, through the batch's ``token_normalizer`` as for the LM loss), so that every split of a
+step takes the same update. Open-unlearning's ``compute_wga_loss`` (src/trainer/utils.py) takes
+``.mean()`` over one micro-batch's tokens, which the HF Trainer then averages over accumulation
+steps and DDP over processes: the same number with one micro-batch per step on one process, a
+share-weighted mean of micro-batch means otherwise.
 """
 from typing import Callable
 
@@ -27,7 +28,7 @@ from unlearn.methods.base import RetainRegularized, nonnegative, register_method
 def reweighted_ascent(model: torch.nn.Module, batch: Batch, weight: Callable[[Tensor], Tensor]) -> Tensor:
     """-(1/N) sum_t weight(sg(p_t)) nll_t over the scored tokens: WGA's and SatImp's forget objective."""
     nll, mask = token_nll(model, batch)
-    return -scored_mean(weight(torch.exp(-nll.detach())) * nll, mask)
+    return -scored_mean(weight(torch.exp(-nll.detach())) * nll, mask, batch)
 
 
 @register_method("wga", forget_task=True)
@@ -35,6 +36,10 @@ class WGA(RetainRegularized):
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
         self.beta = nonnegative(cfg, "beta", 1.0, "wga")
+
+    @property
+    def token_mean_tasks(self):
+        return self.tasks  # the forget loss is the effective batch's token mean too (scored_mean)
 
     def task_loss(self, task, model, batch):
         if task != "forget":
