@@ -17,7 +17,7 @@ METHODS = {"gdiff": {"retain_weight": 1.0, "forget_weight": 1.0}, "ngdiff": {"ep
            "mgda": {}, "pcgrad": {},
            # token-level objectives: token means of the effective batch (scored_mean), not of a micro-batch
            "wga": {"beta": 1.0}, "satimp": {}, "undial": {"beta": 10.0, "retain_weight": 1.0},
-           "pdu": {"eps": 0.3, "dual_init": 1.0, "dual_lr": 0.1}}
+           "pdu": {"eps": 0.3, "dual_init": 1.0, "dual_lr": 0.1}, "kl": {"kl_positions": "scored", "retain_weight": 1.0, "forget_weight": 1.0}}
 GEN = {"name": "gen", "lazy": 2, "fit": "retain", "ema": 0.5, "clip": [0.5, 2.0]}
 
 
@@ -58,7 +58,11 @@ def test_accumulated_micro_batches_take_the_big_batch_update(method, tmp_path):
         print(f"{method} {b}x{k}: max |param - param(4x1)| = {diff:.2e} (largest update {moved:.2e})")
         assert moved > 1e-3 and diff < 2e-5
         for r, r1 in zip(rows, rows1):  # the same losses, geometry, probes and rates along the way
+            # a cosine of a vanishing gradient (KL to the reference at step 0) is rounding noise
+            tiny = min((v for k, v in r1.items() if k.startswith("grad_norm/")), default=1.0) < 1e-5
             for key, v in r1.items():
+                if key.startswith("cos/") and tiny:
+                    continue
                 if key.startswith(("loss/", "grad_norm/", "cos/", "dir_norm", "gen/l", "gen_eta")) or key == "lr":
                     assert r[key] == pytest.approx(v, rel=1e-4, abs=1e-6), key
 

@@ -113,19 +113,21 @@ def preference_loss(z: Tensor, beta: float) -> Tensor:
 KL_POSITIONS = ("all", "scored")
 
 
-def kl_to_reference(logits: Tensor, ref_logits: Tensor, labels: Tensor, positions: str = "all") -> Tensor:
+def kl_to_reference(logits: Tensor, ref_logits: Tensor, labels: Tensor, positions: str = "all",
+                    batch: Batch | None = None) -> Tensor:
     """KL(p_ref || p_theta) of the next-token distributions, averaged over positions.
 
     ``all`` (TOFU ``forget.py`` "KL", open-unlearning ``compute_kl_divergence``): every position of
     the padded batch -- prompt, answer, padding and the last one, which predicts nothing -- as
     ``kl_div(reduction="batchmean")`` over the flattened (batch * length, vocab) rows does.
     ``scored``: only the positions whose next token is scored (labels != -100 after the shift),
-    the positions ``lm_loss`` averages over.
+    the positions ``lm_loss`` averages over -- with ``batch``, as the effective batch's token mean
+    (:func:`scored_mean`).
     """
     logp, ref_logp = F.log_softmax(logits.float(), -1), F.log_softmax(ref_logits.float(), -1)
     per_position = F.kl_div(logp, ref_logp, reduction="none", log_target=True).sum(-1)  # (B, T)
     if positions == "all":
         return per_position.mean()
     if positions == "scored":
-        return per_position[:, :-1][labels[:, 1:] != -100].mean()
+        return scored_mean(per_position[:, :-1], labels[:, 1:] != -100, batch)
     raise ValueError(f"unknown KL positions {positions!r}; valid: {', '.join(KL_POSITIONS)}")

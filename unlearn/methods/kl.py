@@ -38,4 +38,8 @@ class GradDiffKL(GradDiff):
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         with torch.no_grad():  # the retain batch is random: one reference forward per step
             ref_logits = self.reference(**inputs).logits
-        return kl_to_reference(model(**inputs).logits, ref_logits, batch["labels"], self.positions)
+        return kl_to_reference(model(**inputs).logits, ref_logits, batch["labels"], self.positions, batch)
+
+    @property
+    def token_mean_tasks(self):  # kl_positions: scored is a token mean of the effective batch
+        return self.tasks if self.positions == "scored" else super().token_mean_tasks
