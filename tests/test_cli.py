@@ -11,6 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # a subprocess multirun / two processes: the slow tier (CI runs it)
 def test_multirun_jobs_never_collide_and_rerun_skips(tmp_path):
     env = {**os.environ, "UNLEARN_OUTPUTS": str(tmp_path / "out")}
     # a scheduler preset (gen_calib configures gen) gets a directory of its own
@@ -48,6 +49,7 @@ def _multirun(tmp_path, *args, timeout=600):
     return proc, records
 
 
+@pytest.mark.slow  # a subprocess multirun / two processes: the slow tier (CI runs it)
 def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
     proc, records = _multirun(tmp_path, "dataset.split=forget42,forget10")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -92,6 +94,7 @@ def test_tag_names_are_short_shell_friendly_and_distinct():
     assert len(_tag(long).encode()) <= TAG_MAX_BYTES and _tag(long) != _tag(long + ",x=1")
 
 
+@pytest.mark.slow  # a subprocess multirun / two processes: the slow tier (CI runs it)
 def test_a_long_override_list_runs_and_is_reported(tmp_path):
     env = {**os.environ, "UNLEARN_OUTPUTS": str(tmp_path / "out")}
     overrides = ["method.max_steps=1", "'model.lora={r: 4, alpha: 8, target_modules: [q_proj, v_proj]}'",

@@ -235,6 +235,7 @@ SUMMARY_NUMBERS = ("forget_quality", "model_utility", "forget_truth_ratio", "for
                    "forget_exact_memorization")
 
 
+@pytest.mark.slow  # a subprocess multirun / two processes: the slow tier (CI runs it)
 def test_two_process_run_py_matches_one_process(tmp_path):
     env = {"UNLEARN_OUTPUTS": str(tmp_path / "out")}
     # 3 steps of the 4 forget examples; generation in batches of 8 so both processes generate
@@ -310,6 +311,7 @@ def test_two_process_default_gen_probes_match_one_process(tmp_path):
     assert two["lr"] == pytest.approx(one["lr"], rel=0.02) and one["lr"] != pytest.approx(1e-4, rel=0.1)
 
 
+@pytest.mark.slow  # a subprocess multirun / two processes: the slow tier (CI runs it)
 def test_two_process_bad_input_fails_every_process_with_one_record(tmp_path):
     """A failure while preparing (here: an unknown split) reaches every process: exit 1, no hang,
     one failed record that names the error."""

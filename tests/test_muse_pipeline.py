@@ -211,7 +211,8 @@ def test_default_muse_world_is_meaningful(tmp_path):
 
 
 # every method runs unchanged on MUSE's raw-text chunks (idk / idk_dpo: a chunk's prefix is the prompt)
-@pytest.mark.parametrize("scheduler", ["constant", "gen"])
+# the fixed-rate half in the slow tier (the fast suite's 5 minutes); TOFU runs both in the fast one
+@pytest.mark.parametrize("scheduler", [pytest.param("constant", marks=pytest.mark.slow), "gen"])
 @pytest.mark.parametrize("method", list(METHODS))
 def test_every_method_runs_on_muse(cfg, tmp_path, method, scheduler):
     rec = run(cfg(f"method={method}", f"scheduler={scheduler}", "method.max_steps=1", "save_checkpoint=false"),

@@ -159,11 +159,13 @@ def test_every_sweep_file_composes_and_names_its_command(sweep):
     compose_cfg(point)
 
 
-def test_a_tiny_sweep_runs_through_multirun_and_reports(tmp_path):
-    env = {**os.environ, "UNLEARN_OUTPUTS": str(tmp_path)}
+def test_a_tiny_sweep_runs_through_multirun_and_reports(tmp_path, shared_cache):
+    # UNLEARN_CACHE: the session's stage cache (paths.cache), not one under this output root
+    env = {**os.environ, "UNLEARN_OUTPUTS": str(tmp_path), "UNLEARN_CACHE": str(shared_cache)}
     proc = subprocess.run([sys.executable, "run.py", "-m", "sweeps=smoke", "method.max_steps=2"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (tmp_path / "debug" / "cache").exists() and list(shared_cache.glob("target/*/DONE"))
     runs = tmp_path / "debug" / "runs"
     assert len(list(runs.rglob("record.json"))) == 4
     out = tmp_path / "reports"
