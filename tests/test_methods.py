@@ -397,3 +397,28 @@ def test_npo_alone_runs_end_to_end_with_one_task(cfg, tmp_path):
     assert rec["status"] == "ok", rec.get("error")
     row = json.loads((tmp_path / "run" / STEP_LOG).read_text().splitlines()[0])
     assert "loss/forget" in row and "loss/retain" not in row
+
+
+# ---------------------------------------------------------------------------------------------
+# another method's forget objective as a direction method's forget task (method.forget_loss)
+
+def test_forget_loss_is_minus_the_objective_configured_by_its_file_and_forget_args():
+    ng = build_method({"name": "ngdiff", "forget_loss": "npo", "forget_args": {"beta": 0.5}})
+    npo = build_method({"name": "npo", "beta": 0.5, "retain_weight": 0.0})
+    ctx = context(BigramLM(Q), [])
+    ng.setup(ctx), npo.setup(ctx)
+    model, b = BigramLM(P), batch(FORGET, [1, 0])
+    with torch.no_grad():
+        assert float(ng.task_loss("forget", model, b)) == pytest.approx(-float(npo.task_loss("forget", model, b)))
+        assert float(ng.task_loss("retain", model, b)) == pytest.approx(float(lm_loss(model, b)))
+    assert ng.forget_objective.beta == 0.5 and ng.forget_objective.tasks == ("forget",)
+    assert ng.lm_tasks == ("retain",) and ng.needs_context()  # L_F no longer stands in for GeN's L0
+    plain = build_method({"name": "ngdiff", "forget_loss": "ga"})
+    assert plain.forget_objective is None and plain.lm_tasks == ("forget", "retain") and not plain.needs_context()
+
+
+def test_forget_loss_names_and_keys_are_checked_with_the_valid_ones():
+    with pytest.raises(ValueError, match=r"method.forget_loss=gdiff is not a forget objective; valid: ga, .*npo"):
+        build_method({"name": "ngdiff", "forget_loss": "gdiff"})
+    with pytest.raises(ValueError, match=r"method.forget_args.bta is not a key of npo .* valid: beta, "):
+        build_method({"name": "ngdiff", "forget_loss": "npo", "forget_args": {"bta": 1}})
