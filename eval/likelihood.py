@@ -51,14 +51,7 @@ def score(
         out.logp, out.correct, out.mu, out.sigma = ([np.zeros(0)] * n for _ in range(4))
     if n == 0:
         return out
-    order = sorted(range(n), key=lambda i: len(features[i]["input_ids"]))
-    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
-    part = current_shard(shard)
-    if part is None:
-        pieces = [_score(model, features, batches, pad_id, tokens)]
-    else:  # whole batches per process, as a 1-process run forms them
-        mine, real = part.take(batches)
-        pieces = part.gather(_score(model, features, mine, pad_id, tokens)[:real])
+    pieces = map_batches(features, batch_size, shard, lambda batches: _score(model, features, batches, pad_id, tokens))
     for piece in pieces:
         for idx, sums, counts, arrays in piece:
             out.sums[idx], out.counts[idx] = sums, counts
@@ -67,6 +60,19 @@ def score(
                 for j, v in zip(idx, values):
                     target[j] = v
     return out
+
+
+def map_batches(features: Sequence[Feature], batch_size: int, shard, run) -> list[list[Any]]:
+    """``run(batches)`` over the length-sorted batches of ``features`` (lists of indices; one result
+    per batch), split across processes as whole batches -- the batches a 1-process run forms --
+    and gathered: every process's results, in order (one piece without processes)."""
+    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    part = current_shard(shard)
+    if part is None:
+        return [run(batches)]
+    mine, real = part.take(batches)
+    return part.gather(run(mine)[:real])
 
 
 @torch.inference_mode()

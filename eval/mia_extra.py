@@ -39,10 +39,9 @@ import torch
 import torch.nn.functional as F
 
 from eval import muse_metrics as mm
-from eval.likelihood import score
+from eval.likelihood import map_batches, score
 from eval.mia import MiaSettings
 from unlearn.data import Feature, collate
-from unlearn.distributed import current_shard
 
 logger = logging.getLogger(__name__)
 
@@ -87,14 +86,8 @@ def gradnorm_scores(model: torch.nn.Module, features: Sequence[Feature], *, p: f
     out = np.zeros(n, dtype=np.float64)
     if n == 0:
         return out
-    order = sorted(range(n), key=lambda i: len(features[i]["input_ids"]))
-    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
-    part = current_shard(shard)
-    if part is None:
-        pieces = [_gradnorms(model, features, batches, p, drop_last, per_sample)]
-    else:
-        mine, real = part.take(batches)
-        pieces = part.gather(_gradnorms(model, features, mine, p, drop_last, per_sample)[:real])
+    pieces = map_batches(features, batch_size, shard,
+                         lambda batches: _gradnorms(model, features, batches, p, drop_last, per_sample))
     for piece in pieces:
         for idx, norms in piece:
             out[idx] = norms

@@ -13,22 +13,16 @@ Weights: open-unlearning's class and its community README (the paper's setting, 
 ES) use c_F = gamma = 1, c_R = alpha = 0.1, the defaults here; its configs/trainer/SatImp.yaml swaps
 them (gamma 0.1, alpha 1): ``forget_weight=0.1 retain_weight=1.0`` runs that config.
 """
-from unlearn.methods.base import RetainRegularized, nonnegative, register_method
-from unlearn.methods.wga import reweighted_ascent
+from unlearn.methods.base import nonnegative, register_method
+from unlearn.methods.wga import ReweightedAscent
 
 
 @register_method("satimp", forget_task=True)
-class SatImp(RetainRegularized):
+class SatImp(ReweightedAscent):
     def __init__(self, cfg) -> None:
         super().__init__({"retain_weight": 0.1, **cfg})  # the README's c_R (see above)
         self.beta1 = nonnegative(cfg, "beta1", 5.0, "satimp")
         self.beta2 = nonnegative(cfg, "beta2", 1.0, "satimp")
 
-    @property
-    def token_mean_tasks(self):
-        return self.tasks  # the forget loss is the effective batch's token mean too (scored_mean)
-
-    def task_loss(self, task, model, batch):
-        if task != "forget":
-            return super().task_loss(task, model, batch)
-        return reweighted_ascent(model, batch, lambda p: p ** self.beta1 * (1 - p) ** self.beta2)
+    def weight(self, p):
+        return p ** self.beta1 * (1 - p) ** self.beta2

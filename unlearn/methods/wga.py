@@ -31,11 +31,11 @@ def reweighted_ascent(model: torch.nn.Module, batch: Batch, weight: Callable[[Te
     return -scored_mean(weight(torch.exp(-nll.detach())) * nll, mask, batch)
 
 
-@register_method("wga", forget_task=True)
-class WGA(RetainRegularized):
-    def __init__(self, cfg) -> None:
-        super().__init__(cfg)
-        self.beta = nonnegative(cfg, "beta", 1.0, "wga")
+class ReweightedAscent(RetainRegularized):
+    """Token-level ascent weighted by ``weight(sg(p))`` (WGA, SatImp), plus the retain NLL."""
+
+    def weight(self, p: Tensor) -> Tensor:
+        raise NotImplementedError
 
     @property
     def token_mean_tasks(self):
@@ -44,4 +44,14 @@ class WGA(RetainRegularized):
     def task_loss(self, task, model, batch):
         if task != "forget":
             return super().task_loss(task, model, batch)
-        return reweighted_ascent(model, batch, lambda p: p ** self.beta)
+        return reweighted_ascent(model, batch, self.weight)
+
+
+@register_method("wga", forget_task=True)
+class WGA(ReweightedAscent):
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        self.beta = nonnegative(cfg, "beta", 1.0, "wga")
+
+    def weight(self, p):
+        return p ** self.beta
