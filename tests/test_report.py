@@ -159,6 +159,7 @@ def test_every_sweep_file_composes_and_names_its_command(sweep):
     compose_cfg(point)
 
 
+@pytest.mark.slow  # a subprocess multirun: the slow tier (CI runs it)
 def test_a_tiny_sweep_runs_through_multirun_and_reports(tmp_path, shared_cache):
     # UNLEARN_CACHE: the session's stage cache (paths.cache), not one under this output root
     env = {**os.environ, "UNLEARN_OUTPUTS": str(tmp_path), "UNLEARN_CACHE": str(shared_cache)}

@@ -1,6 +1,7 @@
 """Checkpoint selection along unlearning (eval.select): the rule on hand-made trajectories, and a
 run whose checkpoint/ holds the chosen step's weights."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -72,7 +73,7 @@ def test_the_checkpoint_is_the_selected_step(debug_cfg, shared_cache, tmp_path):
     rec = run(debug_cfg(*common, "eval.select=max:forget_prob", "eval.select_save_final=true"), run_dir=tmp_path / "a")
     assert rec["status"] == "ok" and rec["selection"]["step"] == 0 and rec["selection"]["final_step"] == 3
     assert rec["selection"]["metrics"] == rec["trajectory"][0]
-    target = _weights(next((shared_cache / "target").iterdir()))
+    target = _weights(Path(rec["stages"]["target"]["path"]))  # the run's own target (the cache holds others too)
     chosen, final = _weights(tmp_path / "a" / "checkpoint"), _weights(tmp_path / "a" / "checkpoint_final")
     assert all(torch.equal(chosen[k], target[k]) for k in target)
     # the final model is the one an unselected run saves, and the one the record's metrics describe
