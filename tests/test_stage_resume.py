@@ -116,35 +116,28 @@ def _rows(run_dir):
             for line in (run_dir / "steps.jsonl").read_text().splitlines()]
 
 
+# where a kill after the last step lands: (module, function, what the patched function does first)
+LATE_KILLS = {
+    # the record is written by os.replace of a finished temporary file: die just before it
+    "record_write": ("eval.records", "write_json_atomic",
+                     "os.kill(os.getpid(), signal.SIGKILL) if str(args[0]).endswith('record.json') else None"),
+    "final_evaluation": ("unlearn.distributed", "sharded_eval", "os.kill(os.getpid(), signal.SIGKILL)"),
+}
+
+
 @pytest.mark.slow
-def test_sigkill_while_the_record_is_written_then_the_rerun_redoes_no_step(tmp_path, shared_cache):
-    args = ["debug=tiny", f"paths.cache={shared_cache}", "resume_every=2", "save_checkpoint=false"]
+@pytest.mark.parametrize("point, resume_every", [("record_write", 2), ("final_evaluation", 3)])
+def test_sigkill_after_the_last_step_then_the_rerun_redoes_no_step(tmp_path, shared_cache, point, resume_every):
+    args = ["debug=tiny", f"paths.cache={shared_cache}", f"resume_every={resume_every}", "save_checkpoint=false"]
     full, killed = tmp_path / "full", tmp_path / "killed"
     _run([*args, f"hydra.run.dir={full}"])
-    # the record is written by os.replace of a finished temporary file: die just before it
-    _run_killed(tmp_path, [*args, f"hydra.run.dir={killed}"], "eval.records", "write_json_atomic",
-                "os.kill(os.getpid(), signal.SIGKILL) if str(args[0]).endswith('record.json') else None")
+    _run_killed(tmp_path, [*args, f"hydra.run.dir={killed}"], *LATE_KILLS[point])
     assert not (killed / "record.json").exists() and (killed / "resume" / "state.pt").exists()
     _run([*args, f"hydra.run.dir={killed}"])
     a, b = (json.loads((d / "record.json").read_text()) for d in (full, killed))
     assert b["status"] == "ok" and b["unlearn"]["resumed_from"] == b["unlearn"]["steps"] == a["unlearn"]["steps"]
     assert a["metrics"]["unlearned"]["summary"] == b["metrics"]["unlearned"]["summary"]
     assert _rows(full) == _rows(killed) and not (killed / "resume").exists()
-
-
-@pytest.mark.slow
-def test_sigkill_during_the_final_evaluation_then_the_rerun_redoes_no_step(tmp_path, shared_cache):
-    args = ["debug=tiny", f"paths.cache={shared_cache}", "resume_every=3", "save_checkpoint=false"]
-    full, killed = tmp_path / "full", tmp_path / "killed"
-    _run([*args, f"hydra.run.dir={full}"])
-    _run_killed(tmp_path, [*args, f"hydra.run.dir={killed}"], "unlearn.distributed", "sharded_eval",
-                "os.kill(os.getpid(), signal.SIGKILL)")
-    assert not (killed / "record.json").exists() and (killed / "resume" / "state.pt").exists()
-    _run([*args, f"hydra.run.dir={killed}"])
-    a, b = (json.loads((d / "record.json").read_text()) for d in (full, killed))
-    assert b["unlearn"]["resumed_from"] == b["unlearn"]["steps"] == a["unlearn"]["steps"]
-    assert a["metrics"]["unlearned"]["summary"] == b["metrics"]["unlearned"]["summary"]
-    assert _rows(full) == _rows(killed)
 
 
 @pytest.mark.slow
