@@ -84,8 +84,8 @@ def run_case(name: str, out: Path, accelerator) -> dict:
             return sched
         observe = sched.observe_points
 
-        def spy_observe(step, l0, losses, eta):
-            fit = observe(step, l0, losses, eta)
+        def spy_observe(step, l0, losses, eta, floor=0.0):
+            fit = observe(step, l0, losses, eta, floor=floor)
             seen["probes"].append([step, l0, losses[1.0], losses[-1.0], eta, sched.eta])
             return fit
 

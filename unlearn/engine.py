@@ -14,14 +14,14 @@ One step (DESIGN.md §5, §8):
 4. a non-finite loss stops the run before the update (status ``diverged``); under ``16-mixed`` a
    non-finite gradient skips the update and lowers the loss scale (:mod:`unlearn.precision`);
 5. ``max_grad_norm`` clips d (its pre-clip norm ``dir_norm`` is logged every step);
-6. GeN probe steps measure the fitted loss on the effective batch at w0 + delta and w0 - delta;
+6. GeN probe steps measure the fitted loss on the effective batch at w0 + delta and w0 - delta, in
+   fp32 whatever the run's precision (:mod:`unlearn.probes`);
 7. one JSONL row (main process): task losses, task gradient norms, cos(g_F, g_R), <d, g_t>, ||d||,
    lr, step time -- every value global, the same on every process.
 """
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import itertools
 import json
@@ -41,17 +41,14 @@ from unlearn.data import Feature
 from unlearn.distributed import is_fsdp, make_accelerator, sum_across
 from unlearn.gradients import (clip_direction, collect_task_gradients, max_grad_norm, set_gradient,
                                trainable_parameters)
-from unlearn.losses import Batch, lm_loss
 from unlearn.methods import Method, MethodContext
 from unlearn.optimizers import build_optimizer
 from unlearn.precision import Precision
+from unlearn.probes import Prober, fit_loss_value
 from unlearn.resume import Resume, restore_state as _restore, state as _state
 from unlearn.schedulers import Scheduler
 
 log = logging.getLogger(__name__)
-
-FIT_LOSSES = ("retain", "forget", "objective")
-
 
 @dataclass
 class EngineResult:
@@ -67,17 +64,7 @@ class EngineResult:
     batch: dict[str, Any] = field(default_factory=dict)  # micro-batch, accumulation, processes, effective
     skipped_steps: int = 0  # 16-mixed: updates skipped on a non-finite gradient
     resumed_from: int | None = None  # the step a resumed run continued from
-
-
-def fit_loss_value(kind: str, losses: Mapping[str, float]) -> float:
-    """The scalar GeN fits along the step: L_R, -L_F (the ascent objective) or L_R - L_F."""
-    if kind == "retain":
-        return losses["retain"]
-    if kind == "forget":
-        return -losses["forget"]
-    if kind == "objective":
-        return losses["retain"] - losses["forget"]
-    raise ValueError(f"unknown gen fit loss {kind!r}; valid: {', '.join(FIT_LOSSES)}")
+    scheduler: dict[str, Any] = field(default_factory=dict)  # its final state (GeN: rate, probes, accepted, noise)
 
 
 @dataclass
@@ -91,7 +78,6 @@ class _Step:
     precision: Precision
     sharded: bool
     reduce: Callable | None
-    fit: str
 
     def autocast(self):
         return self.precision.autocast(self.acc.device, self.sharded)
@@ -114,16 +100,6 @@ class _Step:
             return flag
         t = torch.tensor([1.0 if flag else 0.0], device=self.acc.device)
         return bool(self.acc.reduce(t, "sum").item() > 0)
-
-    @torch.no_grad()
-    def fit_losses(self, micro: Sequence[Mapping[str, Batch]], weights: Sequence[float]) -> float:
-        """GeN's fitted loss on the effective batch (the batches carry its token normalizer)."""
-        need = ("retain",) if self.fit == "retain" else ("forget",) if self.fit == "forget" else ("retain", "forget")
-        sums = {}
-        with self.autocast():
-            for t in need:
-                sums[t] = sum(w * lm_loss(self.model, mb[t]) for mb, w in zip(micro, weights))
-        return fit_loss_value(self.fit, global_means(sums, self.acc))
 
 
 def unlearn(
@@ -151,8 +127,6 @@ def unlearn(
     ``on_row``: called with each step's log row (an experiment tracker), after it is written;
     ``resume``: where the resumable state is saved every ``resume.every`` steps, and the state a
     killed run left there to continue from (:class:`Resume`)."""
-    if fit not in FIT_LOSSES:
-        raise ValueError(f"unknown gen fit loss {fit!r}; valid: {', '.join(FIT_LOSSES)}")
     acc = accelerator if accelerator is not None else make_accelerator()
     precision = precision or Precision()
     plan = batch_plan(cfg, acc.num_processes)
@@ -172,7 +146,8 @@ def unlearn(
         configure_accelerate_fsdp(acc, model, precision.fsdp_policy())
     model, optim = acc.prepare(model, optim)
     params = trainable_parameters(model)  # after prepare: FSDP replaces the parameters by shards
-    st = _Step(model, params, method, acc, precision, is_fsdp(acc), sum_across(acc), fit)
+    st = _Step(model, params, method, acc, precision, is_fsdp(acc), sum_across(acc))
+    prober = Prober(st, sched, fit) if sched.probes else None
     scaler = precision.loss_scaler()
     backward = acc.backward if scaler is None else scaler.scaled(acc.backward)
     if context is not None:
@@ -272,28 +247,22 @@ def unlearn(
                     row["skipped"] = "non-finite gradient (fp16 overflow): update skipped, loss scale lowered"
                 else:
                     row.update(clip_direction(params, max_norm, st.reduce))
-                    probe = sched.probes and sched.should_probe(step)
+                    probe = prober is not None and sched.should_probe(step)
+                    delta = None
                     if probe:
-                        fresh = sched.probe_batch == "fresh"
-                        # L0 reuses the step's values only for tasks whose loss is the plain LM loss
-                        # (a fresh probe batch measures its own L0 at w0)
-                        lm = {t: losses[t] for t in method.lm_tasks if t in losses}
-                        try:
-                            l0 = None if fresh else fit_loss_value(fit, lm)
-                        except KeyError:
-                            l0 = st.fit_losses(micro, mweights)
-                        w0 = [p.detach().clone() for p in params]
-                        batches = (_materialize(pairs, pairs.fresh(plan["batch_size"]), pad_id, acc)[:2] if fresh
-                                   else (micro, mweights))
-                        if sched.trial(step):  # probe a trial step, undo it, take the update at the fitted rate
-                            lr = _trial_probe(st, optim, w0, batches, l0, lr, sched, step, row)
-                    optim.step()
+                        w0, batches, l0 = _probe_inputs(prober, pairs, plan, micro, mweights, losses, pad_id, acc)
+                        if sched.trial(step) or sched.order == "official":  # the update then at the fitted rate
+                            lr = prober.trial(optim, w0, batches, l0, lr, step, row, undo_state=sched.order != "official")
+                        delta = prober.step(optim, w0, lr)
+                    else:
+                        optim.step()
                     optim.zero_grad(set_to_none=True)
                     if scaler is not None:
                         scaler.update(False)
+                    if probe and sched.order != "official":
+                        row.update(prober.probe(w0, delta, batches, l0, lr, step))
                     if probe:
-                        row.update(_probe(st, w0, batches, l0, lr, sched, step))
-                        del w0
+                        del w0, delta
                 if scaler is not None:
                     row.update(scaler.state())
                 row.update(method.after_step(losses))  # e.g. PDU's dual update, logged in the row
@@ -327,6 +296,11 @@ def unlearn(
             if result.status != "ok" or step >= total:
                 break
     bar.close()
+    result.scheduler = sched.state()
+    if result.scheduler.get("gen_noise"):
+        log.warning("GeN: %d of %d probes were below the noise floor of %s and were not taken (the rate "
+                    "stayed): the update is too small to measure; raise method.lr", result.scheduler["gen_noise"],
+                    result.scheduler["gen_probes"], precision.name)
     result.steps = step
     result.seconds = time.perf_counter() - t_start
     result.model = model
@@ -347,48 +321,17 @@ def _materialize(pairs: PairedBatches, plan_step, pad_id: int, acc):
     return micro, weights, normalize_batches(micro, weights, acc)
 
 
-def _trial_probe(st: _Step, optim, w0, batches, l0, lr, sched, step, row) -> float:
-    """GeN's trial probe (``scheduler.trial_probe``): take the first update at the initial rate,
-    probe along it, put the weights and the optimizer state back, and return the rate the fit gave,
-    at which the real first update is then taken (logged under ``trial/``)."""
-    saved = copy.deepcopy(optim.state_dict())
-    optim.step()
-    row.update({"trial/" + k.split("/", 1)[1]: v for k, v in _probe(st, w0, batches, l0, lr, sched, step).items()})
-    with torch.no_grad():
-        for p, a in zip(st.params, w0):
-            p.copy_(a)
-    optim.load_state_dict(saved)
-    lr = sched.lr(step)
-    for g in optim.param_groups:
-        g["lr"] = lr
-    row["lr"] = lr
-    return lr
-
-
-@torch.no_grad()
-def _probe(st: _Step, w0, batches, l0, lr, sched, step) -> dict[str, Any]:
-    """Measure the fitted loss at w0 + r delta for each of GeN's ratios r (and at w0 when ``l0`` is
-    None: a fresh batch), restore w1 = w0 + delta, update the rate. ``scheduler.probe_eval``:
-    the probes run in eval mode (no dropout)."""
-    micro, weights = batches
-    w1 = [p.detach().clone() for p in st.params]
-
-    def at(r: float) -> float:
-        for p, a, b in zip(st.params, w0, w1):  # the common ratios exactly as w1, w0 and 2 w0 - w1
-            p.copy_(b if r == 1 else a if r == 0 else 2 * a - b if r == -1 else a + r * (b - a))
-        return st.fit_losses(micro, weights)
-
-    training = st.model.training
-    if sched.cfg.get("probe_eval"):
-        st.model.eval()
+def _probe_inputs(prober: Prober, pairs, plan, micro, mweights, losses, pad_id: int, acc):
+    """A probe step's w0 (the weights before the update), its batches (the step's own, or with
+    ``probe_batch: fresh`` a new random one) and L0: the step's loss when the probes compute the
+    way the step did and the fitted tasks are plain LM losses, else None (measured at w0)."""
+    fresh = prober.sched.probe_batch == "fresh"
+    lm = {t: losses[t] for t in prober.st.method.lm_tasks if t in losses}
     try:
-        l0 = at(0.0) if l0 is None else l0
-        losses = {r: at(r) for r in sched.points}
-    finally:
-        for p, b in zip(st.params, w1):
-            p.copy_(b)
-        st.model.train(training)
-    res = sched.observe_points(step, l0, losses, lr)
-    return {"gen/a": res.a, "gen/b": res.b, "gen/vertex": res.vertex, "gen/r2": res.r2,
-            "gen/candidate": res.candidate, "gen/accepted": res.accepted, "gen/reason": res.reason,
-            "gen/bound": res.bound, "gen/phase": res.phase, **{f"gen/{k}": v for k, v in res.losses.items()}}
+        l0 = None if fresh or not prober.reuses_step_loss() else fit_loss_value(prober.fit, lm)
+    except KeyError:
+        l0 = None
+    w0 = [p.detach().clone() for p in prober.st.params]
+    batches = (_materialize(pairs, pairs.fresh(plan["batch_size"]), pad_id, acc)[:2] if fresh
+               else (micro, mweights))
+    return w0, batches, l0

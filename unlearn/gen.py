@@ -16,16 +16,23 @@ Safeguards (official GeN, ``scheduler=gen_official``): accept only ``a > 0`` (cu
   ``calib_clip`` and no EMA or horizon: the rate jumps to the vertex instead of creeping towards
   it (one accepted probe moves it by at most 0.95-1.10x under the steady safeguards);
 * ``cap: [lo, hi]`` -- after calibration the rate stays within ``[lo, hi] x`` the calibrated rate;
-* ``trial_probe: true`` -- the first probe is made on a trial step that is undone (weights and
-  optimizer state), so the first update is taken at the fitted rate instead of the initial one;
+* ``trial_probe: true`` -- the first probe (whenever it falls) is made on a trial step that is
+  undone (weights and optimizer state), so that update is taken at the fitted rate instead of the
+  initial one;
+* ``order: official`` -- AutoGeN's ``lr_parabola`` order (``scheduler=gen_official``): a probe step
+  takes a trial step at the current rate, probes along it, puts the weights back (not the
+  optimizer's state: its moments advance twice on that step) and takes the update at the new rate;
+  it probes when ``(step + 1) % lazy == 0``. ``order: after`` (ours): the probed step is the update
+  and the new rate serves the following steps; it probes when ``step % lazy == 0``;
 * ``vertex_scale: s`` -- the candidate is ``s x b / a`` (before the clip): a rate short of the
   minimizer along the step, which a short horizon with a moving loss may prefer;
 * ``probe_batch: fresh`` (the official code's next batch) or ``step`` (the step's own batch),
   ``probe_eval: true`` (probes without dropout), ``fit`` (retain / forget / objective loss): the
   engine's side (:mod:`unlearn.engine`).
 
-Every probe reports the raw vertex (before any clip), ``R^2``, which bound acted (``bound``) and
-the phase (``calibrate`` / ``steady``).
+Every probe reports the raw vertex (before any clip), ``R^2``, which bound acted (``bound``), the
+phase (``calibrate`` / ``steady``) and its signal against the precision's noise floor (a fit below
+the floor is rejected as ``noise`` and the rate kept: :mod:`unlearn.probes`).
 """
 from __future__ import annotations
 
@@ -33,9 +40,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from unlearn.schedulers import SCHEDULERS, Scheduler
+from unlearn.scheduler_base import SCHEDULERS, Scheduler
 
 PROBE_BATCHES = ("step", "fresh")
+PROBE_PRECISIONS = ("fp32", "run")  # where the probes compute (:mod:`unlearn.probes`)
+ORDERS = ("after", "official")
 
 
 @dataclass
@@ -54,6 +63,7 @@ class GeNFit:
     r2: float = math.nan
     bound: str = ""  # which safeguard set the rate: clip_low | clip_high | cap_low | cap_high | ""
     phase: str = "steady"
+    signal: float = math.nan  # min(|b| x, |a| x^2 / 2) at the farthest probe x: the loss change the fit rests on
 
 
 def fit_parabola(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float, float]:
@@ -108,6 +118,17 @@ class GeN(Scheduler):
         self.cap = _pair(cfg, "cap", None)
         self.probe_batch = str(cfg.get("probe_batch", "step"))
         self.vertex_scale = float(cfg.get("vertex_scale", 1.0))
+        self.order = str(cfg.get("order", "after"))
+        if self.order not in ORDERS:
+            raise ValueError(f"gen.order must be one of {', '.join(ORDERS)}, got {self.order!r}")
+        if self.order == "official" and (cfg.get("trial_probe") or self.calibrate):
+            raise ValueError("gen.order=official probes on an undone trial step every time, with AutoGeN's "
+                             "safeguards: set gen.trial_probe=false and gen.calibrate=0")
+        if str(cfg.get("probe_precision", "fp32")) not in PROBE_PRECISIONS:
+            raise ValueError(f"gen.probe_precision must be one of {', '.join(PROBE_PRECISIONS)}, "
+                             f"got {cfg.get('probe_precision')!r}")
+        if float(cfg.get("noise_floor", 1.0)) < 0:
+            raise ValueError(f"gen.noise_floor must be >= 0, got {cfg.get('noise_floor')}")
         if not self.vertex_scale > 0:
             raise ValueError(f"gen.vertex_scale must be positive, got {self.vertex_scale}")
         if self.lazy < 1:
@@ -124,6 +145,7 @@ class GeN(Scheduler):
             raise ValueError(f"gen.probe_batch must be one of {', '.join(PROBE_BATCHES)}, got {self.probe_batch!r}")
         self.n_probes = 0
         self.n_accepted = 0
+        self.n_noise = 0  # fits rejected below the precision's noise floor
         self.eta_cal: float | None = None  # the rate calibration ended with (what ``cap`` is relative to)
 
     def lr(self, step: int) -> float:
@@ -131,22 +153,26 @@ class GeN(Scheduler):
         return self.eta if w is None else min(w, self.eta)
 
     def trial(self, step: int) -> bool:
-        """``trial_probe``: the first probe is made on a trial step that the engine undoes, so that
-        the first update itself is taken at the fitted rate, not at the initial one."""
-        return bool(self.cfg.get("trial_probe")) and step == self.warmup and self.n_probes == 0
+        """``trial_probe``: the first probe (at whatever step it falls) is made on a trial step that
+        the engine undoes, weights and optimizer state, so that update is taken at the fitted rate."""
+        return bool(self.cfg.get("trial_probe")) and self.n_probes == 0 and self.should_probe(step)
 
     def calibrating(self, step: int) -> bool:
         return self.warmup <= step < self.warmup + self.calibrate
 
     def should_probe(self, step: int) -> bool:
+        if self.order == "official":  # lr_parabola is called when (batch_idx + 1) % lazy_freq == 0
+            return step >= self.warmup and (step + 1) % self.lazy == 0
         return step >= self.warmup and (self.calibrating(step) or step % self.lazy == 0)
 
     def observe(self, step: int, l0: float, l_step: float, l_back: float, eta: float) -> GeNFit:
         """The three-point probe: losses at w0, w0 + delta, w0 - delta (rate eta)."""
         return self.observe_points(step, l0, {1.0: l_step, -1.0: l_back}, eta)
 
-    def observe_points(self, step: int, l0: float, losses: Mapping[float, float], eta: float) -> GeNFit:
-        """Update the rate from L0 and the losses at ``w0 + r delta`` for each ratio r."""
+    def observe_points(self, step: int, l0: float, losses: Mapping[float, float], eta: float,
+                       floor: float = 0.0) -> GeNFit:
+        """Update the rate from L0 and the losses at ``w0 + r delta`` for each ratio r. ``floor``:
+        the probe precision's noise on a loss difference; a fit whose signal is below it is noise."""
         self.n_probes += 1
         before = self.eta
         phase = "calibrate" if self.calibrating(step) else "steady"
@@ -160,12 +186,17 @@ class GeN(Scheduler):
         ratios = sorted(losses)
         a, b, r2 = fit_parabola([r * eta for r in ratios], [losses[r] - l0 for r in ratios])
         vertex = b / a if a != 0 else None
+        x = max(abs(r) for r in ratios) * eta
+        signal = min(abs(b) * x, abs(a) * x * x / 2)
+        if signal < floor:  # rounding noise: no information on the rate, which stays (halving would only shrink the signal)
+            self.n_noise += 1
+            return GeNFit(a, b, None, False, "noise", before, self.eta, named, vertex, r2, phase=phase, signal=signal)
         reason = "a<=0" if a <= 0 else "b<=0" if b <= 0 else (
             "r2<min_r2" if self.min_r2 is not None and r2 < self.min_r2 else "")
         if reason:
             if self.on_reject == "halve":
                 self.eta = before / 2
-            return GeNFit(a, b, None, False, reason, before, self.eta, named, vertex, r2, phase=phase)
+            return GeNFit(a, b, None, False, reason, before, self.eta, named, vertex, r2, phase=phase, signal=signal)
         lo, hi = self.calib_clip if phase == "calibrate" else (self.clip_low, self.clip_high)
         cand, bound = _clip(self.vertex_scale * vertex, lo * before, hi * before, "clip")
         if phase == "calibrate":  # straight to the (clipped) vertex: no smoothing, no horizon
@@ -178,10 +209,11 @@ class GeN(Scheduler):
                 self.eta, capped = _clip(self.eta, self.cap[0] * self.eta_cal, self.cap[1] * self.eta_cal, "cap")
                 bound = capped or bound
         self.n_accepted += 1
-        return GeNFit(a, b, cand, True, "accepted", before, self.eta, named, vertex, r2, bound, phase)
+        return GeNFit(a, b, cand, True, "accepted", before, self.eta, named, vertex, r2, bound, phase, signal)
 
     def state(self) -> dict[str, float]:
-        return {"gen_eta": self.eta, "gen_probes": self.n_probes, "gen_accepted": self.n_accepted}
+        return {"gen_eta": self.eta, "gen_probes": self.n_probes, "gen_accepted": self.n_accepted,
+                "gen_noise": self.n_noise}
 
 
 def _clip(x: float, lo: float, hi: float, name: str) -> tuple[float, str]:

@@ -290,6 +290,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
             record["unlearn"]["skipped_steps"] = result.skipped_steps
         if result.resumed_from is not None:
             record["unlearn"]["resumed_from"] = result.resumed_from
+        if result.scheduler:  # GeN: its final rate, probes taken, accepted, rejected as noise
+            record["unlearn"]["scheduler"] = result.scheduler
         finite = dist_utils.all_finite(acc, trained)
         selection = selector.summary(result.steps) if selector is not None else None
         other_step = selection is not None and selection["step"] is not None and selection["step"] != result.steps
