@@ -7,7 +7,10 @@
    ``bf16-mixed`` with gradient accumulation (micro-batches of ``--micro`` x ``--accum`` per update,
    ``--seq`` tokens each, AdamW): tokens/s, peak GPU memory (``torch.cuda.max_memory_allocated``)
    and the NGDiff / GDiff step-time ratio (issue 11's target: <= 1.10).
-2. A short FSDP job through the real entry point, ``accelerate launch --config_file
+2. GeN's probes (``bench`` ``probe_bench``): a probe at every step, in fp32 (the default) and in
+   the run's precision, under bf16-mixed and bf16-true: step time, peak memory, the first vertex
+   and how many fits were rejected below the noise floor.
+3. A short FSDP job through the real entry point, ``accelerate launch --config_file
    conf/accelerate/fsdp.yaml --num_processes 1 run.py debug=tiny model.precision=bf16-mixed ...``:
    its record's status, precision, effective batch and distributed type (on a CPU-only machine
    accelerate runs it without FSDP, which the record's type shows).
@@ -64,35 +67,43 @@ def peak_memory_gb() -> float:
     return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
 
 
-def step_bench(args) -> None:
+def timed_run(args, mcfg: dict, sched: dict, precision: str, log: Path) -> tuple[float, float, int, list]:
+    """One unlearning run of the benchmark model: (median step time past step 0, peak GPU memory in
+    GB, parameters, the step rows)."""
     vocab = SIZES[args.size]["vocab_size"]
     effective = args.micro * args.accum
     forget = features(effective * args.steps, args.seq, vocab, 1)
     retain = features(4 * effective, args.seq, vocab, 2)
+    model = build(args.size, args.seq)
+    n_params = sum(p.numel() for p in model.parameters())
+    prec = Precision(precision)
+    prec.prepare_trainable(model)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    cfg = {"lr": 1e-5, "epochs": 1, "batch_size": args.micro, "grad_accum_steps": args.accum,
+           "optimizer": "adamw", "weight_decay": 0.01, "max_grad_norm": 1.0, **mcfg}
+    unlearn(model, build_method(cfg), lambda t, e: build_scheduler(sched, 1e-5, t, e), forget, retain, cfg,
+            pad_id=0, seed=0, log_path=log, precision=prec)
+    rows = [json.loads(x) for x in log.read_text().splitlines()]
+    peak = peak_memory_gb()
+    del model
+    return statistics.median(r["time"] for r in rows[1:]), peak, n_params, rows  # step 0 warms up
+
+
+def step_bench(args) -> None:
+    effective = args.micro * args.accum
     methods = {"gdiff": {"name": "gdiff", "retain_weight": 1.0, "forget_weight": 1.0, "task_grad_stats": False},
                "ngdiff": {"name": "ngdiff", "eps": 1e-8}}
     times: dict[str, list[float]] = {k: [] for k in methods}
     peaks: dict[str, float] = {}
-    n_params = None
+    n_params = 0
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.repeats):
             for name, mcfg in methods.items():
-                model = build(args.size, args.seq)
-                n_params = sum(p.numel() for p in model.parameters())
-                precision = Precision("bf16-mixed")
-                precision.prepare_trainable(model)
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                    torch.cuda.reset_peak_memory_stats()
-                cfg = {"lr": 1e-5, "epochs": 1, "batch_size": args.micro, "grad_accum_steps": args.accum,
-                       "optimizer": "adamw", "weight_decay": 0.01, "max_grad_norm": 1.0, **mcfg}
-                res = unlearn(model, build_method(cfg),
-                              lambda t, e: build_scheduler({"name": "constant"}, 1e-5, t, e), forget, retain, cfg,
-                              pad_id=0, seed=0, log_path=Path(tmp) / f"{name}.jsonl", precision=precision)
-                rows = [json.loads(x) for x in (Path(tmp) / f"{name}.jsonl").read_text().splitlines()]
-                times[name].append(statistics.median(r["time"] for r in rows[1:]))  # step 0 warms up
-                peaks[name] = max(peaks.get(name, 0.0), peak_memory_gb())
-                del model, res
+                t, peak, n_params, _ = timed_run(args, mcfg, {"name": "constant"}, "bf16-mixed", Path(tmp) / f"{name}.jsonl")
+                times[name].append(t)
+                peaks[name] = max(peaks.get(name, 0.0), peak)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     print(f"{device}: Llama {args.size} ({n_params / 1e9:.2f}B parameters), bf16-mixed, micro-batch {args.micro} x "
           f"accumulation {args.accum} = {effective} forget + {effective} retain sequences of {args.seq} tokens per update")
@@ -106,6 +117,26 @@ def step_bench(args) -> None:
     print(f"  step-time ratio ngdiff / gdiff = {ratio:.3f} (target <= 1.10)"
           + (f"; peak memory ratio = {peaks['ngdiff'] / peaks['gdiff']:.3f}" if gpu else
              " (CPU: peak memory per method is bench/memory.py's, in fresh processes)"))
+
+
+def probe_bench(args) -> None:
+    """What GeN's fp32 probes cost (unlearn/probes.py): NGDiff with a probe at every step, probes in
+    fp32 against probes in the run's precision, in bf16-mixed and bf16-true (its fp32 shadow)."""
+    ngdiff = {"name": "ngdiff", "eps": 1e-8}
+    print("GeN probes at every step (NGDiff, lr 1e-5): fp32 probes vs probes in the run's precision")
+    with tempfile.TemporaryDirectory() as tmp:
+        for precision in ("bf16-mixed", "bf16-true"):
+            got = {}
+            for mode in ("run", "fp32"):
+                sched = {"name": "gen", "lazy": 1, "calibrate": 0, "trial_probe": False, "probe_precision": mode}
+                got[mode] = timed_run(args, ngdiff, sched, precision, Path(tmp) / f"{precision}-{mode}.jsonl")
+            for mode, (t, peak, _, rows) in got.items():
+                fits = [r for r in rows if "gen/vertex" in r]
+                print(f"  {precision:<10} probes {mode:<4} {t:8.3f} s/step  peak {peak:6.1f} GB  first vertex "
+                      f"{fits[0]['gen/vertex'] if fits else float('nan'):.3g} ({fits[0]['gen/reason'] if fits else '-'}), "
+                      f"noise-rejected {rows[-1].get('gen_noise')} of {rows[-1].get('gen_probes')}")
+            print(f"  {precision:<10} fp32 / run: step time {got['fp32'][0] / got['run'][0]:.3f}, "
+                  f"peak memory {got['fp32'][1] / max(got['run'][1], 1e-9):.3f}")
 
 
 def fsdp_job(args) -> None:
@@ -139,8 +170,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--fsdp-timeout", type=int, default=300)
     ap.add_argument("--skip-fsdp", action="store_true")
+    ap.add_argument("--skip-probes", action="store_true")
     args = ap.parse_args()
     step_bench(args)
+    if not args.skip_probes:
+        probe_bench(args)
     if not args.skip_fsdp:
         fsdp_job(args)
 

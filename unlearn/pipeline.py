@@ -27,8 +27,8 @@ from eval.records import (RECORD_NAME, complete_record, environment_info, git_in
                           write_json_atomic, write_record)
 from unlearn import distributed as dist_utils
 from unlearn.engine import unlearn
-from unlearn.methods import MethodContext, build_method
-from unlearn.models import configure_training, frozen, torch_dtype
+from unlearn.methods import build_method
+from unlearn.models import configure_training, torch_dtype
 from unlearn.precision import to_storage
 from unlearn.resume import Resume, load_trainable_state, trainable_state
 from unlearn.validation import check_selection, run_precision, validate
@@ -243,13 +243,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         precision = run_precision(cfg)
         # the target in its storage dtype; trainable weights (all, or LoRA's adapters) in the precision's
         model = precision.prepare_trainable(configure_training(prepared.load("target"), cfg.model))
-        forget_rows, retain_rows, forget, retain = bench.unlearning_data(prepared)
-        context = MethodContext(
-            encode=lambda row, answer, prefix_tokens: bench.answer_feature(prepared, row, answer, prefix_tokens),
-            forget_rows=forget_rows, retain_rows=retain_rows, forget_features=forget, retain_features=retain,
-            pad_id=prepared.tokenizer.pad_token_id, device=torch.device("cpu"),
-            load_reference=lambda: frozen(prepared.load("target")),
-        )
+        context, forget, retain = bench.method_context(prepared)
         criterion = check_selection(cfg)
         selector = Selector(criterion) if criterion is not None else None
         best_weights: dict[str, torch.Tensor] = {}

@@ -36,6 +36,23 @@ class Benchmark:
         (raw text)."""
         raise NotImplementedError
 
+    def method_context(self, prepared):
+        """(the methods' :class:`unlearn.methods.MethodContext`, forget features, retain features):
+        the unlearning data, how to encode an alternative answer, the frozen reference (the target)."""
+        import torch
+
+        from unlearn.methods import MethodContext
+        from unlearn.models import frozen
+
+        forget_rows, retain_rows, forget, retain = self.unlearning_data(prepared)
+        context = MethodContext(
+            encode=lambda row, answer, prefix_tokens: self.answer_feature(prepared, row, answer, prefix_tokens),
+            forget_rows=forget_rows, retain_rows=retain_rows, forget_features=forget, retain_features=retain,
+            pad_id=prepared.tokenizer.pad_token_id, device=torch.device("cpu"),
+            load_reference=lambda: frozen(prepared.load("target")),
+        )
+        return context, forget, retain
+
     def eval_spec(self, cfg: DictConfig) -> dict[str, Any]:
         """The eval settings that change results (part of the cached reference evals' key)."""
         raise NotImplementedError
