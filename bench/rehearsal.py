@@ -149,16 +149,35 @@ def rehearse(methods, steps: int, root: Path) -> dict[str, dict[str, dict[str, A
     return table
 
 
+def markdown(table: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """The README's table: per method, ``dw / dLf / dLr`` of each precision against 32-true (and of
+    seed 1 against seed 0), GeN's rate ratio over the decisive steps."""
+    def cell(c: dict[str, Any]) -> str:
+        out = f"{c['dw']:.2f} / {c['dLf']:.2f} / {c['dLr']:.2f}"
+        return out + (f" / {math.exp(c['lr_decisive']):.2f}x" if "lr_decisive" in c else "")
+
+    cols = ["gen/bf16-mixed", "gen/bf16-true", "gen/seed", "constant/bf16-mixed", "constant/bf16-true", "constant/seed"]
+    lines = ["| method | GeN's final rate (32-true) | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
+    for m, row in table.items():
+        lines.append(f"| {m} | {row['gen/32-true']['lr_last']:.2g} | " + " | ".join(cell(row[c]) for c in cols) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--methods", nargs="*", default=None, help="default: every method")
     ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--json", type=Path, default=None, help="write the table there")
+    ap.add_argument("--markdown", type=Path, default=None, help="print the README table of a --json file, run nothing")
     args = ap.parse_args()
+    if args.markdown is not None:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         table = rehearse(args.methods, args.steps, Path(tmp))
     if args.json is not None:
         args.json.write_text(json.dumps(table, indent=1))
+    print(markdown(table))
 
 
 if __name__ == "__main__":
