@@ -167,3 +167,13 @@ def test_a_probe_below_the_noise_floor_is_rejected_and_counted(debug_world, tmp_
     assert res.scheduler["gen_accepted"] == 0
     row, res = first_probe(debug_world, "bf16-mixed", 1e-5, tmp_path)
     assert row["trial/accepted"] and res.scheduler["gen_noise"] == 0 and row["lr"] > 1e-4
+
+
+def test_probes_in_the_run_precision_resolve_a_large_step(debug_world, tmp_path):
+    """At 1e-3 a bf16 probe resolves the step: the run-precision vertex is fp32's (each probe point
+    is its own autocast region -- autocast caches its weight casts, which one shared region would
+    reuse across the points' different weights)."""
+    ref, _ = first_probe(debug_world, "32-true", 1e-3, tmp_path)
+    for precision in ("bf16-mixed", "bf16-true"):
+        row, _ = first_probe(debug_world, precision, 1e-3, tmp_path, probe_precision="run")
+        assert row["trial/accepted"] and 0.8 <= row["trial/vertex"] / ref["trial/vertex"] <= 1.25, (precision, row)

@@ -87,11 +87,10 @@ class Prober:
 
     @contextlib.contextmanager
     def measuring(self) -> Iterator[None]:
-        """The probe forwards' context: the run's autocast, or fp32 (every floating parameter read in
-        fp32 and put back to its dtype afterwards; trainable ones are then set by the caller)."""
+        """Around the probes: in fp32 mode every floating parameter is read in fp32 and put back to
+        its dtype afterwards (trainable ones are then set by the caller)."""
         if not self.fp32:
-            with self.st.autocast():
-                yield
+            yield
             return
         cast = [(p, p.dtype) for p in self.st.model.parameters() if p.is_floating_point() and p.dtype != torch.float32]
         for p, _ in cast:
@@ -104,10 +103,13 @@ class Prober:
 
     @torch.no_grad()
     def fit_losses(self, micro: Sequence[Mapping[str, Batch]], weights: Sequence[float]) -> float:
-        """GeN's fitted loss on the effective batch (the batches carry its token normalizer); call
-        inside :meth:`measuring`."""
+        """GeN's fitted loss on the effective batch (the batches carry its token normalizer), in the
+        probes' precision; call inside :meth:`measuring`."""
         need = ("retain",) if self.fit == "retain" else ("forget",) if self.fit == "forget" else ("retain", "forget")
-        sums = {t: sum(w * lm_loss(self.st.model, mb[t]) for mb, w in zip(micro, weights)) for t in need}
+        # one autocast region per probe point: autocast caches its casts of the weights for the
+        # region's length, and the weights change between the points
+        with contextlib.nullcontext() if self.fp32 else self.st.autocast():
+            sums = {t: sum(w * lm_loss(self.st.model, mb[t]) for mb, w in zip(micro, weights)) for t in need}
         return fit_loss_value(self.fit, global_means(sums, self.st.acc))
 
     def step(self, optim: torch.optim.Optimizer, w0: Sequence[torch.Tensor], lr: float) -> list[torch.Tensor] | None:
