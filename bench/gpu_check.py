@@ -7,7 +7,7 @@
    ``bf16-mixed`` with gradient accumulation (micro-batches of ``--micro`` x ``--accum`` per update,
    ``--seq`` tokens each, AdamW): tokens/s, peak GPU memory (``torch.cuda.max_memory_allocated``)
    and the NGDiff / GDiff step-time ratio (issue 11's target: <= 1.10).
-2. GeN's probes (``bench`` ``probe_bench``): a probe at every step, in fp32 (the default) and in
+2. GeN's probes (``probe_bench``): a probe at every step, in fp32 (the default) and in
    the run's precision, under bf16-mixed and bf16-true: step time, peak memory, the first vertex
    and how many fits were rejected below the noise floor.
 3. A short FSDP job through the real entry point, ``accelerate launch --config_file
