@@ -279,6 +279,13 @@ def _show(commit: str, paths, dest: Path) -> dict[str, Path]:
     return out
 
 
+def read(path: str) -> str:
+    """One file of their repository at the revision read (``OPEN_UNLEARNING_REV``, default HEAD)."""
+    git = ["git", "--git-dir", str(_git_dir(repo_path()))]
+    rev = os.environ.get(REV_ENV, "HEAD")
+    return subprocess.run([*git, "show", f"{rev}:{path}"], check=True, capture_output=True, text=True).stdout
+
+
 def _import(name: str, path: Path):
     """Import one extracted file as module ``name`` (its stub parent package already in place)."""
     spec = importlib.util.spec_from_file_location(name, path)

@@ -135,6 +135,19 @@ def test_pdu_warmup_holds_lambda_and_relative_eps_is_set_at_the_first_step():
     assert method.weights()["retain"] == 0.0  # 2 + (1 - 3) = 0
 
 
+@pytest.mark.parametrize("warmup, held", [(2, 4), (0.5, 2), (0, 0)])
+def test_pdu_warmup_in_epochs_holds_lambda_until_that_many_epochs_ended(warmup, held):
+    # open-unlearning's dual_warmup_epochs (PDU.yaml: 5): updates are enabled at the end of the first
+    # epoch e with e >= warmup (pdu.py DualOptimizationCallback); two steps an epoch here
+    method = build_method({"name": "pdu", "dual_init": 1.0, "dual_lr": 1.0, "eps": 1.0, "dual_warmup_epochs": warmup})
+    epochs, l_r = [0, 0, 1, 1, 2, 2], [3.0, 2.0, 4.0, 0.5, 2.0, 1.5]
+    lam = [method.after_step({"retain": r}, epoch=e)["pdu/lambda"] for r, e in zip(l_r, epochs)]
+    want = [1.0]
+    for i, r in enumerate(l_r[:-1]):  # lambda <- max(0, lambda + (L_R - 1)) after each step past the warm-up
+        want.append(max(0.0, want[-1] + (r - 1.0)) if i >= held else want[-1])
+    assert lam == pytest.approx(want)
+
+
 def test_defaults_in_code_are_the_yaml_defaults():
     for name in ("wga", "satimp", "ceu", "pdu"):
         a, b = build_method({"name": name}), build_method({**method_defaults(name), "name": name})

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from eval import mia_extra, muse_eval
@@ -45,12 +46,11 @@ def feat(ids, n_prompt=1):
 FEATS = [feat([0, 1, 2, 3]), feat([0, 2, 1]), feat([3, 3, 0, 1, 1], n_prompt=2)]
 
 
-def hand_gradnorm(table, f, p, drop_last, bias):
-    """d mean-NLL / d logits at a scored position t is softmax(row x_{t-1}) - onehot(x_t), / n."""
+def hand_gradnorm(table, f, p, bias):
+    """d mean-NLL / d logits at a scored position t is softmax(row x_{t-1}) - onehot(x_t), / n, over
+    the scored tokens but the last (open-unlearning's tokenwise_logprobs)."""
     ids, labels = f["input_ids"], f["labels"]
-    scored = [t for t in range(1, len(ids)) if labels[t] != -100]
-    if drop_last:
-        scored = scored[:-1]
+    scored = [t for t in range(1, len(ids)) if labels[t] != -100][:-1]
     P_ = np.array(table)
     g_table, g_bias = np.zeros_like(P_), np.zeros(len(P_))
     for t in scored:
@@ -64,12 +64,11 @@ def hand_gradnorm(table, f, p, drop_last, bias):
 
 @pytest.mark.parametrize("per_sample", ["vmap", "loop"])
 @pytest.mark.parametrize("p", [1.0, 2.0, math.inf])
-@pytest.mark.parametrize("drop_last", [True, False])
 @pytest.mark.parametrize("bias", [False, True])
-def test_gradnorm_is_the_mean_per_tensor_norm_of_the_loss_gradient(per_sample, p, drop_last, bias):
+def test_gradnorm_is_the_mean_per_tensor_norm_of_the_loss_gradient(per_sample, p, bias):
     model = BigramLM(P, bias=bias)
-    got = gradnorm_scores(model, FEATS, p=p, drop_last=drop_last, per_sample=per_sample, batch_size=2)
-    want = [hand_gradnorm(P, f, p, drop_last, bias) for f in FEATS]
+    got = gradnorm_scores(model, FEATS, p=p, per_sample=per_sample, batch_size=2)
+    want = [hand_gradnorm(P, f, p, bias) for f in FEATS]
     np.testing.assert_allclose(got, want, rtol=1e-10)
     assert all(q.grad is None for q in model.parameters())  # a training loop's .grad is never touched
 
@@ -78,9 +77,8 @@ def test_sample_loss_drops_the_last_scored_token_as_open_unlearning():
     logits = torch.log(torch.tensor(P))[torch.tensor([0, 1, 2, 3, 0])]
     labels = torch.tensor([-100, 1, 2, 3, -100])  # the last position is padding
     lp = [math.log(P[0][1]), math.log(P[1][2]), math.log(P[2][3])]
-    assert sample_loss(logits, labels, False).item() == pytest.approx(-sum(lp) / 3)
-    assert sample_loss(logits, labels, True).item() == pytest.approx(-sum(lp[:2]) / 2)
-    assert math.isnan(sample_loss(logits, torch.tensor([-100, 1, -100, -100, -100]), True).item())
+    assert sample_loss(logits, labels).item() == pytest.approx(-sum(lp[:2]) / 2)  # not -sum(lp) / 3
+    assert math.isnan(sample_loss(logits, torch.tensor([-100, 1, -100, -100, -100])).item())
 
 
 def tiny_llama(seed=0, **kw):
@@ -108,6 +106,61 @@ def test_vmap_equals_the_backward_loop_on_a_tiny_llama(p, caplog):
     assert not any(q.requires_grad for q in model.parameters())
 
 
+def plain_gradnorm(model, f, p=2.0):
+    """Independently of eval/mia_extra: a copy with every parameter trainable, one autograd.grad over
+    all of them of the mean NLL of the scored tokens but the last, the mean of the tensors' p-norms."""
+    import copy
+
+    m = copy.deepcopy(model).requires_grad_(True)
+    params = [q for q in m.parameters() if q.is_floating_point()]
+    ids, labels = torch.tensor([f["input_ids"]]), torch.tensor(f["labels"])
+    scored = (labels[1:] != -100).nonzero().squeeze(-1)[:-1]  # open-unlearning: the last scored token out
+    logits = m(input_ids=ids).logits[0, :-1].double()
+    loss = F.cross_entropy(logits[scored], ids[0, 1:][scored])
+    grads = [g for g in torch.autograd.grad(loss, params, allow_unused=True) if g is not None]
+    return float(torch.stack([torch.linalg.vector_norm(g.double().flatten(), ord=p) for g in grads]).mean())
+
+
+@pytest.mark.parametrize("per_sample", ["vmap", "loop"])
+def test_gradnorm_is_over_every_parameter_whatever_requires_grad(per_sample):
+    """RMU leaves 1 of the model's tensors trainable: the unlearned model is scored on the same
+    parameters as the target and retain models, all of them (open-unlearning re-loads the checkpoint)."""
+    model = tiny_llama()
+    for n, q in model.named_parameters():
+        q.requires_grad_(n == "model.layers.1.mlp.down_proj.weight")
+    got = gradnorm_scores(model, LLAMA_FEATS, per_sample=per_sample, batch_size=3)
+    np.testing.assert_allclose(got, [plain_gradnorm(model, f) for f in LLAMA_FEATS], rtol=1e-4)
+    assert [n for n, q in model.named_parameters() if q.requires_grad] == ["model.layers.1.mlp.down_proj.weight"]
+
+
+def test_gradnorm_of_a_lora_model_is_the_merged_checkpoints():
+    """LoRA: the base weights' gradients, which are the merged weights' (W + s B A is linear in W),
+    not the adapters': the number open-unlearning gets from the merged checkpoint."""
+    from tests.test_lora import LORA
+    from unlearn.models import apply_lora
+
+    model = apply_lora(tiny_llama(), LORA)
+    torch.manual_seed(1)
+    for n, q in model.named_parameters():
+        if "lora_B" in n:
+            q.data.normal_(0, 0.5)  # a trained adapter (B starts at 0: merged == base)
+    import copy
+
+    merged = copy.deepcopy(model).merge_and_unload()
+    got = gradnorm_scores(model, LLAMA_FEATS, per_sample="loop")
+    np.testing.assert_allclose(got, [plain_gradnorm(merged, f) for f in LLAMA_FEATS], rtol=1e-4)
+
+
+def test_muse_gradnorm_drops_the_last_text_token_as_open_unlearning():
+    """MUSE's own code has no gradnorm: open-unlearning's rule (tokenwise_logprobs drops the last
+    scored token; a MUSE text has no EOS, so that is its last word piece) under either compat."""
+    texts = [feat([1, 0, 2, 3]), feat([1, 3, 3, 0, 2])]  # encode_text's shape: BOS unscored, no EOS
+    for variant in ("muse", "ou"):
+        settings = MiaSettings(min_k_variant=variant, extra_attacks=("gradnorm",))
+        got = extra_scores(BigramLM(P), None, texts, np.zeros(2), settings, batch_size=2)["gradnorm"]
+        np.testing.assert_allclose(got, [hand_gradnorm(P, f, 2, False) for f in texts], rtol=1e-10)
+
+
 class ItemLM(BigramLM):
     """Data-dependent control flow in the forward: vmap cannot trace it."""
 
@@ -119,9 +172,9 @@ class ItemLM(BigramLM):
 
 def test_vmap_falls_back_to_the_loop_on_a_model_it_cannot_trace(caplog):
     with caplog.at_level(logging.WARNING, logger="eval.mia_extra"):
-        got = gradnorm_scores(ItemLM(P), FEATS, per_sample="vmap", drop_last=False)
+        got = gradnorm_scores(ItemLM(P), FEATS, per_sample="vmap")
     assert "vmap failed on ItemLM" in caplog.text
-    np.testing.assert_allclose(got, [hand_gradnorm(P, f, 2, False, False) for f in FEATS], rtol=1e-10)
+    np.testing.assert_allclose(got, [hand_gradnorm(P, f, 2, False) for f in FEATS], rtol=1e-10)
 
 
 def fake_prepared(models):
@@ -161,7 +214,7 @@ def test_auc_orientation_members_have_smaller_gradient_norms():
     peaked = [[0.97 if c == (r + 1) % 4 else 0.01 for c in range(4)] for r in range(4)]
     members = [feat([0, 1, 2, 3, 0]), feat([1, 2, 3, 0]), feat([2, 3, 0, 1, 2])]
     holdout = [feat([0, 2, 0, 2, 0]), feat([3, 1, 3, 1]), feat([1, 3, 0, 2, 1])]
-    scores = gradnorm_scores(BigramLM(peaked), members + holdout, drop_last=False)
+    scores = gradnorm_scores(BigramLM(peaked), members + holdout)
     assert scores[:3].max() < scores[3:].min()
     forget = {f"mia_{a}": indexed(scores[:3]) for a in (*ATTACKS, "gradnorm")}
     forget.update({f"mia_holdout_{a}": indexed(scores[3:]) for a in (*ATTACKS, "gradnorm")})

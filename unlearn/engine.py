@@ -265,7 +265,7 @@ def unlearn(
                         del w0, delta
                 if scaler is not None:
                     row.update(scaler.state())
-                row.update(method.after_step(losses))  # e.g. PDU's dual update, logged in the row
+                row.update(method.after_step(losses, epoch))  # e.g. PDU's dual update, logged in the row
                 row.update(sched.state())
                 row["time"] = time.perf_counter() - t0
                 if jsonl is not None:

@@ -25,7 +25,7 @@ from unlearn.config import CONFIG_DIR
 
 # top-level config groups (conf/<group>/); sweeps/ is one too (the repository root is on the search path)
 GROUPS = frozenset({p.name for p in CONFIG_DIR.iterdir() if p.is_dir()} | {"sweeps"})
-FLOAT_OK = frozenset({"scheduler.warmup_epochs"})  # declared as an int in its file, takes fractions
+FLOAT_OK = frozenset({"scheduler.warmup_epochs", "method.dual_warmup_epochs"})  # declared as ints in their files, take fractions
 
 
 class ConfigError(ValueError):

@@ -83,9 +83,10 @@ class Method:
             return True
         return type(self).setup is not Method.setup
 
-    def after_step(self, losses: Mapping[str, float]) -> dict[str, Any]:
-        """Called by the engine after each step with its global task losses; returns what to log in
-        the step's row (PDU's dual variable). State it keeps goes in :meth:`state_dict`."""
+    def after_step(self, losses: Mapping[str, float], epoch: int = 0) -> dict[str, Any]:
+        """Called by the engine after each step with its global task losses and the step's epoch (from
+        0: the epochs ended before it); returns what to log in the step's row (PDU's dual variable).
+        State it keeps goes in :meth:`state_dict`."""
         return {}
 
     def state_dict(self) -> dict[str, Any]:

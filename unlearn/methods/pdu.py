@@ -13,9 +13,11 @@ pdu.py) updates lambda after the loss that used it. There it runs on each proces
 own retain loss; here once a step, on the effective batch's. The step row logs the lambda the step
 used (``pdu/lambda``) and L_R - eps (``pdu/constraint``); lambda_{k+1} is the resumable state.
 
-Warm-up (the paper's warm start): for the first ``dual_warmup_steps`` steps lambda stays at
-``dual_init``. Open-unlearning counts it in epochs (``dual_warmup_epochs``: 5 in configs/trainer/PDU.yaml,
-0 in the class); the method does not see epochs, so set the steps to epochs x steps per epoch.
+Warm-up (the paper's warm start): lambda stays at ``dual_init`` for the first ``dual_warmup_steps``
+steps and until ``dual_warmup_epochs`` epochs have ended. The epochs are open-unlearning's count
+(configs/trainer/PDU.yaml: 5, the class: 0): its callback enables the updates at the end of the
+first epoch e >= dual_warmup_epochs (src/trainer/unlearn/pdu.py ``DualOptimizationCallback``), so a
+step updates lambda once its epoch's index (0-based: the epochs ended before it) reaches that.
 
 Positions: ``scored`` (default) flattens the distributions that predict the answer tokens, the
 positions ``lm_loss`` scores (the paper's pi(.|x, y_<i)); ``labels`` those at the answer tokens
@@ -59,6 +61,7 @@ class PDU(Method):
         self.lam = nonnegative(cfg, "dual_init", 1.0, "pdu")
         self.dual_lr = nonnegative(cfg, "dual_lr", 1.0, "pdu")
         self.warmup = int(cfg.get("dual_warmup_steps", 0))
+        self.warmup_epochs = nonnegative(cfg, "dual_warmup_epochs", 0, "pdu")
         self.eps_relative = cfg.get("eps_relative")
         # eps_relative set: eps is fixed from the first step's L_R (at the target), in after_step
         self.eps = None if self.eps_relative is not None else float(cfg.get("eps", 0.3))
@@ -76,12 +79,12 @@ class PDU(Method):
     def weights(self) -> dict[str, float]:
         return {"forget": self.forget_weight, "retain": self.lam}
 
-    def after_step(self, losses):
+    def after_step(self, losses, epoch=0):
         if self.eps is None:  # the paper's eps = (1 + alpha) L_R(target)
             self.eps = (1.0 + float(self.eps_relative)) * losses["retain"]
         used, constraint = self.lam, losses["retain"] - self.eps
         self.steps += 1
-        if self.steps > self.warmup:
+        if self.steps > self.warmup and epoch >= self.warmup_epochs:
             self.lam = max(0.0, self.lam + self.dual_lr * constraint)
         return {"pdu/lambda": used, "pdu/constraint": constraint, "pdu/eps": self.eps}
 

@@ -11,7 +11,8 @@ src/trainer/utils.py; the normalization is discussed in :mod:`unlearn.methods.wg
 
 Weights: open-unlearning's class and its community README (the paper's setting, which selects by
 ES) use c_F = gamma = 1, c_R = alpha = 0.1, the defaults here; its configs/trainer/SatImp.yaml swaps
-them (gamma 0.1, alpha 1): ``forget_weight=0.1 retain_weight=1.0`` runs that config.
+them (gamma 0.1, alpha 1), which ``recipe=tofu_open_unlearning`` / ``muse_open_unlearning`` set
+(conf/method_recipe/).
 """
 from unlearn.methods.base import nonnegative, register_method
 from unlearn.methods.wga import ReweightedAscent
