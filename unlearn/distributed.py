@@ -52,12 +52,14 @@ parameter: nothing after layer l) says so (``Method.unused_parameters``), and DD
 ``find_unused_parameters`` (:func:`find_unused_parameters`); a parameter no process gave a gradient
 keeps ``.grad`` None, as in one process, so the optimizer skips it there too.
 
-Limits: FSDP cannot run on CPU (accelerate enables it only on accelerator devices; on a CPU-only
-machine ``conf/accelerate/fsdp.yaml`` runs DDP over gloo, with a warning, and the record's
-``processes.distributed_type`` says MULTI_CPU), so its path is composed
-(sharded gradient inner products, padded evaluation shards, ``synced_gpus`` generation, gathered
-checkpoint) but not exercised here. Token-mean losses that a method computes on batches it builds
-itself (IDK's answers) and KL over all positions are per-process means, exact only in 1 process.
+Limits: accelerate enables FSDP only on accelerator devices (on a CPU-only machine
+``conf/accelerate/fsdp.yaml`` runs DDP over gloo, with a warning, and the record's
+``processes.distributed_type`` says MULTI_CPU). Its unlearning loop is exercised over gloo all the
+same: tests/test_parallel_methods.py switches accelerate's state to FSDP2, and every method takes
+the 1-process updates there; the sharded evaluation and checkpoint are not exercised on CPU.
+Token-mean losses that a method computes on batches it builds itself (IDK's answers), CE-U's
+micro-batch token mean and KL over all positions are per-process means, exact only in 1 process
+(or when every sequence has the same length).
 """
 from __future__ import annotations
 
