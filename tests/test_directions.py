@@ -104,6 +104,21 @@ def test_collect_task_gradients_on_a_toy_model():
     assert torch.equal(w.grad, torch.ones(3))
 
 
+def test_a_parameter_no_task_reaches_keeps_no_gradient():
+    # as one backward of the summed loss leaves it: None, not zeros, so that AdamW's weight decay skips it
+    w, idle = torch.nn.Parameter(torch.tensor([1.0, 2.0])), torch.nn.Parameter(torch.tensor([3.0]))
+    _, g = collect_task_gradients([w, idle], {"forget": lambda: (w ** 2).sum(), "retain": lambda: 3 * w.sum()},
+                                  lambda loss: loss.backward())
+    assert torch.equal(g["forget"][1], torch.zeros(1))  # for the geometry a zero entry: <g_F, g_R> = 12
+    assert g.dot("forget", "retain") == pytest.approx(2 * 3 + 4 * 3)
+    d = g.combine_into_place({"forget": -1.0, "retain": 1.0})
+    assert torch.equal(d[0], torch.tensor([1.0, -1.0])) and d[1] is None  # -(2, 4) + (3, 3)
+    set_gradient([w, idle], d)
+    assert idle.grad is None
+    torch.optim.AdamW([w, idle], lr=0.1, weight_decay=0.5).step()
+    assert float(idle) == 3.0
+
+
 def test_dot_products_accumulate_in_fp32_for_bf16_gradients():
     # two close bf16 gradients: ||u - v||^2 = uu + vv - 2uv (MGDA, CAGrad) must not cancel to noise
     gen = torch.Generator().manual_seed(0)

@@ -40,6 +40,10 @@ CASES = {
 }
 N_FORGET, N_RETAIN = 10, 24
 TOL = 1e-5  # max |param(2 processes) - param(1 process)| after the 6 steps (fp noise only)
+# MGDA's min-norm weight divides by ||g_F - g_R||^2 and AdamW divides each coordinate by its own
+# sqrt(v): the summation order of 2 processes moves one gate_proj entry by 1.15e-5 after 6 steps
+# (measured; the same number with the pre-issue-22 engine), 2e-4 of the largest update
+TOLERANCE = {"mgda_gen_accum": 3e-5}
 
 
 features = varied_features  # examples of different lengths (tests/tiny.py)
@@ -211,7 +215,7 @@ def test_two_processes_take_the_one_process_updates(case, two_process_engine, on
     moved = max(float((p1[k] - start[k]).abs().max()) for k in p1)
     print(f"{case}: max |param(2 proc) - param(1 proc)| = {diff:.3g} (largest update {moved:.3g})")
     assert moved > 100 * TOL  # the runs did move the weights
-    assert diff < TOL
+    assert diff < TOLERANCE.get(case, TOL)
 
 
 def test_processes_draw_different_retain_samples(two_process_engine):

@@ -12,7 +12,7 @@ from tests.test_accumulation import train
 from tests.test_methods import FORGET, P, Q, BigramLM, batch, context
 from tests.tiny import tiny_llama
 from unlearn.losses import lm_loss
-from unlearn.methods import build_method
+from unlearn.methods import METHODS, build_method
 from unlearn.methods.rmu import decoder_layers, layer_output
 from unlearn.methods.undial import adjusted_target
 from unlearn.pipeline import STEP_LOG, run
@@ -148,6 +148,15 @@ def test_rmu_trains_only_the_chosen_layers():
     assert all(p.requires_grad for p in every.parameters())
     with pytest.raises(ValueError, match="matches update_params"):
         rmu(update_params="attn.*").prepare_model(Stack())
+
+
+def test_only_rmu_training_every_parameter_leaves_some_without_gradient():
+    # the search for unused parameters (DDP's find_unused_parameters) is asked for exactly then
+    assert rmu(update_params="all").unused_parameters and not rmu().unused_parameters
+    forget_rmu = {"forget_loss": "rmu", "forget_args": {"update_params": "all"}}
+    assert build_method({"name": "ngdiff", **forget_rmu}).unused_parameters
+    assert not build_method({"name": "ngdiff", "forget_loss": "rmu"}).unused_parameters
+    assert not any(build_method({"name": m}).unused_parameters for m in METHODS if m != "rmu")
 
 
 def test_rmu_on_a_llama_layer_names_and_range():

@@ -47,17 +47,25 @@ write one) names its own error or the lost connection. ``UNLEARN_DIST_TIMEOUT_MI
 is the collective timeout: the other processes wait that long for the main process to build the
 stages.
 
-Limits: FSDP cannot run on CPU (accelerate enables it only on accelerator devices; on a CPU-only
-machine ``conf/accelerate/fsdp.yaml`` runs DDP over gloo, with a warning, and the record's
-``processes.distributed_type`` says MULTI_CPU), so its path is composed
-(sharded gradient inner products, padded evaluation shards, ``synced_gpus`` generation, gathered
-checkpoint) but not exercised here. Token-mean losses that a method computes on batches it builds
-itself (IDK's answers) and KL over all positions are per-process means, exact only in 1 process.
+A method whose losses can leave a trainable parameter without gradient (RMU training every
+parameter: nothing after layer l) says so (``Method.unused_parameters``), and DDP is then built with
+``find_unused_parameters`` (:func:`find_unused_parameters`); a parameter no process gave a gradient
+keeps ``.grad`` None, as in one process, so the optimizer skips it there too.
+
+Limits: accelerate enables FSDP only on accelerator devices (on a CPU-only machine
+``conf/accelerate/fsdp.yaml`` runs DDP over gloo, with a warning, and the record's
+``processes.distributed_type`` says MULTI_CPU). Its unlearning loop is exercised over gloo all the
+same: tests/test_parallel_methods.py switches accelerate's state to FSDP2, and every method takes
+the 1-process updates there; the sharded evaluation and checkpoint are not exercised on CPU.
+Token-mean losses that a method computes on batches it builds itself (IDK's answers), CE-U's
+micro-batch token mean and KL over all positions are per-process means, exact only in 1 process
+(or when every sequence has the same length).
 """
 from __future__ import annotations
 
 import atexit
 import contextvars
+import dataclasses
 import logging
 import os
 from contextlib import contextmanager
@@ -91,6 +99,17 @@ def make_accelerator(**tracking):
         log.warning("FSDP was asked for, but accelerate runs %s here (FSDP needs GPUs): plain data "
                     "parallelism, every process holds the whole model", acc.distributed_type)
     return acc
+
+
+def find_unused_parameters(acc, needed: bool) -> None:
+    """Before ``acc.prepare(model)``: whether DDP looks for the parameters a backward left without
+    gradient (accelerate's ``DistributedDataParallelKwargs``; :attr:`unlearn.methods.Method.unused_parameters`).
+    Without the search DDP waits for their gradients and fails at the next step; with it they are
+    marked ready, and one that no process used keeps ``.grad`` None, as in one process."""
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    acc.ddp_handler = dataclasses.replace(acc.ddp_handler or DistributedDataParallelKwargs(),
+                                          find_unused_parameters=needed)
 
 
 def is_fsdp(acc) -> bool:

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from unlearn.batching import PairedBatches, batch_plan, global_means, normalize_batches
 from unlearn.data import Feature
-from unlearn.distributed import is_fsdp, make_accelerator, sum_across
+from unlearn.distributed import find_unused_parameters, is_fsdp, make_accelerator, sum_across
 from unlearn.gradients import (clip_direction, collect_task_gradients, max_grad_norm, set_gradient,
                                trainable_parameters)
 from unlearn.methods import Method, MethodContext
@@ -140,6 +140,7 @@ def unlearn(
     max_norm = max_grad_norm(cfg)
     method.prepare_model(model)  # e.g. RMU trains only its layers: before the optimizer sees them
     optim = build_optimizer(trainable_parameters(model), cfg)
+    find_unused_parameters(acc, method.unused_parameters)
     if is_fsdp(acc):
         from unlearn.fsdp import configure_accelerate_fsdp
 

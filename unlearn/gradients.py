@@ -28,10 +28,13 @@ class TaskGradients(Mapping[str, Grad]):
     """Named per-task gradients plus the geometry a direction method needs."""
 
     def __init__(
-        self, grads: Mapping[str, Grad], reduce: Callable[[Tensor], Tensor] | None = None
+        self, grads: Mapping[str, Grad], reduce: Callable[[Tensor], Tensor] | None = None,
+        reached: Sequence[bool] | None = None,
     ) -> None:
         self._grads = dict(grads)
         self._reduce = reduce
+        # per parameter: did any task's backward give it a gradient (None: every one did)
+        self._reached = None if reached is None or all(reached) else list(reached)
         self._dots: dict[tuple[str, str], float] = {}  # named pairs are reused by method + stats
 
     def __getitem__(self, name: str) -> Grad:
@@ -78,11 +81,15 @@ class TaskGradients(Mapping[str, Grad]):
             raise ValueError("combine() needs at least one gradient")
         return out
 
-    def combine_into_place(self, coeffs: Mapping[str, float]) -> Grad:
+    def combine_into_place(self, coeffs: Mapping[str, float]) -> list[Tensor | None]:
         """sum_t c_t g_t written over the buffers of the last task, the others released: the
         update costs no buffer beyond the task gradients themselves (a two-task step holds two
         gradient-sized buffers at its peak, and one once the direction is formed). The object
-        is spent afterwards."""
+        is spent afterwards.
+
+        A parameter that no task's backward reached (RMU's layers after l) gets None, not zeros:
+        as one backward of the summed loss leaves its ``.grad``, so that AdamW skips it (no weight
+        decay, no moment update) in either path, on any number of processes."""
         if not self._grads:
             raise ValueError("no task gradients left (combine_into_place was called already)")
         names = list(self._grads)
@@ -93,7 +100,9 @@ class TaskGradients(Mapping[str, Grad]):
             if coeffs.get(t, 0.0):
                 torch._foreach_add_(out, self._grads[t], alpha=float(coeffs[t]))
         self._grads = {}
-        return out
+        if self._reached is None:
+            return out
+        return [x if r else None for x, r in zip(out, self._reached)]
 
     def stats(self, coeffs: Mapping[str, float] | None = None) -> dict[str, float]:
         """Per-task norms, the cosine of forget/retain, and, for the direction d = sum_s c_s g_s,
@@ -150,6 +159,7 @@ def collect_task_gradients(
     """
     grads: dict[str, Grad] = {}
     values: dict[str, Tensor] = {}
+    reached = [False] * len(params)
     for name, fns in losses.items():
         fns = [fns] if callable(fns) else list(fns)
         for p in params:
@@ -161,16 +171,17 @@ def collect_task_gradients(
                 backward(loss)
             total = loss.detach() if total is None else total + loss.detach()
         values[name] = total
+        reached = [r or p.grad is not None for r, p in zip(reached, params)]
         grads[name] = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     for p in params:
         p.grad = None
-    return values, TaskGradients(grads, reduce)
+    return values, TaskGradients(grads, reduce, reached)
 
 
-def set_gradient(params: Iterable[torch.nn.Parameter], direction: Grad) -> None:
-    """Hand a direction to the optimizer as the gradient (no clipping, no rescaling)."""
+def set_gradient(params: Iterable[torch.nn.Parameter], direction: Sequence[Tensor | None]) -> None:
+    """Hand a direction to the optimizer as the gradient (no clipping, no rescaling; None: none)."""
     for p, d in zip(params, direction, strict=True):
-        p.grad = d.to(p.dtype)
+        p.grad = None if d is None else d.to(p.dtype)
 
 
 def max_grad_norm(cfg: Mapping) -> float | None:

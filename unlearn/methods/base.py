@@ -83,6 +83,14 @@ class Method:
             return True
         return type(self).setup is not Method.setup
 
+    @property
+    def unused_parameters(self) -> bool:
+        """Whether a task's loss can leave some trainable parameter without a gradient (RMU training
+        every parameter: its losses stop at layer l). Data parallelism must then look for such
+        parameters at every backward (DDP's ``find_unused_parameters``: a graph search and one more
+        all-reduce each time, so it is asked for only here)."""
+        return self.forget_objective is not None and self.forget_objective.unused_parameters
+
     def after_step(self, losses: Mapping[str, float], epoch: int = 0) -> dict[str, Any]:
         """Called by the engine after each step with its global task losses and the step's epoch (from
         0: the epochs ended before it); returns what to log in the step's row (PDU's dual variable).

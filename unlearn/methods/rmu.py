@@ -56,14 +56,21 @@ def decoder_layers(model: torch.nn.Module, name: str) -> torch.nn.ModuleList:
 
 
 def layer_output(model: torch.nn.Module, layer: torch.nn.Module, batch) -> torch.Tensor:
-    """The (batch, length, width) output of ``layer`` in a forward of ``model`` on ``batch``."""
+    """The (batch, length, width) output of ``layer`` in a forward of ``model`` on ``batch``.
+
+    The forward returns that activation in place of the logits (a hook on the module a DDP wrapper
+    holds, else on ``model``): DDP looks for the parameters without gradient by searching back from
+    the forward's output (``find_unused_parameters``), and from the logits it would count the layers
+    after l and the head as used, then wait forever for their gradients."""
     out = []
-    handle = layer.register_forward_hook(lambda m, i, o: out.append(o[0] if isinstance(o, tuple) else o))
+    root = getattr(model, "module", model)  # DDP's (and FSDP1's) wrapped module
+    hooks = [layer.register_forward_hook(lambda m, i, o: out.append(o[0] if isinstance(o, tuple) else o)),
+             root.register_forward_hook(lambda m, i, o: out[0])]
     try:
-        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
     finally:
-        handle.remove()
-    return out[0]
+        for h in hooks:
+            h.remove()
 
 
 def activation_mse(h: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -104,6 +111,12 @@ class RMU(RetainRegularized):
             raise ValueError(f"rmu: method.layer={self.layer} is out of range for a model of {n_layers} "
                              f"decoder layers: valid 0..{n_layers - 1} (or null: 7 of 32 at the same depth)")
         return self.layer
+
+    @property
+    def unused_parameters(self) -> bool:
+        # ``all``: no activation loss reaches the layers after l or the head (the default selection
+        # lies in layers l-2..l, all upstream of h_l)
+        return self.update_params == "all"
 
     def check_model(self, model_cfg) -> None:
         n = ((model_cfg or {}).get("arch") or {}).get("num_hidden_layers")
