@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, BinaryIO, Callable, Mapping
 
 RECORD_NAME = "record.json"
 RECORD_VERSION = 2  # 2: metrics.<model> = {summary, logs}
@@ -37,18 +37,33 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
-def write_json_atomic(path: str | Path, obj: Any) -> None:
+def write_atomic(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write ``path`` whole or not at all: ``write(fh)`` fills a temporary file of a unique name in
+    the same folder (two writers never share one, and the rename stays on one file system), which
+    is flushed and fsynced, renamed over ``path``, and the folder fsynced so that the rename itself
+    survives a crash. A kill at any point leaves the previous file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(jsonable(obj), fh, indent=2, allow_nan=False)
-            fh.write("\n")
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    text = json.dumps(jsonable(obj), indent=2, allow_nan=False) + "\n"
+    write_atomic(path, lambda fh: fh.write(text.encode()))
 
 
 def write_record(run_dir: str | Path, record: Mapping[str, Any]) -> Path:

@@ -86,6 +86,62 @@ def test_a_state_of_another_config_is_not_resumed(debug_cfg, shared_cache, tmp_p
     assert rec["status"] == "ok" and "resumed_from" not in rec["unlearn"]
 
 
+def test_a_state_is_fsynced_under_a_temporary_name_of_its_own_and_a_failed_write_leaves_the_last(tmp_path,
+                                                                                                   monkeypatch):
+    from unlearn.resume import Resume
+
+    resume = Resume(tmp_path / "resume" / "state.pt", every=1, key="k")
+    resume.save(lambda: {"step": 1}, main=True)
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", os.path.isdir(f"/proc/self/fd/{fd}"))),
+                                                 real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", Path(a).name, Path(b).name)),
+                                                     real_replace(a, b))[1])
+    resume.save(lambda: {"step": 2}, main=True)
+    (replace,) = [e for e in events if e[0] == "replace"]
+    assert replace[2] == "state.pt" and replace[1] not in ("state.tmp", "state.pt")
+    i = events.index(replace)
+    assert ("fsync", False) in events[:i] and ("fsync", True) in events[i:]  # the data, then the folder's entry
+    assert resume.load()["step"] == 2
+
+    def dies_mid_write(obj, fh):
+        fh.write(b"half a state")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", dies_mid_write)
+    with pytest.raises(OSError):
+        resume.save(lambda: {"step": 3}, main=True)
+    assert resume.load()["step"] == 2 and os.listdir(tmp_path / "resume") == ["state.pt"]
+
+
+def test_only_the_main_process_builds_the_state(tmp_path, monkeypatch):
+    """Every process reaches the save; only the main one copies the weights and optimizer state."""
+    from accelerate import Accelerator
+
+    import unlearn.engine
+    from tests.tiny import fixed_features, tiny_llama
+    from unlearn.distributed import make_accelerator
+    from unlearn.methods import build_method
+    from unlearn.resume import Resume
+    from unlearn.schedulers import build_scheduler
+
+    built = []
+    real = unlearn.engine._state
+    monkeypatch.setattr(unlearn.engine, "_state", lambda *a: built.append(a[0]) or real(*a))
+    cfg = {"name": "gdiff", "lr": 1e-3, "epochs": 3, "batch_size": 4, "optimizer": "adamw", "weight_decay": 0.0,
+           "retain_weight": 1.0, "forget_weight": 1.0}
+    constant = lambda t, e: build_scheduler({"name": "constant"}, 1e-3, t, e)  # noqa: E731
+    for main in (True, False):
+        monkeypatch.setattr(Accelerator, "is_main_process", property(lambda self, m=main: m))
+        built.clear()
+        resume = Resume(tmp_path / str(main) / "state.pt", every=1)
+        unlearn.engine.unlearn(tiny_llama(), build_method(cfg), constant, fixed_features(4, 0), fixed_features(8, 1),
+                               cfg, pad_id=0, seed=0, resume=resume, log_path=tmp_path / str(main) / "steps.jsonl",
+                               accelerator=make_accelerator())
+        assert built == ([1, 2, 3] if main else []) and resume.path.exists() == main
+
+
 @pytest.mark.slow
 def test_sigkill_during_unlearning_then_the_same_command_finishes_it(tmp_path):
     """SIGKILL (no handler runs, no record is written) after a state was saved (~1 min: slow tier)."""

@@ -288,9 +288,9 @@ def unlearn(
                 if resume is not None and resume.every > 0 and (step % resume.every == 0 or step == total or preempted):
                     if jsonl is not None:
                         jsonl.flush()
-                    resume.save(_state(step, epoch, pos, model, acc, optim, sched, pairs, scaler, result,
-                                       jsonl.tell() if jsonl is not None else 0,
-                                       resume.extra() if resume.extra is not None else None)
+                    resume.save(lambda: _state(step, epoch, pos, model, acc, optim, sched, pairs, scaler, result,
+                                               jsonl.tell() if jsonl is not None else 0,
+                                               resume.extra() if resume.extra is not None else None)
                                 | {"method": method.state_dict()}, main)
                     if preempted:
                         preempt.hand_over()

@@ -2,7 +2,6 @@
 where it stopped, saved atomically in ``<run dir>/resume/state.pt`` and read back by the engine."""
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import signal
@@ -12,6 +11,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+from eval.records import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +36,22 @@ class Resume:
             return None
         return state
 
-    def save(self, state: dict[str, Any], main: bool) -> None:
-        """Atomically (a temporary file renamed over the old one): a kill mid-write leaves the last state."""
+    def save(self, build: Callable[[], dict[str, Any]], main: bool) -> None:
+        """The state ``build()`` returns, written atomically (:func:`eval.records.write_atomic`: a kill
+        mid-write leaves the last state). The main process alone builds it: the weights and the
+        optimizer state are local to each process under DDP (no collective), and FSDP, whose
+        shards would need one, saves no state (``resume.every`` 0, see the pipeline)."""
         if not main:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        torch.save({**state, "key": self.key}, tmp)
-        os.replace(tmp, self.path)
+        state = {**build(), "key": self.key}
+        write_atomic(self.path, lambda fh: torch.save(state, fh))
 
     def preemption(self) -> "Preemption":
         """The guard the engine runs under: a preemption signal waits for the step's end (state saved)."""
         return Preemption(enabled=self.every > 0)
 
     def clear(self) -> None:
-        for p in (self.path, self.path.with_suffix(".tmp")):
+        for p in (self.path, *self.path.parent.glob(f".{self.path.name}.*.tmp")):  # and a killed write's
             p.unlink(missing_ok=True)
         if self.path.parent.is_dir() and not any(self.path.parent.iterdir()):
             self.path.parent.rmdir()
@@ -113,10 +115,11 @@ def state(step, epoch, pos, model, acc, optim, sched, pairs, scaler, result, log
     return {
         "step": step, "epoch": epoch, "pos": pos, "log_bytes": log_bytes,
         "model": trainable_state(inner),
-        "optim": copy.deepcopy(optim.state_dict()), "sched": copy.deepcopy(sched.__dict__),
+        # no copies: the state is serialized at once (Resume.save), before the next step changes them
+        "optim": optim.state_dict(), "sched": dict(sched.__dict__),
         "pairs": pairs.state(), "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "scaler": None if scaler is None else copy.deepcopy(scaler.__dict__),
+        "scaler": None if scaler is None else dict(scaler.__dict__),
         "result": {"trajectory": list(result.trajectory), "skipped_steps": result.skipped_steps,
                    "final": dict(result.final)},
         "extra": extra,
