@@ -25,14 +25,15 @@ class Resume:
     every: int = 0
     extra: Callable[[], dict[str, Any]] | None = None
     restore_extra: Callable[[dict[str, Any]], None] | None = None
-    key: str = ""  # the run's result hash: a state saved under another config is not resumed
+    key: str = ""  # the run's result hash (unlearn.reuse): a state of another config, code or launch is not resumed
 
     def load(self) -> dict[str, Any] | None:
         if not self.path.exists():
             return None
         state = torch.load(self.path, map_location="cpu", weights_only=False)
         if state.get("key") != self.key:
-            log.warning("%s was saved by another config: not resumed (starting from step 0)", self.path)
+            log.warning("%s was saved by another config, code or launch: not resumed (starting from step 0)",
+                        self.path)
             return None
         return state
 
