@@ -223,7 +223,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
                         if selector is not None else None,
                         restore_extra=(lambda d: (selector.load_state(d["selector"]), best_weights.update(d["best_weights"])))
                         if selector is not None else None)
-        tracker = RunTracker(acc, cfg.get("logger"), run_dir, record["config"])
+        # a resumed run continues its tracker run and leaves out the rows the tracker already has
+        tracker = RunTracker(acc, cfg.get("logger"), run_dir, record["config"], resuming=resume.exists())
         if cfg.get("threads"):
             torch.set_num_threads(int(cfg.threads))
         torch.manual_seed(int(cfg.seed))

@@ -37,6 +37,12 @@ class Resume:
             return None
         return state
 
+    def exists(self) -> bool:
+        """Whether :meth:`load` would resume a state, read without its tensors (memory-mapped)."""
+        if not self.path.exists():
+            return False
+        return torch.load(self.path, map_location="cpu", weights_only=False, mmap=True).get("key") == self.key
+
     def save(self, build: Callable[[], dict[str, Any]], main: bool) -> None:
         """The state ``build()`` returns, written atomically (:func:`eval.records.write_atomic`: a kill
         mid-write leaves the last state). The main process alone builds it: the weights and the
