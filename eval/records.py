@@ -1,7 +1,8 @@
 """One versioned JSON record per run, written atomically; the single source of every table.
 
-A record is complete when it exists and parses with a ``status``; an existing complete record
-means the run is skipped on a re-run unless ``overwrite=true``.
+A record is complete when it exists and parses with a ``status``; an existing complete result
+(status ok or diverged) of the same config, code and launch (:mod:`unlearn.reuse`) means the run is
+skipped on a re-run unless ``overwrite=true``.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Mapping
 
 RECORD_NAME = "record.json"
+# a config that fails validation where a result (status ok / diverged) is: its record, beside the result
+FAILED_RECORD_NAME = "record.failed.json"
 RECORD_VERSION = 2  # 2: metrics.<model> = {summary, logs}
 STATUSES = ("ok", "diverged", "failed", "interrupted")
 PACKAGES = ("torch", "transformers", "accelerate", "datasets", "tokenizers", "hydra-core", "omegaconf",
@@ -66,10 +69,10 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     write_atomic(path, lambda fh: fh.write(text.encode()))
 
 
-def write_record(run_dir: str | Path, record: Mapping[str, Any]) -> Path:
+def write_record(run_dir: str | Path, record: Mapping[str, Any], name: str = RECORD_NAME) -> Path:
     if record.get("status") not in STATUSES:
         raise ValueError(f"record status must be one of {STATUSES}, got {record.get('status')!r}")
-    path = Path(run_dir) / RECORD_NAME
+    path = Path(run_dir) / name
     write_json_atomic(path, {"record_version": RECORD_VERSION, **record})
     return path
 

@@ -316,6 +316,29 @@ def test_two_process_default_gen_probes_match_one_process(tmp_path):
 
 
 @pytest.mark.slow  # a subprocess multirun / two processes: the slow tier (CI runs it)
+def test_a_one_process_record_is_not_reused_by_a_two_process_run(tmp_path):
+    """``python run.py``, then ``torchrun --nproc_per_node 2 run.py``, the same command: with
+    method.effective_batch null the second takes twice the batch, so it runs, and the first record
+    is kept beside its own."""
+    env = {"UNLEARN_OUTPUTS": str(tmp_path / "out")}
+    args = ["debug=tiny", "method.max_steps=1", "eval.trajectory_every=0", "save_checkpoint=false",
+            f"hydra.run.dir={tmp_path / 'r'}"]
+    one = subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    rec1 = json.loads((tmp_path / "r" / "record.json").read_text())
+    proc = torchrun("run.py", *args, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert "skipped" not in proc.stdout + proc.stderr
+    rec2 = json.loads((tmp_path / "r" / "record.json").read_text())
+    assert rec2["status"] == "ok" and rec2["processes"]["count"] == 2
+    assert rec2["unlearn"]["effective_batch"] == 2 * rec1["unlearn"]["effective_batch"]
+    assert rec2["result_key"]["launch"]["effective_batch"] == rec2["unlearn"]["effective_batch"]
+    kept = json.loads((tmp_path / "r" / f"record.{rec1['result_hash']}.json").read_text())
+    assert kept["started"] == rec1["started"] and kept["processes"]["count"] == 1
+
+
+@pytest.mark.slow  # a subprocess multirun / two processes: the slow tier (CI runs it)
 def test_two_process_bad_input_fails_every_process_with_one_record(tmp_path):
     """A failure while preparing (here: an unknown split) reaches every process: exit 1, no hang,
     one failed record that names the error."""

@@ -204,6 +204,31 @@ def test_apply_compat_sets_open_unlearnings_settings(debug_cfg):
     assert muse.eval.rouge == "ou" and muse.eval.mia.max_length == 2049 and muse.eval.mia.min_k_variant == "ou"
 
 
+def test_a_config_composed_outside_run_evaluates_as_run_does(shared_cache, tmp_path):
+    """A notebook's config with eval.compat=open_unlearning, never passed through apply_compat, gives
+    the applied config's numbers (not open-unlearning's masks with TOFU's generation settings)."""
+    from hydra import compose, initialize_config_dir
+
+    from unlearn.benchmarks import get_benchmark
+    from unlearn.config import CONFIG_DIR, compose_config
+    from unlearn.stages import StageCache
+
+    overrides = ["debug=tiny", f"paths.root={tmp_path}", f"paths.cache={shared_cache}", "eval.compat=open_unlearning"]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        raw = compose(config_name="config", overrides=overrides)  # Hydra's own compose: nothing applied
+    applied = apply_compat(raw)
+    assert raw.eval.generation.mode != applied.eval.generation.mode  # TOFU's generation, OU's masks (is_ou)
+    bench = get_benchmark("tofu")
+    prepared = bench.prepare(applied, StageCache(shared_cache))
+    model = prepared.load("target")
+    ours, theirs = (bench.evaluate(model, prepared, c) for c in (raw, applied))
+    assert ours == theirs
+    reference = theirs["forget"]  # the target against itself: any reference serves
+    assert bench.summarize(ours, reference, raw) == bench.summarize(theirs, reference, applied)
+    assert bench.eval_spec(raw) == bench.eval_spec(applied)  # the same cached reference evaluations
+    assert compose_config(overrides) == applied  # the composer notebooks use shows what evaluates
+
+
 def test_unknown_compat_fails_before_any_work(debug_cfg, tmp_path):
     rec = run(debug_cfg("eval.compat=ou"), run_dir=tmp_path / "bad")
     assert rec["status"] == "failed" and "stages" not in rec

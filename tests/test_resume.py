@@ -86,6 +86,41 @@ def test_a_state_of_another_config_is_not_resumed(debug_cfg, shared_cache, tmp_p
     assert rec["status"] == "ok" and "resumed_from" not in rec["unlearn"]
 
 
+def _killed_at_step_3(cfg, run_dir, monkeypatch):
+    """A run whose state was saved at step 2 when it died at step 3."""
+    real = unlearn.trackers.RunTracker.step
+
+    def dies_at_step_3(self, row):
+        if row["step"] == 3:
+            raise RuntimeError("killed")
+        real(self, row)
+
+    monkeypatch.setattr(unlearn.trackers.RunTracker, "step", dies_at_step_3)
+    assert run(cfg, run_dir=run_dir)["status"] == "failed"
+    monkeypatch.setattr(unlearn.trackers.RunTracker, "step", real)
+    assert torch.load(run_dir / "resume" / "state.pt", weights_only=False)["step"] == 2
+
+
+@pytest.mark.parametrize("change", ["code", "launch", "overwrite"])
+def test_a_state_of_other_code_or_launch_or_under_overwrite_is_not_resumed(debug_cfg, shared_cache, tmp_path,
+                                                                            monkeypatch, change):
+    """A state left by the code before a change, by another process count, or when overwrite=true
+    asks to start over: the run starts from step 0."""
+    import unlearn.pipeline
+    import unlearn.reuse
+
+    args = (f"paths.cache={shared_cache}", *ARGS)
+    _killed_at_step_3(debug_cfg(*args), tmp_path / "r", monkeypatch)
+    if change == "code":
+        monkeypatch.setattr(unlearn.reuse, "CODE", "0" * 16)
+    elif change == "launch":
+        real = unlearn.pipeline.launch_info
+        monkeypatch.setattr(unlearn.pipeline, "launch_info", lambda c, acc: {**real(c, acc), "processes": 2})
+    rec = run(debug_cfg(*args, *(["overwrite=true"] if change == "overwrite" else [])), run_dir=tmp_path / "r")
+    assert rec["status"] == "ok" and "resumed_from" not in rec["unlearn"]
+    assert len(_rows(tmp_path / "r")) == rec["unlearn"]["steps"] == 8 and not (tmp_path / "r" / "resume").exists()
+
+
 def test_a_state_is_fsynced_under_a_temporary_name_of_its_own_and_a_failed_write_leaves_the_last(tmp_path,
                                                                                                    monkeypatch):
     from unlearn.resume import Resume

@@ -54,6 +54,74 @@ def test_tensorboard_holds_the_config_steps_trajectory_and_summary(debug_cfg, sh
     assert "method.lr: 0.0001" in hparams and "scheduler.name: gen" in hparams
 
 
+def _die_at_step_7(monkeypatch):
+    """Kill the run as the tracker is sent step 7: rows 0-6 and trajectory points 0, 3, 6 were sent,
+    and the last state (resume_every=4) is that after step 4."""
+    import unlearn.trackers
+
+    real = unlearn.trackers.RunTracker.step
+
+    def dies(self, row):
+        if row["step"] == 7:
+            raise RuntimeError("killed")
+        real(self, row)
+
+    monkeypatch.setattr(unlearn.trackers.RunTracker, "step", dies)
+    return lambda: monkeypatch.setattr(unlearn.trackers.RunTracker, "step", real)
+
+
+RESUMED = ("method.epochs=8", "resume_every=4", "eval.trajectory_every=3")
+
+
+def _events(folder, tag):
+    """(step, value) of every event of ``tag`` in every event file under ``folder``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = []
+    for f in sorted(folder.rglob("events.out.tfevents*")):
+        ea = EventAccumulator(str(f))
+        ea.Reload()
+        if tag in ea.Tags()["scalars"]:
+            out += [(e.step, e.value) for e in ea.Scalars(tag)]
+    return out
+
+
+def test_a_resumed_run_sends_tensorboard_each_step_once(debug_cfg, shared_cache, tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    cfg = lambda: debug_cfg(f"paths.cache={shared_cache}", "logger=tensorboard", *RESUMED)  # noqa: E731
+    revive = _die_at_step_7(monkeypatch)
+    assert run(cfg(), run_dir=tmp_path / "r")["status"] == "failed"
+    revive()
+    rec = run(cfg(), run_dir=tmp_path / "r")
+    assert rec["status"] == "ok" and rec["unlearn"]["resumed_from"] == 4
+    rows = [json.loads(line) for line in (tmp_path / "r" / "steps.jsonl").read_text().splitlines()]
+    sent = _events(tmp_path / "r" / "tracker", "step/loss/forget")
+    assert [s for s, _ in sent] == [r["step"] for r in rows] == list(range(8))  # 4, 5, 6 once
+    assert [v for _, v in sent] == pytest.approx([r["loss/forget"] for r in rows], rel=1e-6)
+    assert [s for s, _ in _events(tmp_path / "r" / "tracker", "trajectory/forget_prob")] == [0, 3, 6, 8]
+    assert _events(tmp_path / "r" / "tracker", "final/status_ok")[-1] == (8, 1.0)
+    assert len(list((tmp_path / "r" / "tracker").rglob("hparams.yml"))) == 1  # the config, logged once
+
+
+@pytest.mark.slow
+def test_a_resumed_run_continues_its_mlflow_run_and_sends_each_step_once(debug_cfg, shared_cache, tmp_path,
+                                                                        monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = lambda: debug_cfg(f"paths.cache={shared_cache}", "logger=mlflow", *RESUMED)  # noqa: E731
+    revive = _die_at_step_7(monkeypatch)
+    assert run(cfg(), run_dir=tmp_path / "r")["status"] == "failed"
+    revive()
+    rec = run(cfg(), run_dir=tmp_path / "r")
+    assert rec["status"] == "ok" and rec["unlearn"]["resumed_from"] == 4
+    client = mlflow.tracking.MlflowClient(tracking_uri=(tmp_path / "r" / "tracker").as_uri())
+    (experiment,) = [e for e in client.search_experiments() if e.name == "unlearn"]
+    (logged,) = client.search_runs([experiment.experiment_id])  # the resumed attempt logged into the same run
+    assert [m.step for m in client.get_metric_history(logged.info.run_id, "step/loss/forget")] == list(range(8))
+    assert [m.step for m in client.get_metric_history(logged.info.run_id, "trajectory/forget_prob")] == [0, 3, 6, 8]
+    assert logged.data.metrics["final/status_ok"] == 1.0
+
+
 @pytest.mark.slow
 def test_mlflow_file_store_holds_the_config_steps_trajectory_and_summary(debug_cfg, shared_cache, tmp_path, monkeypatch):
     """Read back through MLflow's own client (``pip install -e '.[mlflow]'``; skipped without it)."""

@@ -54,8 +54,9 @@ if not OmegaConf.has_resolver("retain_of"):
 
 
 def compose_isolated(overrides=()):
-    """:func:`compose_config` also from inside a running Hydra app (its global state is set aside
-    and put back), for the schema check's base config."""
+    """The config the files compose (:func:`compose_config` without ``eval.compat`` applied), also
+    from inside a running Hydra app (its global state is set aside and put back): the schema
+    check's base config."""
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.utils import JobRuntime
     from hydra.initialize import get_gh_backup, restore_gh_from_backup
@@ -64,7 +65,7 @@ def compose_isolated(overrides=()):
     name = JobRuntime.instance().conf.get("name")
     GlobalHydra.instance().clear()
     try:
-        return compose_config(overrides)
+        return _compose(overrides)
     finally:
         restore_gh_from_backup(backup)
         if name is not None:  # composing names the job "app"; the running job keeps its own name (run.log)
@@ -73,7 +74,17 @@ def compose_isolated(overrides=()):
 
 def compose_config(overrides=(), return_hydra_config: bool = False):
     """The config ``python run.py <overrides>`` would run, composed without starting an app
-    (tests, benchmarks, notebooks)."""
+    (tests, benchmarks, notebooks): with ``eval.compat``'s settings in place, as ``run()`` puts them."""
+    from eval.compat import apply_compat
+
+    cfg = _compose(overrides, return_hydra_config)
+    try:
+        return apply_compat(cfg)
+    except ValueError:  # an eval.compat the benchmark does not know: run()'s validation records it
+        return cfg
+
+
+def _compose(overrides=(), return_hydra_config: bool = False):
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):

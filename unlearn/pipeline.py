@@ -23,14 +23,15 @@ from omegaconf import DictConfig, OmegaConf
 from eval.compat import apply_compat
 from eval.ou_logs import write_ou_logs
 from eval.select import Selector
-from eval.records import (RECORD_NAME, complete_record, environment_info, git_info, load_record,
-                          write_json_atomic, write_record)
+from eval.records import (FAILED_RECORD_NAME, RECORD_NAME, complete_record, environment_info, git_info,
+                          load_record, write_json_atomic, write_record)
 from unlearn import distributed as dist_utils
 from unlearn.engine import unlearn
 from unlearn.methods import build_method
 from unlearn.models import configure_training, torch_dtype
 from unlearn.precision import to_storage
 from unlearn.resume import Resume, load_trainable_state, trainable_state
+from unlearn.reuse import SKIP_STATUSES, launch_info, result_hash, result_key, reusable
 from unlearn.validation import check_selection, run_precision, validate
 from unlearn.schedulers import build_scheduler
 from unlearn.trackers import RunTracker, accelerator_kwargs
@@ -44,33 +45,8 @@ STEP_LOG = "steps.jsonl"
 RUN_LOG = "run.log"
 OVERRIDES = "overrides.txt"
 RESUME_DIR = "resume"  # <run>/resume/state.pt: unlearning's resumable state, every `resume_every` steps
+RESUME_STATE = "state.pt"
 OU_LOGS = "open_unlearning"  # eval.ou_logs: <run>/open_unlearning/<model>/{TOFU,MUSE}_{EVAL,SUMMARY}.json
-SKIP_STATUSES = ("ok", "diverged")  # a failed run is run again; these are results
-# keys that do not change a run's result: a record made under other values of these is still valid
-NON_RESULT_KEYS = ("overwrite", "threads", "paths", "logger", "resume_every")
-
-
-def result_hash(cfg: DictConfig) -> str:
-    """What a record must have been computed from to be reused: the resolved config minus
-    :data:`NON_RESULT_KEYS` (a changed default, e.g. of the embedded world, re-runs the job)."""
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    return content_hash({k: v for k, v in plain.items() if k not in NON_RESULT_KEYS})
-
-
-def reusable(existing: dict[str, Any] | None, cfg: DictConfig, run_dir: Path) -> bool:
-    """Whether the run's complete record answers ``cfg``; a record made from another config is kept
-    beside it as ``record.<its hash>.json`` and the job runs again."""
-    if existing is None or existing["status"] not in SKIP_STATUSES or cfg.overwrite:
-        return False
-    if existing.get("result_hash") == result_hash(cfg):
-        return True
-    old = existing.get("result_hash") or existing.get("config_hash") or "old"
-    log.warning("%s was computed from another config (result hash %s, now %s): kept as record.%s.json, "
-                "running again", run_dir / RECORD_NAME, old, result_hash(cfg), old)
-    (run_dir / RECORD_NAME).replace(run_dir / f"record.{old}.json")
-    return False
-
-
 def job_overrides() -> dict[str, Any] | None:
     """Under Hydra: the command line's overrides (``task``) and those that name the run's
     directory (``variant``, Hydra's override_dirname, which ``conf/config.yaml``'s ``tag``
@@ -174,24 +150,47 @@ def quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_warning()
 
 
+def validation_error(cfg: DictConfig, processes: int, overrides: dict[str, Any] | None) -> Exception | None:
+    """:func:`validate`'s error, or None; the same on every process (a function of the config and
+    the process count)."""
+    try:
+        validate(cfg, processes, overrides)
+    except Exception as e:  # noqa: BLE001 - the run's failure, recorded like any other (never over a result)
+        return e
+    return None
+
+
 def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     quiet_libraries()
-    try:
-        cfg = apply_compat(cfg)  # eval.compat's settings in place: the record shows what ran
-    except ValueError:
-        pass  # an unknown eval.compat: validate() fails the run with it, in the record
     run_dir = resolve_run_dir(run_dir)
     acc = dist_utils.make_accelerator(**accelerator_kwargs(cfg.get("logger"), run_dir))
     main = acc.is_main_process
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
+    overrides = job_overrides()
+    # validated before anything is decided: a config that cannot run (overwrite=yes) never skips,
+    # resumes or replaces a result
+    invalid = validation_error(cfg, acc.num_processes, overrides)
+    key = None
+    if invalid is None:
+        cfg = apply_compat(cfg)  # eval.compat's settings in place: the record shows what ran
+        key = result_key(cfg, launch_info(cfg, acc))
+    state_path = run_dir / RESUME_DIR / RESUME_STATE
     existing = complete_record(run_dir)
-    skip = main and reusable(existing, cfg, run_dir)
+    skip = False
+    if main and key is not None:
+        (run_dir / FAILED_RECORD_NAME).unlink(missing_ok=True)  # an earlier invalid config's record
+        skip = reusable(existing, cfg.overwrite, key, run_dir)
+        if cfg.overwrite:  # starts over: no state is resumed either (removed before any process reads it)
+            Resume(state_path).clear()
     if dist_utils.broadcast_object(acc, skip):  # the main process decides for all
         log.info("%s holds a complete record (status %s): skipped (overwrite=true re-runs it)",
                  run_dir / RECORD_NAME, existing["status"] if existing else "?")
         dist_utils.finish(acc)
         return {**load_record(run_dir), "skipped": True}  # "skipped": not on disk, for the sweep summary
+    # an invalid config's record goes beside a result, which stays as it is
+    record_path = run_dir / (FAILED_RECORD_NAME if invalid is not None and existing is not None
+                             and existing["status"] in SKIP_STATUSES else RECORD_NAME)
     handler = _attach_log_file(run_dir) if main else None
     restore_logging = dist_utils.quiet_other_processes(acc, run_dir)
     t_start = time.perf_counter()
@@ -199,23 +198,33 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     record: dict[str, Any] = {
         "status": "failed", "run_dir": str(run_dir), "seed": cfg.seed,  # checked below (an int)
         "config": OmegaConf.to_container(cfg, resolve=True), "config_hash": content_hash(cfg),
-        "result_hash": result_hash(cfg),
+        "result_hash": None if key is None else result_hash(key), "result_key": key,
         "git": git_info() if main else {}, "environment": environment_info(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "logs": {"steps": STEP_LOG, "run": RUN_LOG},
     }
     record["processes"] = {"count": acc.num_processes, "distributed_type": str(acc.distributed_type),
                            "backend": acc.state.backend, "device": str(acc.device)}
-    overrides = job_overrides()
     if overrides is not None:
         record["overrides"] = overrides
-        if main:  # the exact overrides beside the (possibly shortened) directory name
+        if main and record_path.name == RECORD_NAME:  # the exact overrides beside the (shortened) directory name
             (run_dir / OVERRIDES).write_text("\n".join(overrides["task"]) + "\n")
     failed = False
     tracker: RunTracker | None = None
     finished: Resume | None = None
     try:
-        validate(cfg, acc.num_processes, overrides)
-        tracker = RunTracker(acc, cfg.get("logger"), run_dir, record["config"])
+        if invalid is not None:
+            raise invalid
+        criterion = check_selection(cfg)
+        selector = Selector(criterion) if criterion is not None else None
+        best_weights: dict[str, torch.Tensor] = {}
+        resume = Resume(state_path, every=0 if dist_utils.is_fsdp(acc) else int(cfg.get("resume_every", 0)),
+                        key=record["result_hash"],
+                        extra=(lambda: {"selector": selector.state(), "best_weights": dict(best_weights)})
+                        if selector is not None else None,
+                        restore_extra=(lambda d: (selector.load_state(d["selector"]), best_weights.update(d["best_weights"])))
+                        if selector is not None else None)
+        # a resumed run continues its tracker run and leaves out the rows the tracker already has
+        tracker = RunTracker(acc, cfg.get("logger"), run_dir, record["config"], resuming=resume.exists())
         if cfg.get("threads"):
             torch.set_num_threads(int(cfg.threads))
         torch.manual_seed(int(cfg.seed))
@@ -244,9 +253,6 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         # the target in its storage dtype; trainable weights (all, or LoRA's adapters) in the precision's
         model = precision.prepare_trainable(configure_training(prepared.load("target"), cfg.model))
         context, forget, retain = bench.method_context(prepared)
-        criterion = check_selection(cfg)
-        selector = Selector(criterion) if criterion is not None else None
-        best_weights: dict[str, torch.Tensor] = {}
         evaluate_at = trajectory_fn(bench, prepared, cfg, reference, acc)
 
         def trajectory(step: int, m: torch.nn.Module) -> dict[str, Any]:
@@ -257,12 +263,6 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
                 best_weights.update(trainable_state(acc.unwrap_model(m)))
             return summary
 
-        resume = Resume(run_dir / RESUME_DIR / "state.pt", every=0 if dist_utils.is_fsdp(acc) else int(cfg.get("resume_every", 0)),
-                        key=record["result_hash"],
-                        extra=(lambda: {"selector": selector.state(), "best_weights": dict(best_weights)})
-                        if selector is not None else None,
-                        restore_extra=(lambda d: (selector.load_state(d["selector"]), best_weights.update(d["best_weights"])))
-                        if selector is not None else None)
         result = unlearn(
             model, build_method(cfg.method), lambda total, per_epoch: build_scheduler(cfg.scheduler, float(cfg.method.lr), total, per_epoch),
             forget, retain, cfg.method, pad_id=prepared.tokenizer.pad_token_id, seed=int(cfg.seed),
@@ -339,10 +339,9 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     timings["total"] = time.perf_counter() - t_start
     record["timings"] = timings
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    path = run_dir / RECORD_NAME
     if main:
-        path = write_record(run_dir, record)
-        log.info("record: %s", path)
+        write_record(run_dir, record, record_path.name)
+        log.info("record: %s", record_path)
         if finished is not None:
             finished.clear()  # the record is complete: nothing left to resume
     if handler is not None:
@@ -355,7 +354,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         dist_utils.abandon()
         raise RuntimeError(f"process {acc.process_index} failed alone: {record['error']['message']}")
     dist_utils.finish(acc)  # barrier: the record is on disk (the process group is torn down at exit)
-    return load_record(path)  # what is on disk (versioned, NaN as null) is what callers see
+    return load_record(record_path)  # what is on disk (versioned, NaN as null) is what callers see
 
 
 def summary_table(record: dict[str, Any]) -> str:
@@ -392,7 +391,11 @@ def report_run(record: dict[str, Any]) -> None:
         print(f"selected: step {sel['step']} of {sel['final_step']} ({sel['criterion']}: "
               f"{sel['metric']} {sel['metrics'][sel['metric']]:.4g})" if sel.get("step") is not None
               else f"selected: none ({sel['criterion']}): {sel['note']}")
-    print(f"record: {run_dir / RECORD_NAME}")
+    aside = run_dir / FAILED_RECORD_NAME  # only there while the last config given failed validation
+    if status == "failed" and aside.exists():
+        print(f"record: {aside} ({run_dir / RECORD_NAME}, a result, is untouched)")
+    else:
+        print(f"record: {run_dir / RECORD_NAME}")
     if (run_dir / STEP_LOG).exists():
         print(f"step log: {run_dir / STEP_LOG}")
     print(f"run log: {run_dir / RUN_LOG}" + (" (the traceback)" if status in ("failed", "interrupted") else ""))

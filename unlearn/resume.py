@@ -25,16 +25,23 @@ class Resume:
     every: int = 0
     extra: Callable[[], dict[str, Any]] | None = None
     restore_extra: Callable[[dict[str, Any]], None] | None = None
-    key: str = ""  # the run's result hash: a state saved under another config is not resumed
+    key: str = ""  # the run's result hash (unlearn.reuse): a state of another config, code or launch is not resumed
 
     def load(self) -> dict[str, Any] | None:
         if not self.path.exists():
             return None
         state = torch.load(self.path, map_location="cpu", weights_only=False)
         if state.get("key") != self.key:
-            log.warning("%s was saved by another config: not resumed (starting from step 0)", self.path)
+            log.warning("%s was saved by another config, code or launch: not resumed (starting from step 0)",
+                        self.path)
             return None
         return state
+
+    def exists(self) -> bool:
+        """Whether :meth:`load` would resume a state, read without its tensors (memory-mapped)."""
+        if not self.path.exists():
+            return False
+        return torch.load(self.path, map_location="cpu", weights_only=False, mmap=True).get("key") == self.key
 
     def save(self, build: Callable[[], dict[str, Any]], main: bool) -> None:
         """The state ``build()`` returns, written atomically (:func:`eval.records.write_atomic`: a kill

@@ -43,6 +43,7 @@ def _int(v: Any) -> bool:
 # key -> (test, what is valid); a key absent from the config (another scheduler, benchmark) is skipped
 RANGES: dict[str, tuple[Any, str]] = {
     "seed": (_int, "an integer"),
+    "overwrite": (lambda v: isinstance(v, bool), "true or false"),
     "threads": (lambda v: v is None or (_int(v) and v >= 1), "null or an integer >= 1"),
     "resume_every": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0: off)"),
     "method.lr": (lambda v: _num(v) and 0 < v < math.inf, "a positive number"),

@@ -37,10 +37,12 @@ STAGE_CODE = ("unlearn/train.py", "unlearn/tokenizer.py", "unlearn/models.py", "
               "eval/muse_eval.py", "eval/mia.py")
 
 
-def code_fingerprint(patterns=STAGE_CODE, root: Path = _ROOT) -> str:
-    """A hash of the stage-building source files' contents (names sorted)."""
+def code_fingerprint(patterns=STAGE_CODE, root: Path = _ROOT, exclude: tuple[str, ...] = ()) -> str:
+    """A hash of the contents of the source files that ``patterns`` match and ``exclude`` does not
+    (names sorted): the stage-building code here, a run's result code in :mod:`unlearn.reuse`."""
     h = hashlib.sha256()
-    for path in sorted({p for pat in patterns for p in root.glob(pat)}):
+    skip = {p for pat in exclude for p in root.glob(pat)}
+    for path in sorted({p for pat in patterns for p in root.glob(pat)} - skip):
         h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 

@@ -14,9 +14,12 @@ run.log) are written either way.
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 from typing import Any, Mapping
+
+from eval.records import write_json_atomic
 
 TRACKERS = {"none": None, "tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
@@ -64,36 +67,79 @@ def numbers(row: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     return out
 
 
+SENT = "sent.json"  # in the tracker's folder: its run's id and the last step of each kind it received
+
+
 class RunTracker:
     """One run's tracker (a no-op for ``logger=none``). Made after the Accelerator, which must have
-    been created with :func:`accelerator_kwargs`."""
+    been created with :func:`accelerator_kwargs`.
 
-    def __init__(self, acc, logger_cfg: Mapping[str, Any] | None, run_dir: Path, config: Mapping[str, Any]):
+    ``resuming``: the run continues from a saved unlearning state. The rows between that state and
+    the kill were already sent (the tracker's store holds them: every row is written through at
+    once), and the resumed run computes them again: it continues the same tracker run (MLflow's
+    run id, W&B's id; TensorBoard reads every event file in its folder) and leaves out every step
+    and trajectory row at or below the last one :data:`SENT` records, and the config, already
+    logged. The final summary is logged by every attempt (a failed one reports ``status_ok`` 0)."""
+
+    def __init__(self, acc, logger_cfg: Mapping[str, Any] | None, run_dir: Path, config: Mapping[str, Any],
+                 resuming: bool = False):
         self.acc = acc
         self.name = tracker_name(logger_cfg)
         self.on = self.name != "none"
         self.dir = accelerator_kwargs(logger_cfg, run_dir).get("project_dir")  # where it writes
+        self.sent: dict[str, int] = {}
         if not self.on:
             return
         cfg = dict(logger_cfg or {})
+        prior = self._prior() if resuming else None
+        run_id = None
+        if prior is not None:
+            run_id, self.sent = prior["run_id"], prior["sent"]
         init: dict[str, Any] = {}
         if self.name == "wandb":
-            init = {"wandb": {"mode": cfg.get("mode", "offline"), "dir": str(run_dir), "name": cfg.get("run_name")}}
+            init = {"wandb": {"mode": cfg.get("mode", "offline"), "dir": str(run_dir), "name": cfg.get("run_name"),
+                              **({"id": run_id, "resume": "allow"} if run_id else {})}}
         elif self.name == "mlflow":
-            init = {"mlflow": {"run_name": cfg.get("run_name")}}
+            init = {"mlflow": {"run_name": cfg.get("run_name"), "run_id": run_id}}
             if self.acc.is_main_process:  # accelerate takes the store from mlflow's global URI
                 import mlflow
 
                 mlflow.set_tracking_uri(mlflow_uri(cfg, self.dir))
-        self.acc.init_trackers(str(cfg.get("project", "unlearn")), config=flat(config), init_kwargs=init)
+        self.acc.init_trackers(str(cfg.get("project", "unlearn")), config=None if prior is not None else flat(config),
+                               init_kwargs=init)
+        self.run_id = self._run_id()
+        self._save()
+
+    def _prior(self) -> dict[str, Any] | None:
+        """What :data:`SENT` says an earlier attempt of this run sent to this same tracker."""
+        path = Path(self.dir) / SENT
+        prior = json.loads(path.read_text()) if path.exists() else None
+        return prior if prior is not None and prior.get("tracker") == self.name else None
+
+    def _run_id(self) -> str | None:
+        if not self.acc.is_main_process or self.name == "tensorboard":
+            return None
+        run = self.acc.get_tracker(self.name, unwrap=True)
+        return run.info.run_id if self.name == "mlflow" else run.id
+
+    def _save(self) -> None:
+        if self.acc.is_main_process:
+            write_json_atomic(Path(self.dir) / SENT, {"tracker": self.name, "run_id": self.run_id, "sent": self.sent})
+
+    def _log(self, values: dict[str, float], step: int, kind: str | None = None) -> None:
+        """``kind``: rows of one kind are sent once per step, over every attempt of the run."""
+        if not self.on or (kind is not None and step <= self.sent.get(kind, -1)):
+            return
+        self.acc.log(values, step=step)
+        if kind is not None:
+            self.sent[kind] = step
+            self._save()
 
     def step(self, row: Mapping[str, Any]) -> None:
-        if self.on:
-            self.acc.log(numbers(row, "step/"), step=int(row["step"]))
+        self._log(numbers(row, "step/"), int(row["step"]), "step")
 
     def trajectory(self, step: int, summary: Mapping[str, Any]) -> None:
-        if self.on:
-            self.acc.log(numbers(summary, "trajectory/"), step=int(step))
+        self._log(numbers(summary, "trajectory/"), int(step), "trajectory")
 
     def final(self, record: Mapping[str, Any], step: int) -> None:
         if not self.on:
@@ -105,7 +151,7 @@ class RunTracker:
         if sel.get("metrics"):
             values.update(numbers(sel["metrics"], "selected/"))
         values["final/status_ok"] = float(record.get("status") == "ok")
-        self.acc.log(values, step=int(step))
+        self._log(values, int(step))
 
     def close(self) -> None:
         if self.on:

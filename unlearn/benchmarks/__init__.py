@@ -12,12 +12,18 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from eval.compat import apply_compat
 from unlearn.registry import Registry
 
 BENCHMARKS: Registry[type["Benchmark"]] = Registry("benchmark")
 
 
 class Benchmark:
+    """What a benchmark does. The four methods that read ``cfg.eval`` (:meth:`eval_spec`,
+    :meth:`evaluate`, :meth:`reference`, :meth:`summarize`) put ``eval.compat``'s settings in place
+    first (:func:`eval.compat.apply_compat`, idempotent): a config composed without passing through
+    ``run()`` evaluates as a run evaluates it, never with one mode's masks and the other's
+    generation settings. A benchmark implements their underscored twins."""
     name = ""
     table_columns: list[str] = []
 
@@ -55,17 +61,29 @@ class Benchmark:
 
     def eval_spec(self, cfg: DictConfig) -> dict[str, Any]:
         """The eval settings that change results (part of the cached reference evals' key)."""
-        raise NotImplementedError
+        return self._eval_spec(apply_compat(cfg))
 
     def evaluate(self, model, prepared, cfg: DictConfig, *, cheap: bool = False) -> dict[str, Any]:
         """Per-example logs of one model; ``cheap``: the trajectory subset."""
-        raise NotImplementedError
+        return self._evaluate(model, prepared, apply_compat(cfg), cheap=cheap)
 
     def reference(self, logs: dict[str, Any], cfg: DictConfig) -> tuple[Any, str | None]:
         """What the metrics of every model are measured against, and a description of it."""
-        raise NotImplementedError
+        return self._reference(logs, apply_compat(cfg))
 
     def summarize(self, logs: dict[str, Any], reference: Any, cfg: DictConfig) -> dict[str, Any]:
+        return self._summarize(logs, reference, apply_compat(cfg))
+
+    def _eval_spec(self, cfg: DictConfig) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _evaluate(self, model, prepared, cfg: DictConfig, *, cheap: bool) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _reference(self, logs: dict[str, Any], cfg: DictConfig) -> tuple[Any, str | None]:
+        raise NotImplementedError
+
+    def _summarize(self, logs: dict[str, Any], reference: Any, cfg: DictConfig) -> dict[str, Any]:
         raise NotImplementedError
 
 

@@ -234,15 +234,15 @@ class Muse(Benchmark):
         prompt, continuation = split_chunk(tok, row["text"], n, prefix_tokens)
         return prompt_answer_feature(prompt, continuation if answer is None else running_text_ids(tok, answer), n)
 
-    def eval_spec(self, cfg: DictConfig) -> dict[str, Any]:
+    def _eval_spec(self, cfg: DictConfig) -> dict[str, Any]:
         return {"version": EVAL_VERSION,
                 **{k: cfg.eval.get(k) for k in ("batch_size", "rouge", "verbmem", "knowmem", "mia")}}
 
-    def evaluate(self, model, prepared, cfg: DictConfig, *, cheap: bool = False) -> dict[str, Any]:
+    def _evaluate(self, model, prepared, cfg: DictConfig, *, cheap: bool) -> dict[str, Any]:
         generate = not cheap or bool(cfg.eval.get("trajectory_generate", False))
         return evaluate_muse(model, prepared, cfg.eval, generate=generate)
 
-    def reference(self, logs: dict[str, Any], cfg: DictConfig):
+    def _reference(self, logs: dict[str, Any], cfg: DictConfig):
         """PrivLeak's reference AUC: the retrain model's measured one (or that of published retain
         logs, ``eval.retain_logs``: open-unlearning's MUSE_EVAL.json or one of our runs), or MUSE's
         constant."""
@@ -252,5 +252,5 @@ class Muse(Benchmark):
             return retain_logs_reference(str(cfg.eval.retain_logs), cfg.eval)
         return privleak_reference(logs.get("retain"), cfg.eval, corpus=str(cfg.dataset.split))
 
-    def summarize(self, logs: dict[str, Any], reference: Any, cfg: DictConfig) -> dict[str, Any]:
+    def _summarize(self, logs: dict[str, Any], reference: Any, cfg: DictConfig) -> dict[str, Any]:
         return summarize(logs, reference, cfg.eval)

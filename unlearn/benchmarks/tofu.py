@@ -31,15 +31,15 @@ class Tofu(Benchmark):
         qa = {"question": row["question"], "answer": row["answer"] if answer is None else answer}
         return prepared.features([qa], train=True)[0]
 
-    def eval_spec(self, cfg: DictConfig) -> dict[str, Any]:
+    def _eval_spec(self, cfg: DictConfig) -> dict[str, Any]:
         return {"version": EVAL_VERSION, "template": cfg.model.template,
                 **{k: cfg.eval.get(k) for k in ("ds_size", "batch_size", "generation", "mia", "compat")}}
 
-    def evaluate(self, model, prepared, cfg: DictConfig, *, cheap: bool = False) -> dict[str, Any]:
+    def _evaluate(self, model, prepared, cfg: DictConfig, *, cheap: bool) -> dict[str, Any]:
         generate = not cheap or bool(cfg.eval.get("trajectory_generate", False))
         return evaluate_tofu(model, prepared, cfg.eval, generate=generate)
 
-    def reference(self, logs: dict[str, Any], cfg: DictConfig):
+    def _reference(self, logs: dict[str, Any], cfg: DictConfig):
         """The retain model's forget-set log (forget quality), or published logs given by path."""
         if cfg.eval.get("retain_logs"):
             from eval.tofu_logs import load_retain_logs
@@ -49,5 +49,5 @@ class Tofu(Benchmark):
             return logs["retain"]["forget"], "retain model"
         return None, None
 
-    def summarize(self, logs: dict[str, Any], reference: Any, cfg: DictConfig) -> dict[str, Any]:
+    def _summarize(self, logs: dict[str, Any], reference: Any, cfg: DictConfig) -> dict[str, Any]:
         return summarize(logs, reference, cfg.eval)
