@@ -8,7 +8,8 @@ from unlearn.config import CONFIG_DIR
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
-    from unlearn.pipeline import report_run, run
+    from unlearn.pipeline import run
+    from unlearn.run_report import report_run
 
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode

@@ -21,7 +21,8 @@ from unlearn.benchmarks import get_benchmark
 from unlearn.data import encode_text
 from unlearn.methods import METHODS
 from unlearn.models import build_tiny_llama
-from unlearn.pipeline import STEP_LOG, run, summary_table
+from unlearn.pipeline import STEP_LOG, run
+from unlearn.run_report import summary_table
 from unlearn.tokenizer import train_bpe_tokenizer
 from unlearn.worlds import load_muse
 

@@ -187,6 +187,14 @@ class PairedBatches:
         return out
 
 
+def materialize(pairs: PairedBatches, plan_step: Sequence[MicroBatch], pad_id: int, acc):
+    """(micro-batches on the device, their weights, their sequence shares) of one planned step."""
+    micro = [{"forget": pairs.batch("forget", m.forget, pad_id, acc.device),
+              "retain": pairs.batch("retain", m.retain, pad_id, acc.device)} for m in plan_step]
+    weights = [m.weight for m in plan_step]
+    return micro, weights, normalize_batches(micro, weights, acc)
+
+
 def normalize_batches(micro: Sequence[dict[str, dict[str, torch.Tensor]]], weights: Sequence[float],
                       acc) -> list[dict[str, float]]:
     """Make each micro-batch's losses parts of the effective batch's losses (one all-reduce a step).

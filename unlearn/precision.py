@@ -30,7 +30,7 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import ClassVar, Callable, Mapping, Sequence
 
 import torch
 
@@ -103,6 +103,7 @@ class LossScaler:
     backoff_factor: float = 0.5
     growth_interval: int = 2000
     _good_steps: int = field(default=0, repr=False)
+    active: ClassVar[bool] = True  # the loop unscales and checks the gradients
 
     def scaled(self, backward: Callable[[torch.Tensor], None]) -> Callable[[torch.Tensor], None]:
         return lambda loss: backward(loss * self.scale)
@@ -126,6 +127,21 @@ class LossScaler:
 
     def state(self) -> dict[str, float]:
         return {"loss_scale": self.scale}
+
+
+class NoScaling:
+    """No loss scale (every precision but 16-mixed): the loop calls it like a :class:`LossScaler`."""
+
+    active = False
+
+    def scaled(self, backward: Callable[[torch.Tensor], None]) -> Callable[[torch.Tensor], None]:
+        return backward
+
+    def update(self, found_inf: bool) -> None:
+        pass
+
+    def state(self) -> dict[str, float]:
+        return {}
 
 
 def to_storage(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:

@@ -42,8 +42,9 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
-from unlearn.batching import global_means
+from unlearn.batching import global_means, materialize
 from unlearn.losses import Batch, lm_loss
+from unlearn.step import plain_update
 
 log = logging.getLogger(__name__)
 
@@ -192,3 +193,45 @@ def _interpolate(params, w0, w1) -> Callable[[float], None]:
         for p, a, b in zip(params, w0, w1):
             p.copy_(b if r == 1 else a if r == 0 else 2 * a - b if r == -1 else a + r * (b - a))
     return at
+
+
+class ProbedUpdate:
+    """GeN's update (``loop.update`` when the scheduler probes): on a probe step, the weights before
+    the update (w0), the probe batches and L0, an optional trial probe that sets the rate first
+    (``trial_probe``, ``order: official``), the update, then the probes along it."""
+
+    def __init__(self, prober: Prober) -> None:
+        self.prober = prober
+
+    def __call__(self, loop, state, row, lr, drawn, losses) -> None:
+        sched, step, optim = loop.sched, state.step, loop.optim
+        if not sched.should_probe(step):
+            plain_update(loop, state, row, lr, drawn, losses)
+            return
+        w0, batches, l0 = self.inputs(loop, drawn, losses)
+        official = sched.order == "official"
+        if sched.trial(step) or official:  # the update then at the fitted rate
+            lr = self.prober.trial(optim, w0, batches, l0, lr, step, row, undo_state=not official)
+        delta = self.prober.step(optim, w0, lr)
+        optim.zero_grad(set_to_none=True)
+        loop.scaler.update(False)
+        if not official:
+            row.update(self.prober.probe(w0, delta, batches, l0, lr, step))
+
+    def inputs(self, loop, drawn, losses):
+        """A probe step's w0 (the weights before the update), its batches (the step's own, or with
+        ``probe_batch: fresh`` a new random one) and L0: the step's loss when the probes compute
+        the way the step did and the fitted tasks are plain LM losses, else None (measured at w0)."""
+        prober = self.prober
+        fresh = prober.sched.probe_batch == "fresh"
+        lm = {t: losses[t] for t in prober.st.method.lm_tasks if t in losses}
+        try:
+            l0 = None if fresh or not prober.reuses_step_loss() else fit_loss_value(prober.fit, lm)
+        except KeyError:
+            l0 = None
+        w0 = [p.detach().clone() for p in prober.st.params]
+        micro, mweights = drawn[:2]
+        if fresh:
+            micro, mweights = materialize(loop.pairs, loop.pairs.fresh(loop.plan["batch_size"]), loop.pad_id,
+                                          prober.st.acc)[:2]
+        return w0, (micro, mweights), l0

@@ -20,11 +20,10 @@ log = logging.getLogger(__name__)
 @dataclass
 class Resume:
     """Where the resumable state of a run lives (``<run dir>/resume/state.pt``), how often it is
-    saved, and what the caller adds to it (``extra``: e.g. the selected step's weights)."""
+    saved, and the result key it belongs to. What else the state holds (the callbacks' state,
+    e.g. the selected step's weights) is the engine's (:func:`unlearn.engine.resumable_state`)."""
     path: Path
     every: int = 0
-    extra: Callable[[], dict[str, Any]] | None = None
-    restore_extra: Callable[[dict[str, Any]], None] | None = None
     key: str = ""  # the run's result hash (unlearn.reuse): a state of another config, code or launch is not resumed
 
     def load(self) -> dict[str, Any] | None:
@@ -116,6 +115,7 @@ class Preemption:
 
 
 def state(step, epoch, pos, model, acc, optim, sched, pairs, scaler, result, log_bytes, extra) -> dict[str, Any]:
+    # extra: the callbacks' states (unlearn.callbacks.Callbacks.state_dict)
     """Everything the next step depends on: weights, optimizer and scheduler state, the random
     streams, the batch position, what the result holds so far and the step log's length."""
     inner = acc.unwrap_model(model)

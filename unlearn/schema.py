@@ -46,6 +46,8 @@ RANGES: dict[str, tuple[Any, str]] = {
     "overwrite": (lambda v: isinstance(v, bool), "true or false"),
     "threads": (lambda v: v is None or (_int(v) and v >= 1), "null or an integer >= 1"),
     "resume_every": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0: off)"),
+    "callbacks": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+                  "a list of callback names (registered, or package.module:Name)"),
     "method.lr": (lambda v: _num(v) and 0 < v < math.inf, "a positive number"),
     "method.epochs": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
     "method.batch_size": (lambda v: _int(v) and v >= 1, "an integer >= 1"),

@@ -8,6 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from eval.compat import check_compat
 from eval.select import parse_criterion
+from unlearn.callbacks import resolve_callback
 from unlearn.batching import batch_plan, check_step_rule
 from unlearn.config import compose_isolated
 from unlearn.gradients import max_grad_norm
@@ -44,6 +45,8 @@ def validate(cfg: DictConfig, processes: int = 1, overrides: dict[str, Any] | No
     check_launcher_precision(run_precision(cfg))
     check_compat(str(cfg.dataset.benchmark), cfg.eval)
     check_selection(cfg)
+    for name in cfg.get("callbacks") or ():
+        resolve_callback(str(name))  # an unknown name lists the registered ones
     try:
         check_logger(cfg.get("logger"))
     except ValueError as e:
