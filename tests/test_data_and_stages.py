@@ -11,7 +11,7 @@ from unlearn.losses import sequence_nll, token_mean_nll
 from unlearn.templates import PromptTemplate
 from unlearn.stages import StageCache
 from unlearn.tokenizer import train_bpe_tokenizer
-from unlearn.world import replay_rows
+from unlearn.preparation import replay_rows
 
 TEMPLATE = PromptTemplate("Question: ", "\nAnswer:", " ")
 

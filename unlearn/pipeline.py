@@ -37,7 +37,7 @@ from unlearn.schedulers import build_scheduler
 from unlearn.trackers import RunTracker, accelerator_kwargs
 from unlearn.stages import StageCache, content_hash, fingerprint
 from unlearn.benchmarks import Benchmark, get_benchmark
-from unlearn.world import Prepared
+from unlearn.preparation import Prepared
 
 log = logging.getLogger("unlearn")
 
