@@ -93,6 +93,9 @@ LAYOUT: dict[str, tuple[str, ...]] = {
     "privleak": ("forget", "retain", "holdout"),
 }
 
+#: The raw split each privleak split's texts come from (``privleak/<split>[i]`` is ``raw/<source>[i]``).
+PRIVLEAK_SOURCES: dict[str, str] = {"forget": "forget", "retain": "retain2", "holdout": "holdout"}
+
 
 @dataclass(frozen=True)
 class Article:
@@ -305,61 +308,44 @@ def _qa_rows(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
     return [{"question": r["question"], "answer": r["answer"]} for r in rows]
 
 
-def generate_muse_synth(cfg: Mapping[str, Any] | None, out_dir: str | Path) -> dict[str, Any]:
-    """Write the embedded MUSE-News world into ``out_dir`` and return its manifest.
-
-    Layout, field names and split roles follow ``muse-bench/MUSE-News`` (see the module
-    docstring). ``manifest.json`` is written last, so its presence marks a complete world.
-    """
-    c = resolve_config(cfg)
-    seed = c["seed"]
+def _draw_docs(c: dict[str, Any]) -> dict[str, list[Article]]:
+    """The raw articles by split (``forget``, ``retain1``, ``retain2``, ``holdout``)."""
     n_forget, n_retain, n_holdout = c["n_forget_docs"], c["n_retain_docs"], c["n_holdout_docs"]
-
     # One stream for all articles, so names are unique across splits; the event type cycles so
     # every split has the same mix of stories.
-    rng = _rng(seed, "articles")
+    rng = _rng(c["seed"], "articles")
     names = _Names(rng)
     articles = [_draw_article(rng, names, EVENT_TYPES[i % len(EVENT_TYPES)])
                 for i in range(n_forget + n_retain + n_holdout)]
-    forget = articles[:n_forget]
     retain = articles[n_forget: n_forget + n_retain]
-    holdout = articles[n_forget + n_retain:]
-    docs = {"forget": forget, "retain1": retain[: n_retain // 2], "retain2": retain[n_retain // 2:],
-            "holdout": holdout}
+    return {"forget": articles[:n_forget], "retain1": retain[: n_retain // 2],
+            "retain2": retain[n_retain // 2:], "holdout": articles[n_forget + n_retain:]}
 
-    verbmem = []
-    for article in forget[: c["n_verbmem"]]:
-        prompt, gt = _split_prompt(article.text, c["verbmem_prompt_words"])
-        verbmem.append({"prompt": prompt, "gt": gt})
 
-    qa_rng = _rng(seed, "knowmem")
+def _verbmem_rows(forget: list[Article], n: int, prompt_words: int) -> list[dict[str, str]]:
+    rows = []
+    for article in forget[:n]:
+        prompt, gt = _split_prompt(article.text, prompt_words)
+        rows.append({"prompt": prompt, "gt": gt})
+    return rows
+
+
+def _knowmem_rows(c: dict[str, Any], docs: dict[str, list[Article]]) -> dict[str, list[dict[str, Any]]]:
+    """The four knowmem files' rows (with their sources), by split name, in :data:`LAYOUT` order."""
+    qa_rng = _rng(c["seed"], "knowmem")
     n_icl, n_qa = c["n_knowmem_icl"], c["n_knowmem_qa"]
-    forget_icl, forget_qa = _select_qa(qa_rng, forget, n_icl, n_qa, "forget")
+    forget_icl, forget_qa = _select_qa(qa_rng, docs["forget"], n_icl, n_qa, "forget")
     retain_icl, retain_qa = _select_qa(qa_rng, docs["retain2"], n_icl, n_qa, "retain2")
+    return {"forget_qa": forget_qa, "retain_qa": retain_qa, "forget_qa_icl": forget_icl,
+            "retain_qa_icl": retain_icl}
 
-    n_priv = c["n_privleak"]
-    files: dict[tuple[str, str], list[dict[str, Any]]] = {
-        **{("raw", split): [{"text": a.text} for a in arts] for split, arts in docs.items()},
-        ("verbmem", "forget"): verbmem,
-        ("knowmem", "forget_qa"): _qa_rows(forget_qa),
-        ("knowmem", "retain_qa"): _qa_rows(retain_qa),
-        ("knowmem", "forget_qa_icl"): _qa_rows(forget_icl),
-        ("knowmem", "retain_qa_icl"): _qa_rows(retain_icl),
-        ("privleak", "forget"): [{"text": a.text} for a in forget[:n_priv]],
-        ("privleak", "retain"): [{"text": a.text} for a in docs["retain2"][:n_priv]],
-        ("privleak", "holdout"): [{"text": a.text} for a in holdout[:n_priv]],
-    }
-    assert set(files) == {(cfg_, s) for cfg_, splits in LAYOUT.items() for s in splits}
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    counts = {f"{config}/{split}": _write_jsonl(out / config / f"{split}.json", rows)
-              for (config, split), rows in files.items()}
-
+def _manifest(c: dict[str, Any], counts: dict[str, int], docs: dict[str, list[Article]],
+              knowmem: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     def sources(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [{"doc": r["doc"], "fact": r["fact"]} for r in rows]
 
-    manifest = {
+    return {
         "generator": GENERATOR,
         "version": VERSION,
         "config": c,
@@ -370,17 +356,43 @@ def generate_muse_synth(cfg: Mapping[str, Any] | None, out_dir: str | Path) -> d
                  for split, arts in docs.items()},
         # Where each knowmem row comes from: raw split, article index there, fact slot.
         "knowmem_sources": {
-            "forget_qa": {"raw_split": "forget", "rows": sources(forget_qa)},
-            "forget_qa_icl": {"raw_split": "forget", "rows": sources(forget_icl)},
-            "retain_qa": {"raw_split": "retain2", "rows": sources(retain_qa)},
-            "retain_qa_icl": {"raw_split": "retain2", "rows": sources(retain_icl)},
+            "forget_qa": {"raw_split": "forget", "rows": sources(knowmem["forget_qa"])},
+            "forget_qa_icl": {"raw_split": "forget", "rows": sources(knowmem["forget_qa_icl"])},
+            "retain_qa": {"raw_split": "retain2", "rows": sources(knowmem["retain_qa"])},
+            "retain_qa_icl": {"raw_split": "retain2", "rows": sources(knowmem["retain_qa_icl"])},
         },
         # verbmem/forget[i] and privleak/<split>[i] are raw/<source>[i].
         "verbmem_source": "forget",
-        "privleak_sources": {"forget": "forget", "retain": "retain2", "holdout": "holdout"},
+        "privleak_sources": dict(PRIVLEAK_SOURCES),
         "training": {"target": ["forget", "retain1", "retain2"], "retrain": ["retain1", "retain2"],
                      "unlearn_forget": "forget", "unlearn_retain": "retain1"},
     }
+
+
+def generate_muse_synth(cfg: Mapping[str, Any] | None, out_dir: str | Path) -> dict[str, Any]:
+    """Write the embedded MUSE-News world into ``out_dir`` and return its manifest.
+
+    Layout, field names and split roles follow ``muse-bench/MUSE-News`` (see the module
+    docstring). ``manifest.json`` is written last, so its presence marks a complete world.
+    """
+    c = resolve_config(cfg)
+    docs = _draw_docs(c)
+    knowmem = _knowmem_rows(c, docs)
+    n_priv = c["n_privleak"]
+    files: dict[tuple[str, str], list[dict[str, Any]]] = {
+        **{("raw", split): [{"text": a.text} for a in arts] for split, arts in docs.items()},
+        ("verbmem", "forget"): _verbmem_rows(docs["forget"], c["n_verbmem"], c["verbmem_prompt_words"]),
+        **{("knowmem", split): _qa_rows(rows) for split, rows in knowmem.items()},
+        **{("privleak", split): [{"text": a.text} for a in docs[source][:n_priv]]
+           for split, source in PRIVLEAK_SOURCES.items()},
+    }
+    assert set(files) == {(cfg_, s) for cfg_, splits in LAYOUT.items() for s in splits}
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    counts = {f"{config}/{split}": _write_jsonl(out / config / f"{split}.json", rows)
+              for (config, split), rows in files.items()}
+    manifest = _manifest(c, counts, docs, knowmem)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
                                        encoding="utf-8")
     return manifest
