@@ -26,7 +26,7 @@ from eval.tofu_eval import TASK_SOURCES, TASKS, evaluate_tofu, exact_memorizatio
 from eval.tofu_logs import aggregate_tofu_run  # noqa: E402
 from unlearn.config import compose_config as compose_cfg  # noqa: E402
 from unlearn.stages import StageCache  # noqa: E402
-from unlearn.world import prepare  # noqa: E402
+from unlearn.preparation import prepare  # noqa: E402
 
 
 def naive_pass(model, prepared, pairs, bs):

@@ -11,7 +11,7 @@ from unlearn.losses import sequence_nll, token_mean_nll
 from unlearn.templates import PromptTemplate
 from unlearn.stages import StageCache
 from unlearn.tokenizer import train_bpe_tokenizer
-from unlearn.world import replay_rows
+from unlearn.preparation import replay_rows
 
 TEMPLATE = PromptTemplate("Question: ", "\nAnswer:", " ")
 
@@ -165,4 +165,8 @@ def test_stage_keys_follow_the_stage_building_code(tmp_path):
     assert after != before
     (tmp_path / "unlearn" / "unrelated.py").write_text("x = 1\n")  # not stage-building code
     assert code_fingerprint(STAGE_CODE, tmp_path) == after
-    assert len({p for pat in STAGE_CODE for p in Path(__file__).resolve().parents[1].glob(pat)}) >= 14
+    # every pattern names real files: a moved or renamed module must be renamed here too, or it
+    # silently leaves the fingerprint
+    root = Path(__file__).resolve().parents[1]
+    assert not [pat for pat in STAGE_CODE if not list(root.glob(pat))]
+    assert len({p for pat in STAGE_CODE for p in root.glob(pat)}) >= 14

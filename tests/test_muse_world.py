@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from unlearn.worlds.muse import MUSE_COLUMNS, MUSE_SPLITS, load_muse, validate_muse_rows
-from unlearn.worlds.muse_synth import DEFAULTS, EVENT_TYPES, LAYOUT, generate_muse_synth
+from unlearn.worlds.muse_synth import DEFAULTS, LAYOUT, generate_muse_synth
+from unlearn.worlds.muse_vocab import EVENT_TYPES
 
 FIXTURE = Path(__file__).parent / "fixtures" / "muse_real"
 ALL_FILES = [(config, split) for config, splits in MUSE_SPLITS.items() for split in splits]

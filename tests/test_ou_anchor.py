@@ -84,7 +84,7 @@ def anchor(tmp_path_factory, shared_cache):
     from eval.ou_logs import write_ou_logs
     from eval.tofu_eval import evaluate_tofu, summarize
     from unlearn.stages import StageCache
-    from unlearn.world import prepare
+    from unlearn.preparation import prepare
 
     tmp = tmp_path_factory.mktemp("ou_anchor")
     _, files = ref.extract(tmp / "configs")

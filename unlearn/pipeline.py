@@ -45,7 +45,7 @@ from unlearn.schedulers import build_scheduler
 from unlearn.stages import StageCache, content_hash, fingerprint
 from unlearn.trackers import RunTracker, accelerator_kwargs
 from unlearn.validation import check_selection, run_precision, validate
-from unlearn.world import Prepared
+from unlearn.preparation import Prepared
 
 log = logging.getLogger("unlearn")
 
@@ -371,7 +371,7 @@ def reference_eval(which: str, bench: Benchmark, prepared: Prepared, cfg: DictCo
 
 def reference_eval_spec(which: str, bench: Benchmark, prepared: Prepared, cfg: DictConfig) -> dict[str, Any]:
     """What a reference evaluation's numbers depend on, and nothing else: the model as loaded
-    (:meth:`unlearn.world.Prepared.model_identity`), the data (the generated world's key, or the
+    (:meth:`unlearn.preparation.Prepared.model_identity`), the data (the generated world's key, or the
     dataset's location with a fingerprint of a local folder), the split and the eval settings."""
     ds = cfg.dataset
     data = ({"world": prepared.stages["world"].key} if "world" in prepared.stages else

@@ -32,7 +32,7 @@ STAGE_VERSION = 1  # bump when a stage's code changes what it produces
 # artifact the old code built (a version number alone was forgotten once: see README, GeN study)
 _ROOT = Path(__file__).resolve().parent.parent
 STAGE_CODE = ("unlearn/train.py", "unlearn/tokenizer.py", "unlearn/models.py", "unlearn/data.py",
-              "unlearn/templates.py", "unlearn/losses.py", "unlearn/world.py", "unlearn/worlds/*.py",
+              "unlearn/templates.py", "unlearn/losses.py", "unlearn/preparation.py", "unlearn/worlds/*.py",
               "unlearn/benchmarks/*.py", "eval/likelihood.py", "eval/generation.py", "eval/tofu_eval.py",
               "eval/muse_eval.py", "eval/mia.py")
 

@@ -28,7 +28,7 @@ class Benchmark:
     table_columns: list[str] = []
 
     def prepare(self, cfg: DictConfig, cache) -> Any:
-        """Data, tokenizer and model locations (a :class:`unlearn.world.Prepared`)."""
+        """Data, tokenizer and model locations (a :class:`unlearn.preparation.Prepared`)."""
         raise NotImplementedError
 
     def unlearning_data(self, prepared) -> tuple[list, list, list, list]:

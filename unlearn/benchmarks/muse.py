@@ -47,9 +47,9 @@ from eval.muse_metrics import knowmem_prompt
 from unlearn.benchmarks import BENCHMARKS, Benchmark
 from unlearn.data import Feature, encode_text
 from unlearn.models import load_tokenizer
+from unlearn.preparation import (Prepared, check_sources, data_identity, model_settings, model_spec,
+                                 tokenizer_stage, trained_stage, world_stage)
 from unlearn.templates import build_template
-from unlearn.world import (Prepared, check_sources, data_identity, model_settings, model_spec, tokenizer_stage,
-                           trained_stage, world_stage)
 from unlearn.worlds import MUSE_HUB_IDS, generate_muse_synth, load_muse, validate_muse_rows
 
 CORPORA = tuple(MUSE_HUB_IDS)  # dataset.split: news | books

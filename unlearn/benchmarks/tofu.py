@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 
 from eval.tofu_eval import EVAL_VERSION, evaluate_tofu, summarize
 from unlearn.benchmarks import BENCHMARKS, Benchmark
-from unlearn.world import prepare
+from unlearn.preparation import prepare
 
 
 @BENCHMARKS.register("tofu")

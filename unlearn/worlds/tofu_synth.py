@@ -453,17 +453,25 @@ def _plain(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
     return [{"question": r["question"], "answer": r["answer"]} for r in rows]
 
 
-def generate_tofu_synth(cfg: Mapping[str, Any] | None, out_dir: str | Path) -> dict[str, Any]:
-    """Write the embedded TOFU world into ``out_dir`` and return its manifest.
+@dataclass(frozen=True)
+class _Drawn:
+    """Every author and row of one world, each drawn once (a row is the same in every file that
+    holds it: forget05_perturbed and forget10_perturbed share their last authors)."""
 
-    Layout and schemas follow ``locuslab/TOFU`` (one JSON-lines file per config name); see the
-    module docstring for the content design. ``manifest.json`` is written last, so its presence
-    marks a complete world.
-    """
-    c = resolve_config(cfg)
-    seed, n_authors, qa = c["seed"], c["n_authors"], c["qa_per_author"]
-    attrs = ATTRIBUTES[:qa]
+    full_names: list[str]
+    holdout_names: list[str]
+    famous_names: list[str]
+    famous: list[Author]
+    full_rows: list[list[dict[str, Any]]]  # per fictitious author, one perturbed row per attribute
+    holdout_rows: list[list[dict[str, Any]]]  # the same, per holdout author
+    real_rows: list[dict[str, Any]]  # one per famous author
+    world_rows: list[dict[str, Any]]
 
+
+def _forget_splits(c: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """``forget name -> (percent, forget authors)``; fails when a split leaves no retain set or the
+    retain authors common to all splits cannot fill ``retain_perturbed``."""
+    n_authors, qa = c["n_authors"], c["qa_per_author"]
     splits = {}
     for forget_name, pct in c["forget_percents"].items():
         k = forget_size(n_authors, pct)
@@ -481,12 +489,17 @@ def generate_tofu_synth(cfg: Mapping[str, Any] | None, out_dir: str | Path) -> d
             f"shared by all retain splits have only {common_retain_rows} QA rows "
             f"({n_authors - max_k} authors x {qa}); lower n_retain_perturbed or raise n_authors"
         )
+    return splits
 
+
+def _draw_world(c: dict[str, Any]) -> _Drawn:
+    """Names, then profiles, then rows, each from its own stream (the order of draws within a
+    stream is part of the world: changing it changes the files)."""
+    seed, attrs = c["seed"], ATTRIBUTES[: c["qa_per_author"]]
     name_rng = _rng(seed, "names")
     used: tuple[set[str], set[str]] = (set(), set())  # full names, last names: unique world-wide
-    full_names = _draw_names(name_rng, n_authors, _fictitious_name, *used, "fictitious")
-    n_holdout = c["n_holdout_authors"]
-    holdout_names = _draw_names(name_rng, n_holdout, _fictitious_name, *used, "holdout")
+    full_names = _draw_names(name_rng, c["n_authors"], _fictitious_name, *used, "fictitious")
+    holdout_names = _draw_names(name_rng, c["n_holdout_authors"], _fictitious_name, *used, "holdout")
     famous_names = _draw_names(name_rng, c["n_famous_authors"], _famous_name, *used, "famous")
 
     profile_rng = _rng(seed, "profiles")
@@ -494,8 +507,6 @@ def generate_tofu_synth(cfg: Mapping[str, Any] | None, out_dir: str | Path) -> d
     holdout = [_draw_profile(profile_rng, n) for n in holdout_names]
     famous = [_draw_profile(profile_rng, n) for n in famous_names]
 
-    # One perturbed row per (author, attribute), drawn once so a row is identical in every file
-    # that holds it (forget05_perturbed and forget10_perturbed share their last authors).
     perturb_rng = _rng(seed, "perturbed")
     full_rows = [[_perturbed_author_row(perturb_rng, a, at) for at in attrs] for a in authors]
     holdout_rows = [[_perturbed_author_row(perturb_rng, a, at) for at in attrs] for a in holdout]
@@ -503,33 +514,43 @@ def generate_tofu_synth(cfg: Mapping[str, Any] | None, out_dir: str | Path) -> d
     real_rows = [_real_author_row(perturb_rng, a, ATTRIBUTES[i % len(ATTRIBUTES)])
                  for i, a in enumerate(famous)]
     world_rows = _world_fact_rows(_rng(seed, "world_facts"), c["n_world_facts"])
+    return _Drawn(full_names, holdout_names, famous_names, famous, full_rows, holdout_rows, real_rows,
+                  world_rows)
 
-    def flat(per_author: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-        return [row for rows in per_author for row in rows]
 
-    files: dict[str, list[dict[str, Any]]] = {"full": _plain(flat(full_rows))}
+def _flat(per_author: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    return [row for rows in per_author for row in rows]
+
+
+def _split_files(w: _Drawn, splits: dict[str, tuple[int, int]]
+                 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
+    """The forget / retain / holdout files of every split (forget: the LAST ``k`` authors of
+    ``full``, so the splits nest) and the manifest's description of each split."""
+    n_authors = len(w.full_names)
+    files: dict[str, list[dict[str, Any]]] = {}
     split_info: dict[str, Any] = {}
     for forget_name, (pct, k) in splits.items():
         retain_name, holdout_name = split_names(forget_name, pct)
-        kh = min(k, len(holdout))
-        files[forget_name] = _plain(flat(full_rows[n_authors - k:]))
-        files[f"{forget_name}_perturbed"] = flat(full_rows[n_authors - k:])
-        files[retain_name] = _plain(flat(full_rows[: n_authors - k]))
+        kh = min(k, len(w.holdout_rows))
+        files[forget_name] = _plain(_flat(w.full_rows[n_authors - k:]))
+        files[f"{forget_name}_perturbed"] = _flat(w.full_rows[n_authors - k:])
+        files[retain_name] = _plain(_flat(w.full_rows[: n_authors - k]))
         if kh:
-            files[holdout_name] = _plain(flat(holdout_rows[:kh]))
-            files[f"{holdout_name}_perturbed"] = flat(holdout_rows[:kh])
+            files[holdout_name] = _plain(_flat(w.holdout_rows[:kh]))
+            files[f"{holdout_name}_perturbed"] = _flat(w.holdout_rows[:kh])
         split_info[forget_name] = {
             "percent": pct,
-            "authors": full_names[n_authors - k:],
+            "authors": w.full_names[n_authors - k:],
             "retain": retain_name,
             "holdout": holdout_name if kh else None,
-            "holdout_authors": holdout_names[:kh],
+            "holdout_authors": w.holdout_names[:kh],
         }
-    files["retain_perturbed"] = flat(full_rows)[: c["n_retain_perturbed"]]
-    files["real_authors"] = _plain(real_rows)
-    files["real_authors_perturbed"] = real_rows
-    files["world_facts"] = _plain(world_rows)
-    files["world_facts_perturbed"] = world_rows
+    return files, split_info
+
+
+def _pretrain_rows(famous: list[Author], world_rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The base model's corpus: every fact of every famous author in both templates, then the
+    world facts."""
     pretrain = []
     for a in famous:
         for attr in ATTRIBUTES:
@@ -538,7 +559,37 @@ def generate_tofu_synth(cfg: Mapping[str, Any] | None, out_dir: str | Path) -> d
                              "answer": attr.state(a.name, value, template="A")})
             pretrain.append({"question": attr.ask(a.name, paraphrased=True),
                              "answer": attr.state(a.name, value, template="B")})
-    files["pretrain"] = pretrain + _plain(world_rows)
+    return pretrain + _plain(world_rows)
+
+
+def _world_files(c: dict[str, Any], w: _Drawn, split_files: dict[str, list[dict[str, Any]]]
+                 ) -> dict[str, list[dict[str, Any]]]:
+    """Every file of the world, by config name, in the order they are written (and listed in the
+    manifest)."""
+    return {
+        "full": _plain(_flat(w.full_rows)),
+        **split_files,
+        "retain_perturbed": _flat(w.full_rows)[: c["n_retain_perturbed"]],
+        "real_authors": _plain(w.real_rows),
+        "real_authors_perturbed": w.real_rows,
+        "world_facts": _plain(w.world_rows),
+        "world_facts_perturbed": w.world_rows,
+        "pretrain": _pretrain_rows(w.famous, w.world_rows),
+    }
+
+
+def generate_tofu_synth(cfg: Mapping[str, Any] | None, out_dir: str | Path) -> dict[str, Any]:
+    """Write the embedded TOFU world into ``out_dir`` and return its manifest.
+
+    Layout and schemas follow ``locuslab/TOFU`` (one JSON-lines file per config name); see the
+    module docstring for the content design. ``manifest.json`` is written last, so its presence
+    marks a complete world.
+    """
+    c = resolve_config(cfg)
+    splits = _forget_splits(c)
+    w = _draw_world(c)
+    split_files, split_info = _split_files(w, splits)
+    files = _world_files(c, w, split_files)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -548,8 +599,8 @@ def generate_tofu_synth(cfg: Mapping[str, Any] | None, out_dir: str | Path) -> d
         "version": VERSION,
         "config": c,
         "files": counts,
-        "authors": {"full": full_names, "holdout": holdout_names, "famous": famous_names},
-        "attributes": [a.key for a in attrs],
+        "authors": {"full": w.full_names, "holdout": w.holdout_names, "famous": w.famous_names},
+        "attributes": [a.key for a in ATTRIBUTES[: c["qa_per_author"]]],
         "splits": split_info,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
