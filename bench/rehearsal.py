@@ -21,7 +21,7 @@ retain sets, the LM losses of the unlearned model, and prints per method and pre
   outcome less than a seed does changes no conclusion drawn over seeds;
 * ``noise``: GeN's probes rejected below the noise floor.
 
-The slow test ``tests/test_rehearsal.py`` runs it and holds the tolerances the README states.
+The slow test ``tests/test_rehearsal.py`` runs it and holds the tolerances docs/real_scale.md states.
 """
 from __future__ import annotations
 
@@ -150,7 +150,7 @@ def rehearse(methods, steps: int, root: Path) -> dict[str, dict[str, dict[str, A
 
 
 def markdown(table: dict[str, dict[str, dict[str, Any]]]) -> str:
-    """The README's table: per method, ``dw / dLf / dLr`` of each precision against 32-true (and of
+    """The table of docs/real_scale.md: per method, ``dw / dLf / dLr`` of each precision against 32-true (and of
     seed 1 against seed 0), GeN's rate ratio over the decisive steps."""
     def cell(c: dict[str, Any]) -> str:
         out = f"{c['dw']:.2f} / {c['dLf']:.2f} / {c['dLr']:.2f}"
@@ -168,7 +168,7 @@ def main() -> None:
     ap.add_argument("--methods", nargs="*", default=None, help="default: every method")
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--json", type=Path, default=None, help="write the table there")
-    ap.add_argument("--markdown", type=Path, default=None, help="print the README table of a --json file, run nothing")
+    ap.add_argument("--markdown", type=Path, default=None, help="print the docs/real_scale.md table of a --json file, run nothing")
     args = ap.parse_args()
     if args.markdown is not None:
         print(markdown(json.loads(args.markdown.read_text())))

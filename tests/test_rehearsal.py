@@ -1,8 +1,8 @@
 """The precision rehearsal (slow tier): every method x {32-true, bf16-mixed, bf16-true} x {the
 default GeN, the world's fixed rate} on the debug world, each against its own 32-true run, with the
-tolerances the README's table states (bench/rehearsal.py says what each number is).
+tolerances docs/real_scale.md's table states (bench/rehearsal.py says what each number is).
 
-Why these tolerances (measured on this machine, README "GeN in every precision"): bf16 computes each
+Why these tolerances (measured on this machine, docs/real_scale.md "GeN in every precision"): bf16 computes each
 gradient element to 2^-8, and Adam's per-coordinate normalization turns that into a few percent of
 the update's direction (dw 0.04-0.10 over 6 steps of every method at a fixed rate), which moves the
 forget / retain loss by at most ~8% of what unlearning moved it -- less than another seed moves it

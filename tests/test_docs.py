@@ -1,0 +1,70 @@
+"""The README stays a front door and the docs stay connected.
+
+The README is read first and whole, so it is kept short; every page it and docs/ link to must
+exist (an anchor must name one of the page's headings); and every generated block
+(``<!-- report:NAME -->`` ... ``<!-- /report:NAME -->``, rewritten by ``python -m eval.report
+--sweep NAME --docs docs``) is closed in the page that opens it and lives in exactly one page.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+MAX_README_LINES = 300
+
+LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")  # [text](target), not images
+OPEN = re.compile(r"^<!-- report:([^ >]+) -->$", re.M)  # a marker is a line of its own
+FENCE = re.compile(r"^```.*?^```", re.S | re.M)
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _anchors(page: Path) -> set[str]:
+    text = FENCE.sub("", page.read_text())
+    return {_slug(m.group(1)) for m in re.finditer(r"^#{1,6} (.+)$", text, re.M)}
+
+
+def test_readme_is_short():
+    n = len(ROOT.joinpath("README.md").read_text().splitlines())
+    assert n <= MAX_README_LINES, f"README.md has {n} lines (at most {MAX_README_LINES}): move detail into docs/"
+
+
+def test_relative_links_resolve():
+    broken = []
+    for page in PAGES:
+        for target in LINK.findall(FENCE.sub("", page.read_text())):
+            if re.match(r"[a-z]+:", target):  # http(s):, mailto:
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            if not dest.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target} (no such file)")
+            elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
+                broken.append(f"{page.relative_to(ROOT)}: {target} (no heading #{anchor})")
+    assert not broken, "broken links:\n" + "\n".join(broken)
+
+
+def test_report_blocks_closed_and_unique():
+    seen: dict[str, Path] = {}
+    for page in PAGES:
+        text = page.read_text()
+        for m in OPEN.finditer(text):
+            name = m.group(1)
+            close = f"<!-- /report:{name} -->"
+            assert text.count(m.group(0)) == 1, f"{page.name}: <!-- report:{name} --> opens twice"
+            assert close in text[m.end():], f"{page.name}: <!-- report:{name} --> has no {close} after it"
+            assert name not in seen, f"report block {name} is in both {seen[name].name} and {page.name}"
+            seen[name] = page
+        for name in re.findall(r"^<!-- /report:([^ >]+) -->$", text, re.M):
+            assert f"<!-- report:{name} -->" in text, f"{page.name}: <!-- /report:{name} --> closes nothing"
+    # the blocks the report and the README's run section write, each in its page
+    expected = {"default-run": "README.md", "tofu_main": "results.md", "muse_main": "results.md",
+                "lr_sensitivity": "results.md", "lr_sensitivity:compare": "results.md",
+                "gen_study": "gen_study.md", "gen_study:spread": "gen_study.md",
+                "gen_study_muse": "gen_study.md", "gen_study_muse:spread": "gen_study.md"}
+    assert {k: seen[k].name for k in expected if k in seen} == expected
