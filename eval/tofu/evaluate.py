@@ -75,11 +75,6 @@ def holdout_rows(prepared, n_forget: int):
     return rows.select(range(n_forget))
 
 
-def indexed(values) -> dict[str, Any]:
-    """TOFU's per-sample layout: {"0": v0, "1": v1, ...}."""
-    return {str(i): (v.tolist() if hasattr(v, "tolist") else v) for i, v in enumerate(values)}
-
-
 def answer_hits(correct: Sequence[np.ndarray], features: Sequence[dict], eos_id: int) -> list[np.ndarray]:
     """Per item, argmax == token over the answer's own tokens: a final EOS -- TOFU's appended one,
     or a chat template's end of turn -- is left out, as open-unlearning (where exact memorization

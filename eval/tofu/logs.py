@@ -18,7 +18,8 @@ from typing import Iterable, Mapping, Union
 
 import numpy as np
 
-from eval import tofu_metrics as tm
+from eval.per_item import log_array
+from eval.tofu import metrics as tm
 
 __all__ = [
     "TASK_FILES",
@@ -27,7 +28,6 @@ __all__ = [
     "validate_tofu_log",
     "load_tofu_log",
     "load_tofu_run",
-    "log_array",
     "per_item_truth_ratios",
     "aggregate_tofu_run",
 ]
@@ -156,15 +156,6 @@ def load_tofu_run(run_dir: PathLike, tasks: Iterable[str] = tuple(TASK_FILES)) -
 # ----------------------------------------------------------------------------------------
 # per-item arrays
 # ----------------------------------------------------------------------------------------
-def log_array(log: Mapping, key: str) -> np.ndarray:
-    """Values of ``log[key]`` in item-index order as float64 (2-D for list-valued metrics)."""
-    if key not in log:
-        raise ValueError(f"log has no metric {key!r}")
-    per_item = log[key]
-    order = sorted(per_item, key=int)
-    return np.asarray([per_item[k] for k in order], dtype=np.float64)
-
-
 def per_item_truth_ratios(log: Mapping, variant: str = "geometric") -> np.ndarray:
     """Per-item R (perturbed over base) of one task log.
 
