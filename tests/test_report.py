@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 
 from eval.records import RECORD_VERSION
-from eval.report import aggregate, load_runs, mean_stderr, paper_table, parse_overrides, reference_rows, report
+from eval.report.build import report
+from eval.report.sweeps import parse_overrides
+from eval.report.tables import aggregate, load_runs, mean_stderr, paper_table, reference_rows
 from tests.conftest import compose_cfg
 from unlearn.config import ROOT
 
@@ -131,7 +133,7 @@ def test_a_sweep_report_reads_only_the_runs_of_its_grid(tmp_path, monkeypatch):
     write_record(root, "gdiff", "forget10", 2, fq=0.7, mu=0.3, variant="method.lr=0.002")  # not in the grid
     grids = {"main": {"params": {"method": "gdiff", "dataset.split": "forget10", "seed": "0,1,2"}},
              "lr": {"params": {"method": "gdiff", "method.lr": "1e-3,1e-4", "seed": "0,1,2", "threads": 1}}}
-    monkeypatch.setattr("eval.report.sweep_spec", lambda name: grids[name])
+    monkeypatch.setattr("eval.report.build.sweep_spec", lambda name: grids[name])
     main = report(root, tmp_path / "main", sweep="main")["table"]
     lr = report(root, tmp_path / "lr", sweep="lr")["table"]
     assert main[main["method"] == "gdiff"]["forget_quality ↑ [forget10]"].tolist() == ["**0.100**"]
@@ -193,8 +195,8 @@ def test_a_tiny_sweep_runs_through_multirun_and_reports(tmp_path, shared_cache):
 
 def test_gen_rate_figure_from_step_logs(tmp_path):
     """Rate used vs the fitted vertex per initial rate, means over seeds, only positive vertices."""
-    from eval.gen_figure import gen_rate_series
-    from eval.report import variant_items
+    from eval.report.gen_figure import gen_rate_series
+    from eval.report.sweeps import variant_items
 
     root = tmp_path / "runs"
     logs = {(1e-4, 0): ([1e-4, 1.2e-4, 1.3e-4], [5e-4, None, -1.0]), (1e-4, 1): ([1e-4, 1.4e-4, 1.5e-4], [7e-4, None, 2e-4]),
@@ -235,8 +237,8 @@ def test_a_scheduler_preset_is_its_own_row_and_directory(tmp_path):
 
 
 def test_spread_over_initial_rates_against_the_best_fixed_rate():
-    from eval.report import DIRECTION
-    from eval.spread import spread_table
+    from eval.directions import DIRECTION
+    from eval.report.spread import spread_table
 
     def cell(sched, lr, fq, fp, tr, mu):
         return {"method": "ngdiff", "scheduler": sched, "lr": lr, "split": "forget05", "forget_quality_mean": fq,
@@ -263,7 +265,7 @@ def test_spread_over_initial_rates_against_the_best_fixed_rate():
 
 def test_figure_axes_colors_and_markers(tmp_path):
     from eval.directions import axis_label
-    from eval.figures import distinct_colors
+    from eval.report.figures import distinct_colors
 
     assert axis_label("model_utility_no_rouge") == "model utility (likelihoods only) ↑"
     assert axis_label("forget_quality", log=True) == "forget quality ↑ (log scale)"

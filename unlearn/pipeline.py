@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from eval.compat import apply_compat
-from eval.ou_logs import write_ou_logs
+from eval.ou.write import write_ou_logs
 from eval.select import Selector
 from eval.records import (FAILED_RECORD_NAME, RECORD_NAME, complete_record, environment_info, git_info,
                           load_record, write_json_atomic, write_record)

@@ -12,14 +12,9 @@ from typing import Any, Mapping
 import pandas as pd
 
 from eval.directions import AXIS_NAMES, axis_label
-from eval.gen_figure import gen_rates_figure
+from eval.report.gen_figure import gen_rates_figure
+from eval.report.sweeps import variant_items
 from eval.records import RECORD_NAME
-
-
-def variant_items(variant: Any) -> dict[str, str]:
-    from eval.report import variant_items as items  # the sweep layer's parser (report imports this module)
-
-    return items(variant)
 
 
 def _save(fig, out: Path, name: str) -> list[Path]:

@@ -21,7 +21,7 @@ knows the answer has ``R < 1`` (METRICS.md §1.5, "Direction").
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 from scipy import stats
@@ -218,7 +218,7 @@ def model_utility(values: Mapping[str, float]) -> float:
     ``{retain, ra, wf} x {prob, rouge, truth_ratio}``: retain Prob is the raw
     probability, RA/WF Prob the option-normalised one, ROUGE is ROUGE-L recall and
     Truth Ratio is ``mean max(0, 1-R)``. Extra keys (e.g. ``forget_*``) are ignored, so
-    the dict from :func:`eval.tofu_logs.aggregate_tofu_run` can be passed directly.
+    the dict from :func:`eval.tofu.logs.aggregate_tofu_run` can be passed directly.
 
     Reference: ``aggregate_eval_stat.py`` L74-78 (``scipy.stats.hmean`` of all keys
     without "Forget"); OU ``utility.py`` L13-16. hmean semantics: any 0 gives 0.
