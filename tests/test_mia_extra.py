@@ -1,4 +1,4 @@
-"""The opt-in MIA attacks (eval/mia_extra.py): gradnorm against gradients written out by hand on a
+"""The opt-in MIA attacks (eval/mia/extra.py): gradnorm against gradients written out by hand on a
 bigram table, vmap against the per-text backward loop, reference against hand-computed losses of
 two toy models, the AUC orientation, no cost when off, and both attacks end to end on TOFU and MUSE."""
 import logging

@@ -27,7 +27,7 @@ from eval.mia import scores as ms
 from eval.per_item import log_array
 
 ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus")
-EXTRA_ATTACKS = ("gradnorm", "reference")  # opt-in, eval/mia_extra.py; logged and AUC'd beside ATTACKS
+EXTRA_ATTACKS = ("gradnorm", "reference")  # opt-in, eval/mia/extra.py; logged and AUC'd beside ATTACKS
 GRADNORM_P = (1.0, 2.0, float("inf"))  # open-unlearning mia/gradnorm.py L15: p in [1, 2, inf]
 PER_SAMPLE = ("vmap", "loop")  # how gradnorm's per-text gradients are taken
 # Min-k%++ divides by sigma, the std of log p under the model's next-token distribution; a model

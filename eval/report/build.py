@@ -46,13 +46,13 @@ def report(runs: str | Path, out: str | Path, sweep: str | None = None,
     result["files"].append(out / "runs.csv")
     result["files"] += write_figures(df, out, bench)
     result["table"] = table
-    if rep.get("spread"):  # robustness over a setting (eval/spread.py)
+    if rep.get("spread"):  # robustness over a setting (eval/report/spread.py)
         spread = spread_table(agg, rep["spread"], DIRECTION, tuple(rows), columns)
         (out / "spread.md").write_text(spread_markdown(spread))
         spread.to_csv(out / "spread.csv", index=False)
         result["files"] += [out / "spread.md", out / "spread.csv"]
         result["spread"] = spread
-    # paired comparisons over seeds against a baseline (eval/compare.py): the sweep's, the caller's,
+    # paired comparisons over seeds against a baseline (eval/report/compare.py): the sweep's, the caller's,
     # else GDiff when the table has it
     base = dict(baseline or (rep.get("compare") or {}).get("baseline") or {})
     un = df[df["model_role"] == "unlearned"]

@@ -18,7 +18,7 @@ metric keyed by the same item indices: :func:`eval.tofu.logs.validate_tofu_log`)
 holds ``mia_<attack>`` (forget item i) and ``mia_holdout_<attack>`` (holdout item i) per index;
 ``eval.mia.extra_attacks`` adds ``gradnorm`` / ``reference`` (:mod:`eval.mia.extra`) the same way.
 Scored answers end with the appended EOS, which open-unlearning's Min-k drops: its ``ou`` Min-k
-variant is the default (``eval.mia`` overrides :class:`eval.mia.MiaSettings`). Without a usable
+variant is the default (``eval.mia`` overrides :class:`eval.mia.attacks.MiaSettings`). Without a usable
 holdout split (``holdoutXX`` missing or smaller than the forget set), or when answers truncated at
 ``max_length`` keep too few scored tokens, the MIA is skipped and the summary says so.
 """

@@ -44,7 +44,7 @@ from omegaconf import DictConfig
 
 from eval.muse.evaluate import EVAL_VERSION, evaluate_muse, privleak_reference, summarize
 from eval.muse.metrics import knowmem_prompt
-from unlearn.benchmarks import BENCHMARKS, Benchmark
+from unlearn.benchmarks.base import BENCHMARKS, Benchmark
 from unlearn.data import Feature, encode_text
 from unlearn.models import load_tokenizer
 from unlearn.templates import build_template

@@ -6,7 +6,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from eval.tofu.evaluate import EVAL_VERSION, evaluate_tofu, summarize
-from unlearn.benchmarks import BENCHMARKS, Benchmark
+from unlearn.benchmarks.base import BENCHMARKS, Benchmark
 from unlearn.world import prepare
 
 
