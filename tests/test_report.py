@@ -297,3 +297,59 @@ def test_paired_comparison_against_a_baseline(tmp_path):
     assert "gdiff" not in cmp.index
     md = (tmp_path / "rep" / "compare.md").read_text()
     assert "against method=gdiff" in md and "| ngdiff | gen | default | forget10 | +0.200 (0.074) | +0.000 |" in md
+
+
+def _page(path, *names, before="# Results\n\nSome prose.\n\n", after="\nMore prose.\n"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blocks = "".join(f"<!-- report:{n} -->\nold {n}\n<!-- /report:{n} -->\n" for n in names)
+    path.write_text(before + blocks + after)
+    return before, after
+
+
+def test_each_block_lands_in_the_page_that_holds_its_markers(tmp_path):
+    from eval.report.pages import write_blocks
+
+    docs = tmp_path / "docs"
+    tofu_before, tofu_after = _page(docs / "results" / "tofu.md", "tofu_main", before="# TOFU\n\n")
+    gen_before, gen_after = _page(docs / "gen.md", "gen_study", "gen_study:spread", after="\n## After\n")
+    (docs / "other.md").write_text("no markers here\n")
+    written = write_blocks({"gen_study": "| a |\n|---|\n| 1 |\n", "gen_study:spread": "| s |",
+                            "tofu_main": "| t |"}, docs=docs)
+    assert written == [docs / "gen.md", docs / "results" / "tofu.md"]
+    gen = (docs / "gen.md").read_text()
+    assert gen == (gen_before + "<!-- report:gen_study -->\n| a |\n|---|\n| 1 |\n<!-- /report:gen_study -->\n"
+                   "<!-- report:gen_study:spread -->\n| s |\n<!-- /report:gen_study:spread -->\n" + gen_after)
+    assert (docs / "results" / "tofu.md").read_text() == (
+        tofu_before + "<!-- report:tofu_main -->\n| t |\n<!-- /report:tofu_main -->\n" + tofu_after)
+    assert (docs / "other.md").read_text() == "no markers here\n"
+
+
+def test_a_block_no_page_holds_is_one_clear_error_and_nothing_is_written(tmp_path):
+    from eval.report.pages import write_blocks
+
+    docs = tmp_path / "docs"
+    _page(docs / "a.md", "smoke")
+    original = (docs / "a.md").read_text()
+    with pytest.raises(ValueError, match=rf"no page under {docs} holds <!-- report:smoke:spread -->"):
+        write_blocks({"smoke": "| new |", "smoke:spread": "| s |"}, docs=docs)
+    assert (docs / "a.md").read_text() == original  # the table's block was not written either
+    # an optional block (a paired comparison) is skipped where no page holds it
+    assert write_blocks({"smoke": "| new |", "smoke:compare": "| c |"}, docs=docs, optional=["smoke:compare"]) == [docs / "a.md"]
+    assert "| new |" in (docs / "a.md").read_text()
+
+
+def test_the_command_line_writes_into_a_docs_folder_or_one_readme(runs, tmp_path, capsys):
+    from eval.report.build import main
+
+    docs = tmp_path / "docs"
+    _page(docs / "tables" / "all.md", "all")
+    main([str(runs), "--out", str(tmp_path / "out"), "--docs", str(docs)])
+    table = (tmp_path / "out" / "table.md").read_text().rstrip()
+    assert f"<!-- report:all -->\n{table}\n<!-- /report:all -->" in (docs / "tables" / "all.md").read_text()
+    assert f"updated {docs / 'tables' / 'all.md'}" in capsys.readouterr().out
+    readme = tmp_path / "README.md"
+    _page(readme, "all")
+    main([str(runs), "--out", str(tmp_path / "out"), "--readme", str(readme)])
+    assert f"<!-- report:all -->\n{table}\n<!-- /report:all -->" in readme.read_text()
+    with pytest.raises(SystemExit, match=r"^error: no page under .* holds <!-- report:all -->"):
+        main([str(runs), "--out", str(tmp_path / "out"), "--docs", str(tmp_path / "empty")])
