@@ -1,6 +1,6 @@
 """Tables and figures regenerated from run records alone.
 
-    python -m eval.report [RUNS_DIR] [--sweep NAME [--with KEY=VALUE ...]] [--out DIR] [--readme FILE]
+    python -m eval.report [RUNS_DIR] [--sweep NAME [--with KEY=VALUE ...]] [--out DIR] [--readme FILE | --docs DIR]
 
 reads every ``record.json`` under ``RUNS_DIR`` (default ``outputs/runs``; with ``--sweep`` only the
 runs that sweep's grid selects), builds one pandas DataFrame (one row per run), and writes into
