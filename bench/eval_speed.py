@@ -20,10 +20,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eval import tofu_metrics as tm  # noqa: E402
 from eval.likelihood import score  # noqa: E402
-from eval.tofu_eval import TASK_SOURCES, TASKS, evaluate_tofu, exact_memorization, extraction_strength, summarize, task_rows  # noqa: E402
-from eval.tofu_logs import aggregate_tofu_run  # noqa: E402
+from eval.rouge import rouge_l  # noqa: E402
+from eval.tofu.evaluate import TASK_SOURCES, TASKS, evaluate_tofu, exact_memorization, extraction_strength, summarize, task_rows  # noqa: E402
+from eval.tofu.logs import aggregate_tofu_run  # noqa: E402
 from unlearn.config import compose_config as compose_cfg  # noqa: E402
 from unlearn.stages import StageCache  # noqa: E402
 from unlearn.preparation import prepare  # noqa: E402
@@ -80,7 +80,7 @@ def naive_evaluate(model, prepared, cfg):
             log["extraction_strength"] = ix(extraction_strength(naive_pass(model, prepared, list(zip(qs, [r["answer"] for r in rows])), bs)[1]))
         prompts = [prepared.template.prompt(q) for q in qs]
         gens = naive_generate(model, prepared, prompts, int(gen.batch_size), int(gen.max_new_tokens))
-        log["rougeL_recall"] = ix([tm.rouge_l(r["answer"], g) for r, g in zip(rows, gens)])
+        log["rougeL_recall"] = ix([rouge_l(r["answer"], g) for r, g in zip(rows, gens)])
         logs[t] = log
     return logs
 

@@ -1,0 +1,14 @@
+"""Evaluation: the benchmarks' metrics and evaluators, and the tables and figures made from records.
+
+Imports go one way, down this list (``tests/test_layout.py`` checks that no import closes a circle):
+
+* ``eval.report`` -- tables, figures, spreads, paired comparisons from records (``python -m
+  eval.report``); it may import everything, nothing imports it.
+* ``eval.ou.write`` -- our logs of either benchmark in open-unlearning's format (the pipeline calls it).
+* ``eval.tofu``, ``eval.muse`` -- one package per benchmark: its metrics and its evaluator. Neither
+  imports the other.
+* shared, imported by both benchmarks and never importing them: ``eval.mia`` (the membership
+  attacks, their scores, AUC and PrivLeak), ``eval.ou.read``, ``likelihood``, ``generation``,
+  ``rouge``, ``per_item`` (the per-sample log layout), ``compat``, ``records``, ``select``,
+  ``directions``.
+"""

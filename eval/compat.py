@@ -26,6 +26,9 @@ OU_TOFU_MAX_LENGTH = 512    # configs/data/datasets/TOFU_QA_*.yaml max_length
 OU_KNOWMEM_MAX_LENGTH = 512  # configs/data/datasets/MUSE_*_knowmem.yaml max_length (the prompt is cut to it)
 OU_MUSE_MAX_LENGTH = 2048   # MUSE_MIA.yaml / MUSE_forget_verbmem.yaml max_length (tokens after the prefix)
 OU_PRIVLEAK_REF = 0.5       # configs/eval/{tofu,muse}_metrics/privleak.yaml ref_value, without retain logs
+#: open-unlearning's guard in every ratio (``memorization.py``: ``+ 1e-10``); it moves a number only
+#: once a probability is near 1e-10, i.e. after strong unlearning.
+OU_EPS = 1e-10
 
 #: key (dotted, inside eval) -> open-unlearning's value, per benchmark
 OU_SETTINGS: dict[str, dict[str, Any]] = {

@@ -113,7 +113,7 @@ def test_a_long_override_list_runs_and_is_reported(tmp_path):
     assert rec["status"] == "ok", rec.get("error")
     assert "model.lora={r: 4, alpha: 8, target_modules: [q_proj, v_proj]}" in rec["overrides"]["variant"]
     assert (run_dir / "overrides.txt").read_text().splitlines()[0] == "debug=tiny"
-    from eval.report import record_rows
+    from eval.report.tables import record_rows
 
     assert record_rows(records[0])[0]["variant"] == rec["overrides"]["variant"]  # not the shortened name
 

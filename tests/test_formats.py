@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.tofu_eval import TASK_SOURCES
+from eval.tofu.evaluate import TASK_SOURCES
 from unlearn.worlds.muse import (
     MUSE_COLUMNS,
     MUSE_EXTRA_SPLITS,

@@ -1,4 +1,4 @@
-"""The opt-in MIA attacks (eval/mia_extra.py): gradnorm against gradients written out by hand on a
+"""The opt-in MIA attacks (eval/mia/extra.py): gradnorm against gradients written out by hand on a
 bigram table, vmap against the per-text backward loop, reference against hand-computed losses of
 two toy models, the AUC orientation, no cost when off, and both attacks end to end on TOFU and MUSE."""
 import logging
@@ -11,13 +11,15 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from eval import mia_extra, muse_eval
-from eval import muse_metrics as mm
-from eval.mia import ATTACKS, MiaSettings, mia_aucs
-from eval.mia_extra import extra_scores, gradnorm_scores, sample_loss
-from eval.tofu_eval import forget_mia_aucs, indexed
+from eval.mia import extra as mia_extra
+from eval.mia import scores as ms
+from eval.muse import evaluate as muse_eval
+from eval.mia.attacks import ATTACKS, MiaSettings, mia_aucs
+from eval.mia.extra import extra_scores, gradnorm_scores, sample_loss
+from eval.per_item import indexed
+from eval.tofu.evaluate import forget_mia_aucs
 from tests.conftest import compose_cfg
-from eval.ou_logs import load_ou_eval
+from eval.ou.read import load_ou_eval
 from unlearn.pipeline import OU_LOGS, run
 
 P = [[0.1, 0.2, 0.3, 0.4], [0.25, 0.25, 0.25, 0.25], [0.5, 0.1, 0.2, 0.2], [0.4, 0.3, 0.2, 0.1]]  # target
@@ -171,7 +173,7 @@ class ItemLM(BigramLM):
 
 
 def test_vmap_falls_back_to_the_loop_on_a_model_it_cannot_trace(caplog):
-    with caplog.at_level(logging.WARNING, logger="eval.mia_extra"):
+    with caplog.at_level(logging.WARNING, logger="eval.mia.extra"):
         got = gradnorm_scores(ItemLM(P), FEATS, per_sample="vmap")
     assert "vmap failed on ItemLM" in caplog.text
     np.testing.assert_allclose(got, [hand_gradnorm(P, f, 2, False) for f in FEATS], rtol=1e-10)
@@ -219,7 +221,7 @@ def test_auc_orientation_members_have_smaller_gradient_norms():
     forget = {f"mia_{a}": indexed(scores[:3]) for a in (*ATTACKS, "gradnorm")}
     forget.update({f"mia_holdout_{a}": indexed(scores[3:]) for a in (*ATTACKS, "gradnorm")})
     assert forget_mia_aucs(forget)["gradnorm"] == 0.0  # MUSE's orientation: memorised -> 0
-    assert mm.mia_auc(scores[:3], scores[3:], "ou") == 1.0  # open-unlearning's number: 1 - ours
+    assert ms.mia_auc(scores[:3], scores[3:], "ou") == 1.0  # open-unlearning's number: 1 - ours
     members_log = {a: indexed(scores[:3]) for a in (*ATTACKS, "gradnorm")}
     assert mia_aucs(members_log, {a: indexed(scores[3:]) for a in ATTACKS})["loss"] == 0.0  # gradnorm: one side only
     assert "gradnorm" not in mia_aucs(members_log, {a: indexed(scores[3:]) for a in ATTACKS})
@@ -280,7 +282,7 @@ def _counting_loads(monkeypatch):
 
 
 def test_tofu_end_to_end_with_both_extra_attacks(cfg, tmp_path, monkeypatch):
-    from eval.tofu_eval import summarize
+    from eval.tofu.evaluate import summarize
 
     loads = _counting_loads(monkeypatch)
     c = cfg("method=ga", "eval.trajectory_every=1", "eval.ou_logs=true")

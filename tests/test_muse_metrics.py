@@ -1,4 +1,4 @@
-"""Tests for eval.muse_metrics: hand-computed values, rouge-score itself, brute-force AUC."""
+"""Tests for eval.muse.metrics: hand-computed values, rouge-score itself, brute-force AUC."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from rouge_score import rouge_scorer
 
-from eval import muse_metrics as mm
+from eval.mia import scores as ms
+from eval.muse import metrics as mm
 
 
 # ========================================================================================
@@ -152,37 +153,37 @@ def test_knowmem_score_cuts_then_scores():
 # ========================================================================================
 def test_loss_and_zlib_scores():
     logps = [-1.0, -2.0, -3.0]
-    assert mm.loss_score(logps) == 2.0
+    assert ms.loss_score(logps) == 2.0
     text = "The river rose by 3 metres."
     z = len(zlib.compress(text.encode("utf-8")))
-    assert mm.zlib_score(logps, text) == pytest.approx(2.0 / z)           # mean NLL / zlib bytes
-    assert mm.zlib_score(logps, text, reduction="sum") == pytest.approx(6.0 / z)
+    assert ms.zlib_score(logps, text) == pytest.approx(2.0 / z)           # mean NLL / zlib bytes
+    assert ms.zlib_score(logps, text, reduction="sum") == pytest.approx(6.0 / z)
     # multi-byte characters count in bytes: "£" is 2 bytes in UTF-8
-    assert mm.zlib_score([-1.0], "£") == pytest.approx(1.0 / len(zlib.compress("£".encode())))
-    assert math.isnan(mm.loss_score([]))
+    assert ms.zlib_score([-1.0], "£") == pytest.approx(1.0 / len(zlib.compress("£".encode())))
+    assert math.isnan(ms.loss_score([]))
     with pytest.raises(ValueError, match="reduction"):
-        mm.zlib_score(logps, text, reduction="max")
+        ms.zlib_score(logps, text, reduction="max")
 
 
 def test_min_k_by_hand():
     lp = [-1.0, -5.0, -2.0, -4.0, -3.0]
-    assert mm.min_k_score(lp) == 4.5             # k_len = int(5*0.4) = 2: -(-5-4)/2
-    assert mm.min_k_score(lp, k=0.2) == 5.0      # k_len = 1
-    assert mm.min_k_score(lp, k=1.0) == 3.0      # all: mean NLL
-    assert math.isnan(mm.min_k_score(lp, k=0.1))  # k_len = int(0.5) = 0: MUSE gives NaN
-    assert mm.min_k_score(lp, k=0.1, guard=True) == 5.0
+    assert ms.min_k_score(lp) == 4.5             # k_len = int(5*0.4) = 2: -(-5-4)/2
+    assert ms.min_k_score(lp, k=0.2) == 5.0      # k_len = 1
+    assert ms.min_k_score(lp, k=1.0) == 3.0      # all: mean NLL
+    assert math.isnan(ms.min_k_score(lp, k=0.1))  # k_len = int(0.5) = 0: MUSE gives NaN
+    assert ms.min_k_score(lp, k=0.1, guard=True) == 5.0
     # OU: drop the last token (-3) -> 4 tokens, int(1.6) = 1 -> 5.0
-    assert mm.min_k_score(lp, **mm.MIN_K_VARIANTS["ou"]) == 5.0
+    assert ms.min_k_score(lp, **ms.MIN_K_VARIANTS["ou"]) == 5.0
     # 2 tokens at k=0.4: int(0.8) = 0 -> NaN in MUSE; OU keeps [-1] and max(1, 0) = 1 -> 1.0
-    assert math.isnan(mm.min_k_score([-1.0, -2.0]))
-    assert mm.min_k_score([-1.0, -2.0], **mm.MIN_K_VARIANTS["ou"]) == 1.0
-    assert math.isnan(mm.min_k_score([]))
-    assert math.isnan(mm.min_k_score([-1.0], **mm.MIN_K_VARIANTS["ou"]))  # nothing left
+    assert math.isnan(ms.min_k_score([-1.0, -2.0]))
+    assert ms.min_k_score([-1.0, -2.0], **ms.MIN_K_VARIANTS["ou"]) == 1.0
+    assert math.isnan(ms.min_k_score([]))
+    assert math.isnan(ms.min_k_score([-1.0], **ms.MIN_K_VARIANTS["ou"]))  # nothing left
     # int(len * k) with the references' float arithmetic: 100 * 0.29 = 28.999999999999996 -> 28
     lp100 = -np.arange(1, 101, dtype=float)      # NLLs 1..100
-    assert mm.min_k_score(lp100, k=0.29) == pytest.approx(np.mean(np.arange(100, 72, -1)))
+    assert ms.min_k_score(lp100, k=0.29) == pytest.approx(np.mean(np.arange(100, 72, -1)))
     with pytest.raises(ValueError, match="k must be"):
-        mm.min_k_score(lp, k=0.0)
+        ms.min_k_score(lp, k=0.0)
 
 
 def test_next_token_stats_by_hand():
@@ -191,8 +192,8 @@ def test_next_token_stats_by_hand():
     # E[(log p)^2] = (1/2)ln2^2 + (1/2)4 ln2^2 = 2.5 ln2^2 -> var = 0.25 ln2^2, sigma = 0.5 ln2
     with np.errstate(divide="ignore"):
         vocab = np.log([[0.5, 0.25, 0.25], [1.0, 0.0, 0.0]])  # row 2: a point mass, log 0 = -inf
-    mu, sigma = mm.next_token_logprob_stats(vocab)
-    _, floored = mm.next_token_logprob_stats(vocab, min_var=1e-6)
+    mu, sigma = ms.next_token_logprob_stats(vocab)
+    _, floored = ms.next_token_logprob_stats(vocab, min_var=1e-6)
     np.testing.assert_allclose(mu, [-1.5 * ln2, 0.0])
     np.testing.assert_allclose(sigma, [0.5 * ln2, 0.0])
     assert floored[1] == pytest.approx(1e-3)
@@ -201,13 +202,13 @@ def test_next_token_stats_by_hand():
 def test_min_k_plus_plus_by_hand():
     lp, mu, sigma = [-1.0, -3.0, -2.0], [-1.5] * 3, [0.5, 1.0, 2.0]
     # z = ((-1+1.5)/0.5, (-3+1.5)/1, (-2+1.5)/2) = (1, -1.5, -0.25)
-    assert mm.min_k_plus_plus_score(lp, mu, sigma) == 1.5            # int(1.2) = 1: -(-1.5)
-    assert mm.min_k_plus_plus_score(lp, mu, sigma, k=0.7) == 0.875   # -(-1.5-0.25)/2
-    assert math.isnan(mm.min_k_plus_plus_score(lp, mu, sigma, k=0.3))
+    assert ms.min_k_plus_plus_score(lp, mu, sigma) == 1.5            # int(1.2) = 1: -(-1.5)
+    assert ms.min_k_plus_plus_score(lp, mu, sigma, k=0.7) == 0.875   # -(-1.5-0.25)/2
+    assert math.isnan(ms.min_k_plus_plus_score(lp, mu, sigma, k=0.3))
     with pytest.raises(ValueError, match="sigma must be > 0"):
-        mm.min_k_plus_plus_score(lp, mu, [1.0, 0.0, 1.0])
+        ms.min_k_plus_plus_score(lp, mu, [1.0, 0.0, 1.0])
     with pytest.raises(ValueError, match="one value per token"):
-        mm.min_k_plus_plus_score(lp, mu[:2], sigma)
+        ms.min_k_plus_plus_score(lp, mu[:2], sigma)
 
 
 # ========================================================================================
@@ -222,10 +223,10 @@ def brute_force_auc(neg, pos):
 def test_mia_auc_by_hand():
     forget, holdout = [1.0, 3.0], [2.0, 4.0]
     # MUSE: P(s_holdout < s_forget): only (h=2, f=3) of 4 pairs -> 0.25
-    assert mm.mia_auc(forget, holdout) == 0.25
+    assert ms.mia_auc(forget, holdout) == 0.25
     # OU: P(s_holdout > s_forget): (2>1), (4>1), (4>3) -> 0.75
-    assert mm.mia_auc(forget, holdout, orientation="ou") == 0.75
-    assert mm.mia_auc([1.0], [1.0]) == 0.5  # a tie counts one half
+    assert ms.mia_auc(forget, holdout, orientation="ou") == 0.75
+    assert ms.mia_auc([1.0], [1.0]) == 0.5  # a tie counts one half
 
 
 def test_mia_auc_against_brute_force_with_ties():
@@ -233,8 +234,8 @@ def test_mia_auc_against_brute_force_with_ties():
     for _ in range(30):
         f = np.round(rng.normal(size=rng.integers(1, 15)), 1)
         h = np.round(rng.normal(0.3, size=rng.integers(1, 15)), 1)  # rounding makes ties
-        muse = mm.mia_auc(f, h)
-        ou = mm.mia_auc(f, h, orientation="ou")
+        muse = ms.mia_auc(f, h)
+        ou = ms.mia_auc(f, h, orientation="ou")
         assert muse == pytest.approx(brute_force_auc(-f, -h))
         assert ou == pytest.approx(brute_force_auc(f, h))
         assert muse + ou == pytest.approx(1.0)  # holds even with ties (counted as halves)
@@ -245,34 +246,34 @@ def test_memorised_forget_set_gives_privleak_minus_100():
     # target model: forget texts are memorised (low Min-k loss), holdout texts are not
     forget = rng.uniform(0.1, 0.5, size=50)
     holdout = rng.uniform(2.0, 4.0, size=50)
-    auc = mm.mia_auc(forget, holdout)
+    auc = ms.mia_auc(forget, holdout)
     assert auc == 0.0
-    assert mm.privleak(auc, 0.5) == -100.0
+    assert ms.privleak(auc, 0.5) == -100.0
     # a model that saw neither set: same score distribution -> AUC 0.5 -> PrivLeak 0
     same = rng.uniform(2.0, 4.0, size=50)
-    assert mm.mia_auc(same, same.copy()) == 0.5
-    assert mm.privleak(mm.mia_auc(same, same.copy()), 0.5) == 0.0
+    assert ms.mia_auc(same, same.copy()) == 0.5
+    assert ms.privleak(ms.mia_auc(same, same.copy()), 0.5) == 0.0
     # roughly 0.5 on independent draws from one distribution
-    assert abs(mm.mia_auc(rng.normal(size=400), rng.normal(size=400)) - 0.5) < 0.07
+    assert abs(ms.mia_auc(rng.normal(size=400), rng.normal(size=400)) - 0.5) < 0.07
 
 
 def test_privleak_by_hand_and_constants():
-    assert mm.privleak(0.25, 0.5) == -50.0
-    assert mm.privleak(0.75, 0.5) == 50.0
+    assert ms.privleak(0.25, 0.5) == -50.0
+    assert ms.privleak(0.75, 0.5) == 50.0
     assert mm.MUSE_AUC_RETRAIN == {"news": 0.4772, "books": 0.5393}
-    assert mm.privleak(0.4772, mm.MUSE_AUC_RETRAIN["news"]) == 0.0
+    assert ms.privleak(0.4772, mm.MUSE_AUC_RETRAIN["news"]) == 0.0
     # (0 - 0.4772) / 0.4772 * 100 = -100 for a fully memorised forget set
-    assert mm.privleak(0.0, mm.MUSE_AUC_RETRAIN["news"]) == pytest.approx(-100.0)
+    assert ms.privleak(0.0, mm.MUSE_AUC_RETRAIN["news"]) == pytest.approx(-100.0)
     with pytest.raises(ValueError, match="auc_retrain"):
-        mm.privleak(0.3, 0.0)
+        ms.privleak(0.3, 0.0)
     with pytest.raises(ValueError, match="auc_unlearned"):
-        mm.privleak(1.3, 0.5)
+        ms.privleak(1.3, 0.5)
 
 
 def test_mia_auc_errors():
     with pytest.raises(ValueError, match=r"scores_holdout has NaN scores at items \[1\]"):
-        mm.mia_auc([1.0, 2.0], [1.0, float("nan")])
+        ms.mia_auc([1.0, 2.0], [1.0, float("nan")])
     with pytest.raises(ValueError, match="scores_forget must be a non-empty"):
-        mm.mia_auc([], [1.0])
+        ms.mia_auc([], [1.0])
     with pytest.raises(ValueError, match=r"'roc'.*muse, ou"):
-        mm.mia_auc([1.0], [2.0], orientation="roc")
+        ms.mia_auc([1.0], [2.0], orientation="roc")

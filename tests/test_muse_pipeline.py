@@ -11,10 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from eval import muse_eval
-from eval import muse_metrics as mm
+from eval.muse import evaluate as muse_eval
+from eval.mia import scores as ms
 from eval.likelihood import score
-from eval.mia import ATTACKS, SIGMA_FLOOR, MiaSettings, group_scores
+from eval.mia.attacks import ATTACKS, SIGMA_FLOOR, MiaSettings, group_scores
 from eval.records import load_record
 from tests.conftest import compose_cfg
 from unlearn.benchmarks import get_benchmark
@@ -154,12 +154,12 @@ def test_mia_from_one_pass_equals_per_attack_recomputation(variant, tmp_path):
     settings = MiaSettings(k=0.4, min_k_variant=variant)
     feats = [encode_text(tok, t, 128) for t in texts]
     one_pass = group_scores(score(model, feats, 3, tok.pad_token_id, tokens=True), list(enumerate(texts)), settings)
-    kw = mm.MIN_K_VARIANTS[variant]
+    kw = ms.MIN_K_VARIANTS[variant]
     for j, (t, f) in enumerate(zip(texts, feats)):
         logp, vocab = _per_text(model, f["input_ids"])
-        mu, sigma = mm.next_token_logprob_stats(vocab)
-        expected = {"loss": mm.loss_score(logp), "zlib": mm.zlib_score(logp, t), "min_k": mm.min_k_score(logp, 0.4, **kw),
-                    "min_k_plus_plus": mm.min_k_plus_plus_score(logp, mu, np.maximum(sigma, SIGMA_FLOOR), 0.4, **kw)}
+        mu, sigma = ms.next_token_logprob_stats(vocab)
+        expected = {"loss": ms.loss_score(logp), "zlib": ms.zlib_score(logp, t), "min_k": ms.min_k_score(logp, 0.4, **kw),
+                    "min_k_plus_plus": ms.min_k_plus_plus_score(logp, mu, np.maximum(sigma, SIGMA_FLOOR), 0.4, **kw)}
         for attack in ATTACKS:
             assert one_pass[attack][j] == pytest.approx(expected[attack], rel=1e-5, abs=1e-6), (attack, j)
 

@@ -3,12 +3,12 @@
 open-unlearning's TOFU metric functions (``memorization.py``, ``privacy.py``, ``utility.py``, the
 MIA attack classes, its ``QADataset``, ``preprocess_chat_instance`` and padding collator) are
 *run* -- read from its git repository at test time (:mod:`tests.ou_reference`), never copied --
-on the same tiny model and the same TOFU files as our evaluator (:func:`eval.tofu_eval.evaluate_tofu`
+on the same tiny model and the same TOFU files as our evaluator (:func:`eval.tofu.evaluate.evaluate_tofu`
 after :func:`eval.compat.apply_compat`), and every number is compared item by item: probabilities
 and losses, truth ratios and their four aggregates, RA/WF normalised probabilities, generations,
 ground truths and ROUGE, model utility, forget quality (target against the retain model), exact
 memorization, extraction strength, the MIA scores and AUCs and PrivLeak; then the same through the
-TOFU_EVAL.json we write (:func:`eval.ou_logs.write_ou_logs`) against the one they would write.
+TOFU_EVAL.json we write (:func:`eval.ou.write.write_ou_logs`) against the one they would write.
 
 The template is open-unlearning's phi-1.5 one (``configs/model/phi-1_5.yaml``): its answer tag
 ``"Answer: "`` ends in a space, which the tiny world's byte-level BPE tokenizes alone as the last
@@ -81,8 +81,8 @@ def anchor(tmp_path_factory, shared_cache):
     import copy
 
     from eval.compat import apply_compat
-    from eval.ou_logs import write_ou_logs
-    from eval.tofu_eval import evaluate_tofu, summarize
+    from eval.ou.write import write_ou_logs
+    from eval.tofu.evaluate import evaluate_tofu, summarize
     from unlearn.stages import StageCache
     from unlearn.preparation import prepare
 
@@ -192,7 +192,7 @@ def test_probabilities_and_losses_per_item(anchor, task):
 
 @pytest.mark.parametrize("task", TASKS)
 def test_truth_ratios(anchor, task):
-    from eval.tofu_logs import per_item_truth_ratios
+    from eval.tofu.logs import per_item_truth_ratios
 
     R = per_item_truth_ratios(anchor["ours"][task], str(anchor["ev"].truth_ratio))
     theirs = anchor["theirs"][TR_NAME[task]]
@@ -251,7 +251,7 @@ def test_forget_quality(anchor):
     assert anchor["summary_their_ref"]["forget_quality"] == pytest.approx(theirs, rel=1e-12)
     assert anchor["theirs_retain"]["forget_truth_ratio"]["value_by_index"].keys() == \
         anchor["ours_retain"]["forget"]["avg_gt_loss"].keys()
-    from eval.tofu_logs import per_item_truth_ratios
+    from eval.tofu.logs import per_item_truth_ratios
     R = per_item_truth_ratios(anchor["ours_retain"]["forget"], "open_unlearning")
     assert np.asarray(_per_item(anchor["theirs_retain"]["forget_truth_ratio"], "score")) == _approx(R, abs=0)
 

@@ -8,11 +8,11 @@ collator) is *run* -- read from its git repository at test time (:mod:`tests.ou_
 copied -- wired by its own configs (``configs/eval/muse.yaml``, ``muse_metrics/*.yaml``,
 ``data/datasets/MUSE_*.yaml``, the ``Llama-2-7b-hf`` template), on the debug MUSE world's files
 (Hub paths swapped for them) and the same tiny models as our evaluator
-(:func:`eval.muse_eval.evaluate_muse` after :func:`eval.compat.apply_compat`). Compared item by
+(:func:`eval.muse.evaluate.evaluate_muse` after :func:`eval.compat.apply_compat`). Compared item by
 item: KnowMem forget / retain and VerbMem generations, ground truths and ROUGE-L F1; the privleak
 texts' scores of every attack and their AUCs; PrivLeak against the retain model and against
 ``ref_value``; the aggregates as they report them (fractions); and the MUSE_EVAL.json we write
-(:func:`eval.ou_logs.write_ou_logs`) against the metric cache their evaluator stores. Then texts
+(:func:`eval.ou.write.write_ou_logs`) against the metric cache their evaluator stores. Then texts
 beyond their datasets' ``max_length``: privleak texts over 2048 tokens, KnowMem prompts around 512
 (an answer cut, prompts cut), which the debug world never reaches.
 
@@ -72,7 +72,7 @@ def _approx(x, rel=RTOL, abs=0):
 
 def _memorising_half(model, prepared):
     """Train the target on half of each task's items (see the module docstring)."""
-    from eval.muse_metrics import knowmem_prompt
+    from eval.muse.metrics import knowmem_prompt
     from unlearn.benchmarks.muse import DOC_SEPARATOR, encode_prompt_answer
     from unlearn.train import finetune
 
@@ -112,8 +112,8 @@ def _their_module_names() -> set[str]:
 @pytest.fixture(scope="module")
 def anchor(tmp_path_factory, shared_cache):
     from eval.compat import apply_compat
-    from eval.muse_eval import evaluate_muse, privleak_reference, retain_logs_reference, summarize
-    from eval.ou_logs import write_ou_logs
+    from eval.muse.evaluate import evaluate_muse, privleak_reference, retain_logs_reference, summarize
+    from eval.ou.write import write_ou_logs
     from unlearn.benchmarks import get_benchmark
     from unlearn.stages import StageCache
 
@@ -265,7 +265,7 @@ def _long_knowmem_icl(tok, icl, rows, limit):
     """In-context examples that put the KnowMem prompts around ``limit`` tokens: the world's own,
     repeated, and a filler pair sized so that one item's answer is cut by ``limit`` (its prompt fits)
     and another's prompt is cut too (the most varied split of the items the sizes allow)."""
-    from eval.muse_metrics import knowmem_prompt
+    from eval.muse.metrics import knowmem_prompt
 
     def kinds(m):
         pairs = icl * 8 + [{"question": "Which words fill this example?", "answer": " ".join(["filler"] * m)}]
@@ -287,7 +287,7 @@ def long_texts(anchor, tmp_path_factory):
     tokens after BOS (the debug world's articles joined, ~2,300 tokens; one per group, among two of
     its own texts), and KnowMem prompts around MUSE_forget_knowmem.yaml's 512 tokens."""
     import datasets
-    from eval.muse_eval import knowmem_log, privleak_log
+    from eval.muse.evaluate import knowmem_log, privleak_log
 
     tmp, tok, data = tmp_path_factory.mktemp("ou_anchor_muse_long"), anchor.tok, anchor.prepared.data
     texts = {g: list(data.rows("privleak", g)["text"]) for g in ("forget", "holdout")}

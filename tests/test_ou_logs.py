@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 from scipy.stats import ks_2samp
 
-from eval import muse_eval
-from eval import tofu_metrics as tm
+from eval.muse import evaluate as muse_eval
+from eval.tofu import metrics as tm
 from eval.compat import OU_SETTINGS, apply_compat
-from eval.ou_logs import load_ou_eval, muse_ou_eval, ou_mia_aucs, ou_truth_ratios, tofu_ou_eval, write_ou_eval
-from eval.tofu_eval import summarize
-from eval.tofu_logs import forget_quality_against, load_retain_logs
+from eval.ou.read import load_ou_eval, ou_mia_aucs, ou_truth_ratios
+from eval.ou.write import muse_ou_eval, tofu_ou_eval, write_ou_eval
+from eval.tofu.evaluate import summarize
+from eval.tofu.logs import forget_quality_against, load_retain_logs
 from unlearn.pipeline import OU_LOGS, run
 
 
@@ -254,7 +255,7 @@ def test_run_writes_open_unlearning_files_that_serve_as_retain_logs(debug_cfg, s
 
 def test_tofu_mia_skipped_when_an_answer_keeps_too_few_tokens():
     from eval.likelihood import Scores
-    from eval.tofu_eval import _mia_scores
+    from eval.tofu.evaluate import _mia_scores
 
     arr = lambda *v: np.array(v, dtype=np.float64)  # noqa: E731
     s = Scores(arr(6.0, 3.0, 0.0), np.array([3, 3, 0]), logp=[arr(-1, -2, -3), arr(-1, -1, -1), arr()],
@@ -270,7 +271,7 @@ def test_tofu_mia_skipped_when_an_answer_keeps_too_few_tokens():
 @pytest.mark.parametrize("compat, expected", [("tofu", None), ("open_unlearning", True)])
 def test_generations_decode_as_each_reference_does(debug_cfg, shared_cache, tmp_path, monkeypatch, compat, expected):
     """TOFU decodes with the tokenizer's own clean-up setting; open-unlearning passes True."""
-    import eval.tofu_eval as te
+    import eval.tofu.evaluate as te
 
     seen, real = [], te.greedy_generate
 

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from eval.records import load_record
-from eval.tofu_eval import summarize
+from eval.tofu.evaluate import summarize
 from unlearn.pipeline import STEP_LOG, run
 
 STEP_KEYS = {"step", "epoch", "lr", "time", "loss/forget", "loss/retain", "grad_norm/forget",

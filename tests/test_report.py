@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 
 from eval.records import RECORD_VERSION
-from eval.report import aggregate, load_runs, mean_stderr, paper_table, parse_overrides, reference_rows, report
+from eval.report.build import report
+from eval.report.sweeps import parse_overrides
+from eval.report.tables import aggregate, load_runs, mean_stderr, paper_table, reference_rows
 from tests.conftest import compose_cfg
 from unlearn.config import ROOT
 
@@ -131,7 +133,7 @@ def test_a_sweep_report_reads_only_the_runs_of_its_grid(tmp_path, monkeypatch):
     write_record(root, "gdiff", "forget10", 2, fq=0.7, mu=0.3, variant="method.lr=0.002")  # not in the grid
     grids = {"main": {"params": {"method": "gdiff", "dataset.split": "forget10", "seed": "0,1,2"}},
              "lr": {"params": {"method": "gdiff", "method.lr": "1e-3,1e-4", "seed": "0,1,2", "threads": 1}}}
-    monkeypatch.setattr("eval.report.sweep_spec", lambda name: grids[name])
+    monkeypatch.setattr("eval.report.build.sweep_spec", lambda name: grids[name])
     main = report(root, tmp_path / "main", sweep="main")["table"]
     lr = report(root, tmp_path / "lr", sweep="lr")["table"]
     assert main[main["method"] == "gdiff"]["forget_quality ↑ [forget10]"].tolist() == ["**0.100**"]
@@ -193,8 +195,8 @@ def test_a_tiny_sweep_runs_through_multirun_and_reports(tmp_path, shared_cache):
 
 def test_gen_rate_figure_from_step_logs(tmp_path):
     """Rate used vs the fitted vertex per initial rate, means over seeds, only positive vertices."""
-    from eval.gen_figure import gen_rate_series
-    from eval.report import variant_items
+    from eval.report.gen_figure import gen_rate_series
+    from eval.report.sweeps import variant_items
 
     root = tmp_path / "runs"
     logs = {(1e-4, 0): ([1e-4, 1.2e-4, 1.3e-4], [5e-4, None, -1.0]), (1e-4, 1): ([1e-4, 1.4e-4, 1.5e-4], [7e-4, None, 2e-4]),
@@ -235,8 +237,8 @@ def test_a_scheduler_preset_is_its_own_row_and_directory(tmp_path):
 
 
 def test_spread_over_initial_rates_against_the_best_fixed_rate():
-    from eval.report import DIRECTION
-    from eval.spread import spread_table
+    from eval.directions import DIRECTION
+    from eval.report.spread import spread_table
 
     def cell(sched, lr, fq, fp, tr, mu):
         return {"method": "ngdiff", "scheduler": sched, "lr": lr, "split": "forget05", "forget_quality_mean": fq,
@@ -263,7 +265,7 @@ def test_spread_over_initial_rates_against_the_best_fixed_rate():
 
 def test_figure_axes_colors_and_markers(tmp_path):
     from eval.directions import axis_label
-    from eval.figures import distinct_colors
+    from eval.report.figures import distinct_colors
 
     assert axis_label("model_utility_no_rouge") == "model utility (likelihoods only) ↑"
     assert axis_label("forget_quality", log=True) == "forget quality ↑ (log scale)"
@@ -295,3 +297,59 @@ def test_paired_comparison_against_a_baseline(tmp_path):
     assert "gdiff" not in cmp.index
     md = (tmp_path / "rep" / "compare.md").read_text()
     assert "against method=gdiff" in md and "| ngdiff | gen | default | forget10 | +0.200 (0.074) | +0.000 |" in md
+
+
+def _page(path, *names, before="# Results\n\nSome prose.\n\n", after="\nMore prose.\n"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blocks = "".join(f"<!-- report:{n} -->\nold {n}\n<!-- /report:{n} -->\n" for n in names)
+    path.write_text(before + blocks + after)
+    return before, after
+
+
+def test_each_block_lands_in_the_page_that_holds_its_markers(tmp_path):
+    from eval.report.pages import write_blocks
+
+    docs = tmp_path / "docs"
+    tofu_before, tofu_after = _page(docs / "results" / "tofu.md", "tofu_main", before="# TOFU\n\n")
+    gen_before, gen_after = _page(docs / "gen.md", "gen_study", "gen_study:spread", after="\n## After\n")
+    (docs / "other.md").write_text("no markers here\n")
+    written = write_blocks({"gen_study": "| a |\n|---|\n| 1 |\n", "gen_study:spread": "| s |",
+                            "tofu_main": "| t |"}, docs=docs)
+    assert written == [docs / "gen.md", docs / "results" / "tofu.md"]
+    gen = (docs / "gen.md").read_text()
+    assert gen == (gen_before + "<!-- report:gen_study -->\n| a |\n|---|\n| 1 |\n<!-- /report:gen_study -->\n"
+                   "<!-- report:gen_study:spread -->\n| s |\n<!-- /report:gen_study:spread -->\n" + gen_after)
+    assert (docs / "results" / "tofu.md").read_text() == (
+        tofu_before + "<!-- report:tofu_main -->\n| t |\n<!-- /report:tofu_main -->\n" + tofu_after)
+    assert (docs / "other.md").read_text() == "no markers here\n"
+
+
+def test_a_block_no_page_holds_is_one_clear_error_and_nothing_is_written(tmp_path):
+    from eval.report.pages import write_blocks
+
+    docs = tmp_path / "docs"
+    _page(docs / "a.md", "smoke")
+    original = (docs / "a.md").read_text()
+    with pytest.raises(ValueError, match=rf"no page under {docs} holds <!-- report:smoke:spread -->"):
+        write_blocks({"smoke": "| new |", "smoke:spread": "| s |"}, docs=docs)
+    assert (docs / "a.md").read_text() == original  # the table's block was not written either
+    # an optional block (a paired comparison) is skipped where no page holds it
+    assert write_blocks({"smoke": "| new |", "smoke:compare": "| c |"}, docs=docs, optional=["smoke:compare"]) == [docs / "a.md"]
+    assert "| new |" in (docs / "a.md").read_text()
+
+
+def test_the_command_line_writes_into_a_docs_folder_or_one_readme(runs, tmp_path, capsys):
+    from eval.report.build import main
+
+    docs = tmp_path / "docs"
+    _page(docs / "tables" / "all.md", "all")
+    main([str(runs), "--out", str(tmp_path / "out"), "--docs", str(docs)])
+    table = (tmp_path / "out" / "table.md").read_text().rstrip()
+    assert f"<!-- report:all -->\n{table}\n<!-- /report:all -->" in (docs / "tables" / "all.md").read_text()
+    assert f"updated {docs / 'tables' / 'all.md'}" in capsys.readouterr().out
+    readme = tmp_path / "README.md"
+    _page(readme, "all")
+    main([str(runs), "--out", str(tmp_path / "out"), "--readme", str(readme)])
+    assert f"<!-- report:all -->\n{table}\n<!-- /report:all -->" in readme.read_text()
+    with pytest.raises(SystemExit, match=r"^error: no page under .* holds <!-- report:all -->"):
+        main([str(runs), "--out", str(tmp_path / "out"), "--docs", str(tmp_path / "empty")])

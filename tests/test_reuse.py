@@ -73,12 +73,12 @@ def test_the_launch_holds_the_process_count_and_the_batch_it_makes(cfg):
 
 
 def test_the_run_code_is_every_module_but_those_that_present_or_check(tmp_path):
-    for name in ("unlearn/methods/ga.py", "eval/report.py", "eval/tofu_eval.py"):
+    for name in ("unlearn/methods/ga.py", "eval/report/build.py", "eval/tofu/evaluate.py"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("x = 1\n")
     fp = lambda: code_fingerprint(unlearn.reuse.RUN_CODE, tmp_path, unlearn.reuse.NOT_RESULT_CODE)  # noqa: E731
     before = fp()
-    (tmp_path / "eval" / "report.py").write_text("x = 2\n")  # reads records: the same results
+    (tmp_path / "eval" / "report" / "build.py").write_text("x = 2\n")  # reads records: the same results
     assert fp() == before
     (tmp_path / "unlearn" / "methods" / "ga.py").write_text("x = 2\n")  # a loss: other results
     assert fp() != before

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from eval.report import load_runs
+from eval.report.tables import load_runs
 from eval.select import Selector, parse_criterion, select_offline
 from unlearn.pipeline import run
 

@@ -1,4 +1,4 @@
-"""Tests for eval.tofu_metrics and eval.tofu_logs.
+"""Tests for eval.tofu.metrics and eval.tofu.logs.
 
 Three layers:
 1. each metric against numbers worked out by hand in the test;
@@ -22,8 +22,10 @@ import pytest
 from rouge_score import rouge_scorer
 from scipy import stats
 
-from eval import tofu_logs as tl
-from eval import tofu_metrics as tm
+from eval.tofu import logs as tl
+from eval.per_item import log_array
+from eval.rouge import rouge_l, rouge_l_batch
+from eval.tofu import metrics as tm
 
 LOG_ROOT = Path(__file__).resolve().parents[2] / "shared/reference/tofu_eval_logs"
 RUNS = {
@@ -227,39 +229,39 @@ ROUGE_PAIRS = [
 @pytest.mark.parametrize("gt,gen", ROUGE_PAIRS)
 def test_rouge_l_matches_rouge_score(gt, gen, stemmer):
     score = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=stemmer).score(gt, gen)["rougeL"]
-    assert tm.rouge_l(gt, gen, stemmer=stemmer) == score.recall
-    assert tm.rouge_l(gt, gen, kind="precision", stemmer=stemmer) == score.precision
-    assert tm.rouge_l(gt, gen, kind="f1", stemmer=stemmer) == score.fmeasure
+    assert rouge_l(gt, gen, stemmer=stemmer) == score.recall
+    assert rouge_l(gt, gen, kind="precision", stemmer=stemmer) == score.precision
+    assert rouge_l(gt, gen, kind="f1", stemmer=stemmer) == score.fmeasure
 
 
 def test_rouge_l_by_hand():
     # tokens: gt [the cat sat on the mat] (6), gen [cat on mat] (3); LCS = 3
     gt, gen = "The cat sat on the mat.", "cat on mat"
-    assert tm.rouge_l(gt, gen) == pytest.approx(3 / 6)
-    assert tm.rouge_l(gt, gen, kind="precision") == pytest.approx(3 / 3)
-    assert tm.rouge_l(gt, gen, kind="f1") == pytest.approx(2 * 0.5 * 1 / 1.5)  # 0.6667
+    assert rouge_l(gt, gen) == pytest.approx(3 / 6)
+    assert rouge_l(gt, gen, kind="precision") == pytest.approx(3 / 3)
+    assert rouge_l(gt, gen, kind="f1") == pytest.approx(2 * 0.5 * 1 / 1.5)  # 0.6667
     # stemming (Porter on tokens > 3 chars): running->run, dogs->dog
-    assert tm.rouge_l("running dogs", "run dog", stemmer=True) == 1.0
-    assert tm.rouge_l("running dogs", "run dog", stemmer=False) == 0.0
+    assert rouge_l("running dogs", "run dog", stemmer=True) == 1.0
+    assert rouge_l("running dogs", "run dog", stemmer=False) == 0.0
     # punctuation and case are separators / ignored: "yun hwa s book"
-    assert tm.rouge_l("Yun-Hwa's book!", "yun hwa s BOOK") == 1.0
+    assert rouge_l("Yun-Hwa's book!", "yun hwa s BOOK") == 1.0
     # target first: recall is over the ground-truth tokens
-    assert tm.rouge_l("Paris", "The Eiffel Tower is located in Paris, France.") == 1.0
-    assert tm.rouge_l("", "x") == 0.0 and tm.rouge_l("x", "") == 0.0
+    assert rouge_l("Paris", "The Eiffel Tower is located in Paris, France.") == 1.0
+    assert rouge_l("", "x") == 0.0 and rouge_l("x", "") == 0.0
     with pytest.raises(ValueError, match="recall"):
-        tm.rouge_l("a", "a", kind="rougeL")
+        rouge_l("a", "a", kind="rougeL")
     with pytest.raises(TypeError):
-        tm.rouge_l(None, "a")
+        rouge_l(None, "a")
 
 
 def test_rouge_l_batch():
     gts = [g for g, _ in ROUGE_PAIRS]
     gens = [p for _, p in ROUGE_PAIRS]
-    out = tm.rouge_l_batch(gts, gens, kind="f1", stemmer=False)
+    out = rouge_l_batch(gts, gens, kind="f1", stemmer=False)
     assert out.dtype == np.float64 and out.shape == (len(ROUGE_PAIRS),)
-    np.testing.assert_array_equal(out, [tm.rouge_l(g, p, kind="f1", stemmer=False) for g, p in ROUGE_PAIRS])
+    np.testing.assert_array_equal(out, [rouge_l(g, p, kind="f1", stemmer=False) for g, p in ROUGE_PAIRS])
     with pytest.raises(ValueError, match="2 references vs 1"):
-        tm.rouge_l_batch(["a", "b"], ["a"])
+        rouge_l_batch(["a", "b"], ["a"])
 
 
 # ========================================================================================
@@ -316,7 +318,7 @@ def test_load_tofu_log_orders_by_integer_index(tmp_path):
     p.write_text(json.dumps(shuffled))
     loaded = tl.load_tofu_log(p)
     assert list(loaded["avg_gt_loss"]) == [str(i) for i in range(12)]
-    np.testing.assert_array_equal(tl.log_array(loaded, "avg_gt_loss"),
+    np.testing.assert_array_equal(log_array(loaded, "avg_gt_loss"),
                                   [log["avg_gt_loss"][str(i)] for i in range(12)])
 
 
@@ -478,8 +480,8 @@ def test_real_rouge_recomputed_from_generated_text(real_runs):
             gen = log["generated_text"]
             gts = [gen[i][2] for i in gen]
             outs = [gen[i][1] for i in gen]
-            ours = tm.rouge_l_batch(gts, outs)
-            stored = tl.log_array(log, "rougeL_recall")
+            ours = rouge_l_batch(gts, outs)
+            stored = log_array(log, "rougeL_recall")
             assert np.max(np.abs(ours - stored)) <= 1e-9, (key, task)
             n += len(ours)
     assert n == 4 * (300 + 300 + 100 + 117)
@@ -490,12 +492,12 @@ def test_real_per_item_fields(real_runs):
     for key, run in real_runs.items():
         for task, log in run.items():
             R = tl.per_item_truth_ratios(log, "geometric")
-            np.testing.assert_allclose(R, tl.log_array(log, "truth_ratio"), rtol=1e-5, err_msg=str((key, task)))
+            np.testing.assert_allclose(R, log_array(log, "truth_ratio"), rtol=1e-5, err_msg=str((key, task)))
             if task in ("ra", "wf"):
                 # stored normalized_gt_loss = -log(p/(p+sum p_k)) uses avg_gt_loss...
-                _, per_item = tm.normalized_probability(tl.log_array(log, "avg_gt_loss"),
-                                                        tl.log_array(log, "average_perturb_loss"))
-                np.testing.assert_allclose(-np.log(per_item), tl.log_array(log, "normalized_gt_loss"),
+                _, per_item = tm.normalized_probability(log_array(log, "avg_gt_loss"),
+                                                        log_array(log, "average_perturb_loss"))
+                np.testing.assert_allclose(-np.log(per_item), log_array(log, "normalized_gt_loss"),
                                            rtol=1e-12, atol=1e-12)
 
 
@@ -504,10 +506,10 @@ def test_real_inputs_must_not_be_swapped(real_runs):
     # METRICS.md §3.2: RA/WF avg_gt_loss (batch 30) != avg_paraphrased_loss (batch 7) for llama;
     # using the base-loader loss for Prob would not reproduce the stored normalized_gt_loss.
     log = real_runs[("llama", "full")]["wf"]
-    gt, para = tl.log_array(log, "avg_gt_loss"), tl.log_array(log, "avg_paraphrased_loss")
+    gt, para = log_array(log, "avg_gt_loss"), log_array(log, "avg_paraphrased_loss")
     assert np.max(np.abs(gt - para)) > 0.05
-    _, wrong = tm.normalized_probability(para, tl.log_array(log, "average_perturb_loss"))
-    assert np.max(np.abs(-np.log(wrong) - tl.log_array(log, "normalized_gt_loss"))) > 0.05
+    _, wrong = tm.normalized_probability(para, log_array(log, "average_perturb_loss"))
+    assert np.max(np.abs(-np.log(wrong) - log_array(log, "normalized_gt_loss"))) > 0.05
 
 
 @needs_logs
@@ -534,7 +536,7 @@ def test_exact_memorization_and_extraction_strength_leave_out_the_appended_eos()
     import torch
 
     from eval.likelihood import score
-    from eval.tofu_eval import answer_hits, exact_memorization, extraction_strength
+    from eval.tofu.evaluate import answer_hits, exact_memorization, extraction_strength
 
     nxt = {5: 6, 6: 7, 7: 8, 8: 9}  # the next token the model is sure of (8 -> 9, not EOS 2)
 

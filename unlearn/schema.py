@@ -66,7 +66,7 @@ RANGES: dict[str, tuple[Any, str]] = {
     "eval.generation.max_new_tokens": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
     "eval.generation.max_length": (lambda v: _int(v) and v >= 2, "an integer >= 2"),
     "model.seed": (_int, "an integer"),
-    # eval/mia.py MiaSettings checks these too, but only when the evaluation starts (after unlearning)
+    # eval/mia/attacks.py MiaSettings checks these too, but only when the evaluation starts (after unlearning)
     "eval.mia.extra_attacks": (lambda v: isinstance(v, list) and set(v) <= set(_mia().EXTRA_ATTACKS),
                                "a list of gradnorm, reference"),
     "eval.mia.gradnorm_p": (lambda v: _num(v) and v in _mia().GRADNORM_P, "1, 2 or inf"),
@@ -76,9 +76,9 @@ RANGES: dict[str, tuple[Any, str]] = {
 
 
 def _mia():
-    import eval.mia  # the attack names' one home; imported when checked (eval imports unlearn)
+    import eval.mia.attacks  # the attack names' one home; imported when checked (eval imports unlearn)
 
-    return eval.mia
+    return eval.mia.attacks
 
 
 def _get(cfg: Any, key: str, default: Any = None) -> Any:

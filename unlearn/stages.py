@@ -33,8 +33,8 @@ STAGE_VERSION = 1  # bump when a stage's code changes what it produces
 _ROOT = Path(__file__).resolve().parent.parent
 STAGE_CODE = ("unlearn/train.py", "unlearn/tokenizer.py", "unlearn/models.py", "unlearn/data.py",
               "unlearn/templates.py", "unlearn/losses.py", "unlearn/preparation.py", "unlearn/worlds/*.py",
-              "unlearn/benchmarks/*.py", "eval/likelihood.py", "eval/generation.py", "eval/tofu_eval.py",
-              "eval/muse_eval.py", "eval/mia.py")
+              "unlearn/benchmarks/*.py", "eval/likelihood.py", "eval/generation.py", "eval/per_item.py",
+              "eval/rouge.py", "eval/tofu/evaluate.py", "eval/muse/evaluate.py", "eval/mia/*.py")
 
 
 def code_fingerprint(patterns=STAGE_CODE, root: Path = _ROOT, exclude: tuple[str, ...] = ()) -> str:

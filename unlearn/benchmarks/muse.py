@@ -14,7 +14,7 @@ checkpoints by path or Hub id, the data from the Hub or a local folder through
 
 Deviation from MUSE, to make KnowMem meaningful for a model of about a million parameters: the
 embedded models are also trained on the knowmem QA of their splits, each example being MUSE's own
-in-context prompt (:func:`eval.muse_metrics.knowmem_prompt`) followed by the answer, with the
+in-context prompt (:func:`eval.muse.metrics.knowmem_prompt`) followed by the answer, with the
 prompt masked. A tiny model does not turn facts read in articles into answers to questions, and a
 Llama-2 does; the QA training stands in for that ability. The prompt and the answer are tokenized
 separately and concatenated, because that is the token sequence KnowMem evaluates (the prompt
@@ -42,9 +42,9 @@ from typing import Any, Sequence
 
 from omegaconf import DictConfig
 
-from eval.muse_eval import EVAL_VERSION, evaluate_muse, privleak_reference, summarize
-from eval.muse_metrics import knowmem_prompt
-from unlearn.benchmarks import BENCHMARKS, Benchmark
+from eval.muse.evaluate import EVAL_VERSION, evaluate_muse, privleak_reference, summarize
+from eval.muse.metrics import knowmem_prompt
+from unlearn.benchmarks.base import BENCHMARKS, Benchmark
 from unlearn.data import Feature, encode_text
 from unlearn.models import load_tokenizer
 from unlearn.preparation import (Prepared, check_sources, data_identity, model_settings, model_spec,
@@ -247,7 +247,7 @@ class Muse(Benchmark):
         logs, ``eval.retain_logs``: open-unlearning's MUSE_EVAL.json or one of our runs), or MUSE's
         constant."""
         if cfg.eval.get("retain_logs"):
-            from eval.muse_eval import retain_logs_reference
+            from eval.muse.evaluate import retain_logs_reference
 
             return retain_logs_reference(str(cfg.eval.retain_logs), cfg.eval)
         return privleak_reference(logs.get("retain"), cfg.eval, corpus=str(cfg.dataset.split))

@@ -5,8 +5,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from eval.tofu_eval import EVAL_VERSION, evaluate_tofu, summarize
-from unlearn.benchmarks import BENCHMARKS, Benchmark
+from eval.tofu.evaluate import EVAL_VERSION, evaluate_tofu, summarize
+from unlearn.benchmarks.base import BENCHMARKS, Benchmark
 from unlearn.preparation import prepare
 
 
@@ -42,7 +42,7 @@ class Tofu(Benchmark):
     def _reference(self, logs: dict[str, Any], cfg: DictConfig):
         """The retain model's forget-set log (forget quality), or published logs given by path."""
         if cfg.eval.get("retain_logs"):
-            from eval.tofu_logs import load_retain_logs
+            from eval.tofu.logs import load_retain_logs
 
             return load_retain_logs(cfg.eval.retain_logs), str(cfg.eval.retain_logs)
         if "retain" in logs:

@@ -1,10 +1,10 @@
 """``eval.ou_logs``: every evaluated model's results also in open-unlearning's files
-(``<run>/open_unlearning/<model>/{TOFU,MUSE}_{EVAL,SUMMARY}.json``, :mod:`eval.ou_logs`)."""
+(``<run>/open_unlearning/<model>/{TOFU,MUSE}_{EVAL,SUMMARY}.json``, :mod:`eval.ou.write`)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from eval.ou_logs import write_ou_logs
+from eval.ou.write import write_ou_logs
 from unlearn.callbacks.base import Callback
 
 OU_LOGS = "open_unlearning"

@@ -10,7 +10,7 @@ Everything here reproduces the reference TOFU implementation
 * Truth ratio, arithmetic   -> ``utils.py`` L117-132 (``forget.py``'s in-training eval)
 * Forget quality            -> ``aggregate_eval_stat.py`` L10-26 (= ``utils.py`` L142-158)
 * Model utility             -> ``aggregate_eval_stat.py`` L74-78
-* ROUGE-L recall            -> ``evaluate_util.py`` L348-358 (google ``rouge-score``)
+* ROUGE-L recall            -> ``evaluate_util.py`` L348-358 (:func:`eval.rouge.rouge_l`, shared with MUSE)
 
 The inputs are per-token (length-normalised) NLLs, i.e. the ``avg_*`` fields of
 TOFU's per-sample logs; the functions do not care where they come from.
@@ -21,33 +21,28 @@ knows the answer has ``R < 1`` (METRICS.md §1.5, "Direction").
 
 from __future__ import annotations
 
-import functools
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 from scipy import stats
+
+from eval.compat import OU_EPS
 
 __all__ = [
     "TR_VARIANTS",
     "TR_STAT_KINDS",
     "MODEL_UTILITY_KEYS",
-    "ROUGE_KINDS",
     "probability",
     "normalized_probability",
     "truth_ratio",
     "truth_ratio_stat",
     "forget_quality",
     "model_utility",
-    "rouge_l",
-    "rouge_l_batch",
 ]
 
 #: Per-item truth-ratio variants. "geometric" is ``aggregate_eval_stat.py`` (and OU);
 #: "arithmetic" is TOFU ``utils.py``. They differ by ~0.04 in MU on real logs (§1.5).
 TR_VARIANTS = ("geometric", "arithmetic", "open_unlearning")
-#: open-unlearning's guard in every ratio (``memorization.py``: ``+ 1e-10``); it moves a number only
-#: once a probability is near 1e-10, i.e. after strong unlearning.
-OU_EPS = 1e-10
 
 
 def tr_eps(variant: str) -> float:
@@ -64,9 +59,6 @@ MODEL_UTILITY_KEYS = tuple(
     for task in ("retain", "ra", "wf")
     for metric in ("prob", "rouge", "truth_ratio")
 )
-
-#: Which field of rouge-score's ``Score`` tuple to return.
-ROUGE_KINDS = {"recall": "recall", "precision": "precision", "f1": "fmeasure"}
 
 
 # ----------------------------------------------------------------------------------------
@@ -226,7 +218,7 @@ def model_utility(values: Mapping[str, float]) -> float:
     ``{retain, ra, wf} x {prob, rouge, truth_ratio}``: retain Prob is the raw
     probability, RA/WF Prob the option-normalised one, ROUGE is ROUGE-L recall and
     Truth Ratio is ``mean max(0, 1-R)``. Extra keys (e.g. ``forget_*``) are ignored, so
-    the dict from :func:`eval.tofu_logs.aggregate_tofu_run` can be passed directly.
+    the dict from :func:`eval.tofu.logs.aggregate_tofu_run` can be passed directly.
 
     Reference: ``aggregate_eval_stat.py`` L74-78 (``scipy.stats.hmean`` of all keys
     without "Forget"); OU ``utility.py`` L13-16. hmean semantics: any 0 gives 0.
@@ -245,39 +237,3 @@ def model_utility(values: Mapping[str, float]) -> float:
         # hmean's value for a zero entry; returning directly avoids a divide warning.
         return 0.0
     return float(stats.hmean(vals))
-
-
-# ----------------------------------------------------------------------------------------
-# ROUGE-L (METRICS.md §1.4)
-# ----------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
-def _scorer(stemmer: bool, types: tuple[str, ...] = ("rougeL",)):
-    # Imported lazily: rouge-score pulls in nltk, which the numeric metrics don't need.
-    from rouge_score import rouge_scorer
-
-    return rouge_scorer.RougeScorer(list(types), use_stemmer=stemmer)
-
-
-def rouge_l(gt: str, gen: str, *, kind: str = "recall", stemmer: bool = True) -> float:
-    """ROUGE-L of generation ``gen`` against reference ``gt`` via google ``rouge-score``.
-
-    TOFU (``evaluate_util.py`` L348-358): ``RougeScorer(..., use_stemmer=True)
-    .score(gt, gen)['rougeL'].recall`` -- recall, with the Porter stemmer, target first.
-    MUSE uses ``kind="f1", stemmer=False`` (METRICS.md §2.1/§3.4). Only the ``rougeL``
-    type is computed; adding ``rouge1`` to the scorer does not change ``rougeL``.
-    Pin ``rouge-score==0.1.2``: nltk's stemmer can change scores across versions.
-    """
-    if kind not in ROUGE_KINDS:
-        raise ValueError(f"unknown ROUGE kind {kind!r}; valid: {', '.join(ROUGE_KINDS)}")
-    if not isinstance(gt, str) or not isinstance(gen, str):
-        raise TypeError(f"rouge_l expects str, got {type(gt).__name__} and {type(gen).__name__}")
-    score = _scorer(bool(stemmer)).score(target=gt, prediction=gen)["rougeL"]
-    return float(getattr(score, ROUGE_KINDS[kind]))
-
-
-def rouge_l_batch(gts: Sequence[str], gens: Sequence[str], **kw) -> np.ndarray:
-    """:func:`rouge_l` item by item; returns a float64 array of len(gts)."""
-    gts, gens = list(gts), list(gens)
-    if len(gts) != len(gens):
-        raise ValueError(f"rouge_l_batch: {len(gts)} references vs {len(gens)} generations")
-    return np.array([rouge_l(g, p, **kw) for g, p in zip(gts, gens)], dtype=np.float64)

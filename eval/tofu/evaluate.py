@@ -8,17 +8,17 @@ How it runs: every unique (question, text) of every task -- answers, base answer
 answers -- is scored in ONE flattened, length-sorted teacher-forced pass; each task's per-item
 log is then written in TOFU's own per-sample schema (``avg_gt_loss``, ``avg_paraphrased_loss``,
 ``average_perturb_loss``, ``rougeL_recall``, ``generated_text``, ...), so the very same
-aggregation code (:func:`eval.tofu_logs.aggregate_tofu_run`) serves our runs and TOFU's published
+aggregation code (:func:`eval.tofu.logs.aggregate_tofu_run`) serves our runs and TOFU's published
 logs. Greedy generations are batched with a KV cache and stop at EOS.
 
 Membership inference (:mod:`eval.mia`, as open-unlearning's TOFU ``mia_*`` metrics): the forget
 answers against the answers of never-trained holdout authors (``holdoutXX``, as many items as
 ``forgetXX``), every attack from the same pass. A task log must stay one TOFU per-sample log (every
-metric keyed by the same item indices: :func:`eval.tofu_logs.validate_tofu_log`), so the forget log
+metric keyed by the same item indices: :func:`eval.tofu.logs.validate_tofu_log`), so the forget log
 holds ``mia_<attack>`` (forget item i) and ``mia_holdout_<attack>`` (holdout item i) per index;
-``eval.mia.extra_attacks`` adds ``gradnorm`` / ``reference`` (:mod:`eval.mia_extra`) the same way.
+``eval.mia.extra_attacks`` adds ``gradnorm`` / ``reference`` (:mod:`eval.mia.extra`) the same way.
 Scored answers end with the appended EOS, which open-unlearning's Min-k drops: its ``ou`` Min-k
-variant is the default (``eval.mia`` overrides :class:`eval.mia.MiaSettings`). Without a usable
+variant is the default (``eval.mia`` overrides :class:`eval.mia.attacks.MiaSettings`). Without a usable
 holdout split (``holdoutXX`` missing or smaller than the forget set), or when answers truncated at
 ``max_length`` keep too few scored tokens, the MIA is skipped and the summary says so.
 """
@@ -30,13 +30,15 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from eval import tofu_metrics as tm
+from eval.tofu import metrics as tm
 from eval.compat import OU_PRIVLEAK_REF, OU_TOFU_MAX_LENGTH, is_ou, ou_ground_truth, ou_scored_text
 from eval.generation import greedy_generate
 from eval.likelihood import score
-from eval.mia import ATTACKS, EXTRA_ATTACKS, MiaSettings, group_scores, mia_aucs, privleak_score
-from eval.mia_extra import extra_scores
-from eval.tofu_logs import per_item_truth_ratios
+from eval.mia.attacks import ATTACKS, EXTRA_ATTACKS, MiaSettings, group_scores, mia_aucs, privleak_score
+from eval.mia.extra import extra_scores
+from eval.per_item import indexed, log_array
+from eval.rouge import rouge_l
+from eval.tofu.logs import per_item_truth_ratios
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +75,6 @@ def holdout_rows(prepared, n_forget: int):
         logger.warning("TOFU MIA skipped: %s has %d items, the forget set %d", name, len(rows), n_forget)
         return None
     return rows.select(range(n_forget))
-
-
-def indexed(values) -> dict[str, Any]:
-    """TOFU's per-sample layout: {"0": v0, "1": v1, ...}."""
-    return {str(i): (v.tolist() if hasattr(v, "tolist") else v) for i, v in enumerate(values)}
 
 
 def answer_hits(correct: Sequence[np.ndarray], features: Sequence[dict], eos_id: int) -> list[np.ndarray]:
@@ -182,7 +179,7 @@ def evaluate_tofu(
 
 def _mia_scores(s, texts: Sequence[str], ans, held, cfg, model=None, prepared=None, feats=None) -> dict[str, Any]:
     """Every attack's per-item scores of the forget and holdout answers (``texts``: what the zlib
-    attack compresses, per scored item), the enabled extra attacks (:mod:`eval.mia_extra`) too;
+    attack compresses, per scored item), the enabled extra attacks (:mod:`eval.mia.extra`) too;
     none (logged) when an answer has too few scored tokens for an attack (truncated away at
     ``max_length``)."""
     settings = MiaSettings.from_cfg(cfg.get("mia"), min_k_variant="ou")
@@ -225,7 +222,7 @@ def _add_generations(model, prepared, cfg, rows, logs) -> None:
     for (t, i, gt), prompt, gen in zip(owners, prompts, gens):
         gen = gen.strip() if ou else gen
         logs[t]["generated_text"][str(i)] = [prompt, gen, gt]
-        logs[t]["rougeL_recall"][str(i)] = tm.rouge_l(gt, gen, kind="recall", stemmer=True)
+        logs[t]["rougeL_recall"][str(i)] = rouge_l(gt, gen, kind="recall", stemmer=True)
 
 
 def summarize(logs: Mapping[str, Mapping[str, Any]], reference: Any = None,
@@ -241,7 +238,7 @@ def summarize(logs: Mapping[str, Mapping[str, Any]], reference: Any = None,
     the retain model's AUC), or a ``mia_note`` when the MIA was skipped. ``cfg``: the eval node
     (or just the truth-ratio variant).
     """
-    from eval.tofu_logs import aggregate_tofu_run
+    from eval.tofu.logs import aggregate_tofu_run
 
     cfg = {"truth_ratio": cfg} if isinstance(cfg, str) else cfg
     tr_variant, ou = str(cfg.get("truth_ratio", "geometric")), is_ou(cfg)
@@ -279,7 +276,7 @@ def forget_mia_aucs(forget: Mapping[str, Any]) -> dict[str, float]:
 
 def reference_mia_aucs(reference: Any) -> dict[str, float]:
     """The retain model's AUCs (MUSE's orientation) from its forget log or open-unlearning's file."""
-    from eval.ou_logs import is_ou_eval, ou_mia_aucs
+    from eval.ou.read import is_ou_eval, ou_mia_aucs
 
     if reference is None:
         return {}
@@ -289,8 +286,6 @@ def reference_mia_aucs(reference: Any) -> dict[str, float]:
 
 
 def _likelihood_summary(logs, retain_forget_log, tr_variant) -> dict[str, float]:
-    from eval.tofu_logs import log_array
-
     out: dict[str, float] = {}
     six = []
     eps = tm.tr_eps(tr_variant)
@@ -309,7 +304,7 @@ def _likelihood_summary(logs, retain_forget_log, tr_variant) -> dict[str, float]
 
         out["model_utility_no_rouge"] = float(hmean(six)) if min(six) > 0 else 0.0
     if retain_forget_log is not None and "forget" in logs:
-        from eval.tofu_logs import forget_quality_against
+        from eval.tofu.logs import forget_quality_against
 
         out["forget_quality"], out["ks_statistic"] = forget_quality_against(logs["forget"], retain_forget_log, tr_variant)
     return out

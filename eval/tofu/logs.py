@@ -6,7 +6,7 @@ one ``eval_*.json`` per task, each ``{metric: {"<idx>": value}}`` (schema:
 ``eval_log_aggregated.json`` that nests the four as ``{task_file: log}``.
 
 :func:`aggregate_tofu_run` reproduces ``aggregate_eval_stat.py`` (METRICS.md §1.3-1.7,
-§3.1-3.2) on top of the pure functions in :mod:`eval.tofu_metrics`.
+§3.1-3.2) on top of the pure functions in :mod:`eval.tofu.metrics`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Iterable, Mapping, Union
 
 import numpy as np
 
-from eval import tofu_metrics as tm
+from eval.per_item import log_array
+from eval.tofu import metrics as tm
 
 __all__ = [
     "TASK_FILES",
@@ -27,7 +28,6 @@ __all__ = [
     "validate_tofu_log",
     "load_tofu_log",
     "load_tofu_run",
-    "log_array",
     "per_item_truth_ratios",
     "aggregate_tofu_run",
 ]
@@ -156,21 +156,12 @@ def load_tofu_run(run_dir: PathLike, tasks: Iterable[str] = tuple(TASK_FILES)) -
 # ----------------------------------------------------------------------------------------
 # per-item arrays
 # ----------------------------------------------------------------------------------------
-def log_array(log: Mapping, key: str) -> np.ndarray:
-    """Values of ``log[key]`` in item-index order as float64 (2-D for list-valued metrics)."""
-    if key not in log:
-        raise ValueError(f"log has no metric {key!r}")
-    per_item = log[key]
-    order = sorted(per_item, key=int)
-    return np.asarray([per_item[k] for k in order], dtype=np.float64)
-
-
 def per_item_truth_ratios(log: Mapping, variant: str = "geometric") -> np.ndarray:
     """Per-item R (perturbed over base) of one task log.
 
     Uses ``avg_paraphrased_loss`` (the base loader: paraphrase for retain/forget, the
     answer for RA/WF) with ``average_perturb_loss`` -- never ``avg_gt_loss``
-    (METRICS.md §3.2). ``variant``: see :func:`eval.tofu_metrics.truth_ratio`.
+    (METRICS.md §3.2). ``variant``: see :func:`eval.tofu.metrics.truth_ratio`.
     """
     return tm.truth_ratio(log_array(log, "avg_paraphrased_loss"),
                           log_array(log, "average_perturb_loss"), variant=variant)
@@ -208,7 +199,7 @@ def aggregate_tofu_run(run_dir_or_logs, retain_run=None, *, tr_variant: str = "g
 
     Returns a dict of floats:
 
-    * the nine utility numbers :data:`eval.tofu_metrics.MODEL_UTILITY_KEYS`
+    * the nine utility numbers :data:`eval.tofu.metrics.MODEL_UTILITY_KEYS`
       (``retain_prob`` = mean exp(-avg_gt_loss); ``ra_prob``/``wf_prob`` = option-normalised
       with ``avg_gt_loss`` and ``average_perturb_loss``; ``*_rouge`` = mean of the stored
       ``rougeL_recall``; ``*_truth_ratio`` = mean max(0, 1-R) with R from
@@ -259,7 +250,7 @@ def retain_truth_ratios(retain_run, tr_variant: str = "geometric") -> dict[str, 
     """The retain model's per-item forget truth ratios, ``{index: R}``, from any of the forms
     :func:`aggregate_tofu_run` takes or an open-unlearning ``TOFU_EVAL.json`` object
     (its ``forget_truth_ratio`` scores, as its ``ks_test`` reads them)."""
-    from eval.ou_logs import is_ou_eval, ou_truth_ratios
+    from eval.ou.read import is_ou_eval, ou_truth_ratios
 
     if isinstance(retain_run, (str, os.PathLike)):
         retain_run = load_retain_logs(retain_run)
@@ -314,7 +305,7 @@ def load_run_logs(path: PathLike, model: str = "unlearned", tasks: Iterable[str]
 def load_retain_logs(path: PathLike) -> dict:
     """The retain model's forget-set reference from ``path``: an open-unlearning ``TOFU_EVAL.json``
     (or a folder holding one), a TOFU eval folder, or one of our runs (its retain model)."""
-    from eval.ou_logs import load_ou_eval, ou_eval_file
+    from eval.ou.read import load_ou_eval, ou_eval_file
 
     if ou_eval_file(path) is not None:
         return load_ou_eval(path)
@@ -322,11 +313,11 @@ def load_retain_logs(path: PathLike) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m eval.tofu_logs RUN [--retain RETAIN] [--truth-ratio arithmetic]``: TOFU's
+    """``python -m eval.tofu.logs RUN [--retain RETAIN] [--truth-ratio arithmetic]``: TOFU's
     aggregate numbers (model utility, forget quality, ...) of a TOFU log folder or one of our runs."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m eval.tofu_logs", description=main.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m eval.tofu.logs", description=main.__doc__)
     ap.add_argument("run", help="TOFU eval folder (eval_*.json), eval_log_aggregated.json, or our run dir / record.json")
     ap.add_argument("--retain", help="the retain model's logs (same forms, or open-unlearning's TOFU_EVAL.json), "
                                      "for forget quality")

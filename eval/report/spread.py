@@ -13,7 +13,7 @@ Configured by a sweep file's ``report.spread``::
       no_worse: [forget_quality, forget_prob, model_utility]  # worst case over `over` vs the best baseline cell
 
 Worst case means the least favourable value over ``over`` in each metric's direction
-(:data:`eval.report.DIRECTION`): the smallest forget quality, the largest forget probability.
+(:data:`eval.directions.DIRECTION`): the smallest forget quality, the largest forget probability.
 """
 from __future__ import annotations
 

@@ -1,35 +1,24 @@
-"""open-unlearning's evaluation output, read and written: ``TOFU_EVAL.json`` / ``MUSE_EVAL.json``.
-
-open-unlearning's evaluator writes one JSON object per model, ``{metric: result}``, where a
-result is ``{"agg_value": number, "value_by_index": {"<idx>": {stat: value}}}`` (its
-``src/evals/base.py`` and metric handlers), and ``<NAME>_SUMMARY.json`` with the ``agg_value`` of
-each configured metric. Metric names are its config names (``forget_truth_ratio``,
-``forget_Q_A_Prob``, ``ra_Q_A_Prob_normalised``, ``mia_min_k``, ``privleak``, ...). A membership
-attack's result also holds ``forget`` and ``holdout`` results of per-item ``score`` and an
-``auc`` in its orientation (members = label 0, ROC on the raw loss-like score: 1 - MUSE's AUC).
-
-Reading serves ``eval.retain_logs``: forget quality against a published retain model's
-``forget_truth_ratio`` per-item scores, PrivLeak against its ``mia_*`` AUC. Writing
-(``eval.ou_logs: true``) turns our per-sample logs into the same file, so open-unlearning's tools
-and ours read each other's results.
+"""open-unlearning's evaluation output, written: our per-sample logs of either benchmark as its
+``TOFU_EVAL.json`` / ``MUSE_EVAL.json`` and ``<NAME>_SUMMARY.json`` (``eval.ou_logs: true``), so
+open-unlearning's tools and ours read each other's results. The format is described in
+:mod:`eval.ou.read`. This module converts both benchmarks' logs, so it sits above them: the
+pipeline imports it, neither evaluator does.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from eval import muse_metrics as mm
-from eval import tofu_metrics as tm
+from eval.compat import OU_EPS
+from eval.mia.scores import mia_auc
+from eval.ou.read import EVAL_FILES, MIA_METRICS
+from eval.per_item import log_array
 from eval.records import write_json_atomic
-from eval.tofu_logs import log_array
+from eval.rouge import _scorer
+from eval.tofu import metrics as tm
 
-EVAL_FILES = {"tofu": "TOFU_EVAL.json", "muse": "MUSE_EVAL.json"}
-#: our attack name -> open-unlearning's metric name
-MIA_METRICS = {"loss": "mia_loss", "zlib": "mia_zlib", "min_k": "mia_min_k", "min_k_plus_plus": "mia_min_k_plus_plus",
-               "gradnorm": "mia_gradnorm", "reference": "mia_reference"}  # the last two where eval.mia.extra_attacks ran
 #: the metrics open-unlearning's default eval suites configure (what its SUMMARY lists)
 SUMMARY_METRICS = {
     "tofu": ("forget_quality", "forget_truth_ratio", "forget_Q_A_Prob", "forget_Q_A_ROUGE", "model_utility",
@@ -39,74 +28,7 @@ SUMMARY_METRICS = {
 }
 
 
-# ----------------------------------------------------------------------------------------
-# reading
-# ----------------------------------------------------------------------------------------
-def ou_eval_file(path: str | Path) -> Path | None:
-    """The open-unlearning eval file ``path`` names (the file, or a folder holding one), else None."""
-    p = Path(path)
-    if p.is_file():
-        return p if p.name.endswith("_EVAL.json") else None
-    for name in EVAL_FILES.values():
-        if (p / name).is_file():
-            return p / name
-    return None
 
-
-def is_ou_eval(obj: Any) -> bool:
-    """An open-unlearning eval object: metric -> result with ``agg_value`` / ``value_by_index``."""
-    return isinstance(obj, Mapping) and any(
-        isinstance(v, Mapping) and ("agg_value" in v or "value_by_index" in v) for v in obj.values())
-
-
-def load_ou_eval(path: str | Path) -> dict[str, Any]:
-    """Load and check one ``*_EVAL.json`` (a file or a folder holding ``TOFU_EVAL.json`` / ``MUSE_EVAL.json``)."""
-    file = ou_eval_file(path)
-    if file is None:
-        raise FileNotFoundError(f"no open-unlearning eval file at {path} (expected {' or '.join(EVAL_FILES.values())})")
-    try:
-        obj = json.loads(file.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{file}: not valid JSON ({e})") from None
-    if not is_ou_eval(obj):
-        raise ValueError(f"{file}: not an open-unlearning eval log ({{metric: {{agg_value, value_by_index}}}})")
-    return obj
-
-
-def _metric(ou: Mapping[str, Any], name: str, source: str) -> Mapping[str, Any]:
-    if not isinstance(ou.get(name), Mapping):
-        raise ValueError(f"{source}: no {name!r} result; present: {', '.join(sorted(ou))}")
-    return ou[name]
-
-
-def ou_per_item(result: Mapping[str, Any], stat: str, source: str = "<log>") -> dict[str, float]:
-    """``value_by_index`` of one result as ``{index: stat}`` in index order (None entries dropped,
-    as open-unlearning's aggregations drop them)."""
-    per = result.get("value_by_index")
-    if not isinstance(per, Mapping) or not per:
-        raise ValueError(f"{source}: result has no value_by_index")
-    out = {}
-    for k in sorted(per, key=int):
-        v = per[k]
-        if v is not None and v.get(stat) is not None:
-            out[str(k)] = float(v[stat])
-    return out
-
-
-def ou_truth_ratios(ou: Mapping[str, Any], source: str = "<log>") -> dict[str, float]:
-    """A model's per-item forget truth ratios R (``forget_truth_ratio.value_by_index.*.score``)."""
-    return ou_per_item(_metric(ou, "forget_truth_ratio", source), "score", source)
-
-
-def ou_mia_aucs(ou: Mapping[str, Any]) -> dict[str, float]:
-    """attack -> AUC in MUSE's orientation (our convention), from the ``mia_*`` results present."""
-    return {a: 1.0 - float(ou[m]["agg_value"]) for a, m in MIA_METRICS.items()
-            if isinstance(ou.get(m), Mapping) and ou[m].get("agg_value") is not None}
-
-
-# ----------------------------------------------------------------------------------------
-# writing
-# ----------------------------------------------------------------------------------------
 def _result(per_item: Mapping[str, Any], agg: Any) -> dict[str, Any]:
     return {"agg_value": None if agg is None else float(agg), "value_by_index": dict(per_item)}
 
@@ -126,7 +48,7 @@ def _scores(values: Mapping[str, Any]) -> dict[str, Any]:
 def _rouge(log: Mapping[str, Any], texts_key: str = "generated_text") -> dict[str, Any]:
     """A ``rouge`` result: rouge1 recall, rougeL F1 and recall (stemmer) with input, ground truth
     and generation, from the stored [prompt, generation, ground truth] triples."""
-    scorer = tm._scorer(True, ("rouge1", "rougeL"))
+    scorer = _scorer(True, ("rouge1", "rougeL"))
     per = {}
     for k in sorted(log[texts_key], key=int):
         prompt, gen, gt = log[texts_key][k]
@@ -139,7 +61,7 @@ def _rouge(log: Mapping[str, Any], texts_key: str = "generated_text") -> dict[st
 def _mia(forget: Mapping[str, Any], holdout: Mapping[str, Any]) -> dict[str, Any]:
     """An attack's result: per-item scores and the AUC in its orientation (from the scores, so
     whichever convention the summary uses)."""
-    auc = mm.mia_auc(log_array({"s": forget}, "s"), log_array({"s": holdout}, "s"), "ou")
+    auc = mia_auc(log_array({"s": forget}, "s"), log_array({"s": holdout}, "s"), "ou")
     return {"forget": _scores(forget), "holdout": _scores(holdout), "auc": auc, "agg_value": auc}
 
 
@@ -153,7 +75,7 @@ def tofu_ou_eval(logs: Mapping[str, Mapping[str, Any]], summary: Mapping[str, An
             out[f"{t}_Q_A_PARA_Prob"] = _probs(log, "avg_paraphrased_loss")
         else:
             _, norm = tm.normalized_probability(log_array(log, "avg_gt_loss"), log_array(log, "average_perturb_loss"),
-                                                eps=tm.OU_EPS)
+                                                eps=OU_EPS)
             out[f"{t}_Q_A_Prob_normalised"] = _result({str(i): {"prob": float(p)} for i, p in enumerate(norm)},
                                                       summary.get(f"{t}_prob", float(norm.mean())))
         R = tm.truth_ratio(log_array(log, "avg_paraphrased_loss"), log_array(log, "average_perturb_loss"),
@@ -210,5 +132,4 @@ def write_ou_eval(folder: str | Path, benchmark: str, ou: Mapping[str, Any]) -> 
     return folder / name
 
 
-__all__ = ["EVAL_FILES", "MIA_METRICS", "ou_eval_file", "is_ou_eval", "load_ou_eval", "ou_per_item",
-           "ou_truth_ratios", "ou_mia_aucs", "tofu_ou_eval", "muse_ou_eval", "write_ou_logs", "write_ou_eval"]
+__all__ = ["SUMMARY_METRICS", "tofu_ou_eval", "muse_ou_eval", "write_ou_logs", "write_ou_eval"]

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from eval.likelihood import map_batches, score
-from eval.mia import MiaSettings
+from eval.mia.attacks import MiaSettings
 from unlearn.data import Feature, collate
 
 logger = logging.getLogger(__name__)

@@ -12,14 +12,9 @@ from typing import Any, Mapping
 import pandas as pd
 
 from eval.directions import AXIS_NAMES, axis_label
-from eval.gen_figure import gen_rates_figure
+from eval.report.gen_figure import gen_rates_figure
+from eval.report.sweeps import variant_items
 from eval.records import RECORD_NAME
-
-
-def variant_items(variant: Any) -> dict[str, str]:
-    from eval.report import variant_items as items  # the sweep layer's parser (report imports this module)
-
-    return items(variant)
 
 
 def _save(fig, out: Path, name: str) -> list[Path]:
@@ -102,35 +97,64 @@ def write_figures(df: pd.DataFrame, out: Path, benchmark: str = "tofu") -> list[
     un = df[(df["model_role"] == "unlearned") & (df["status"] == "ok")] if len(df) else df
     if un.empty:
         return written
+    un, common = _labelled(un)
+    splits = sorted(un["split"].unique())
+    style = _style(un)
+    x, y, logy = TRADEOFF.get(benchmark, TRADEOFF["tofu"])
+    if {x, y} <= set(un.columns):
+        fig = _final_figure(plt, df, un, splits, style, (x, y, logy), common)
+        written += _save(fig, out, "tradeoff_final")
+    traj, curves = _run_series(un, splits, x, y)
+    if any(traj[s] for s in splits):
+        written += _save(_trajectory_figure(plt, traj, splits, style, y, logy, common), out, "tradeoff_trajectories")
+    for kind, (ylabel, name, log) in CURVES.items():
+        if any(curves[kind][s] for s in splits):
+            written += _save(_curve_figure(plt, curves[kind], splits, style, ylabel, log, common), out, name)
+    gen = gen_rates_figure(un, variant_items)  # GeN's rate vs its vertex, per initial rate
+    if gen is not None:
+        written += _save(gen, out, "gen_rates")
+    return written
+
+
+def _labelled(un: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The unlearned runs with their plot label and color key (the overrides every run shares left
+    out, returned apart for the title), and the split of a run without one as ''."""
     variants = [variant_items(v) for v in un["variant"]]
     common = {k: v for k, v in variants[0].items() if all(d.get(k) == v for d in variants)}
     un = un.assign(label=un.apply(lambda r: _label(r, common), axis=1),
                    color_key=un.apply(lambda r: _label({**r, "scheduler": ""}, common), axis=1),
                    split=un["split"].fillna(""))
-    splits = sorted(un["split"].unique())
-    style = _style(un)
-    x, y, logy = TRADEOFF.get(benchmark, TRADEOFF["tofu"])
-    if {x, y} <= set(un.columns):
-        fig, axes = _panels(plt, len(splits))
-        for ax, split in zip(axes, splits):
-            part = un[un["split"] == split]
-            for label, g in part.groupby("label", sort=True):
-                st = style[label]
-                ax.scatter(g[x].mean(), g[y].mean(), label=label, color=st["color"], marker=st["marker"],
-                           zorder=3, edgecolors="white", linewidths=0.5)
-            for role, marker in (("target", "X"), ("retain", "*")):  # hollow, beneath: never hiding a method
-                ref = df[(df["model_role"] == role) & (df["split"].fillna("") == split)]
-                if not ref.empty and {x, y} <= set(ref.columns):
-                    ax.scatter(ref[x].mean(), ref[y].mean(), marker=marker, s=140, facecolors="none",
-                               edgecolors="k", linewidths=1.0, zorder=2, label=role)
-            if logy:
-                ax.set_yscale("log")
-            ax.set_xlabel(axis_label(x))
-            ax.set_title(split or "all")
-        axes[0].set_ylabel(axis_label(y, logy))
-        _finish(fig, axes, f"{AXIS_NAMES.get(y, y)} vs {AXIS_NAMES.get(x, x)} after unlearning (mean over seeds)", common)
-        written += _save(fig, out, "tradeoff_final")
-    # trajectories (records) and step-log curves, averaged over the seeds of a label
+    return un, common
+
+
+def _final_figure(plt, df: pd.DataFrame, un: pd.DataFrame, splits: list[str], style, axes_spec, common):
+    """The final trade-off: one mark per label (mean over seeds), the target and retain models as
+    hollow reference marks."""
+    x, y, logy = axes_spec
+    fig, axes = _panels(plt, len(splits))
+    for ax, split in zip(axes, splits):
+        part = un[un["split"] == split]
+        for label, g in part.groupby("label", sort=True):
+            st = style[label]
+            ax.scatter(g[x].mean(), g[y].mean(), label=label, color=st["color"], marker=st["marker"],
+                       zorder=3, edgecolors="white", linewidths=0.5)
+        for role, marker in (("target", "X"), ("retain", "*")):  # hollow, beneath: never hiding a method
+            ref = df[(df["model_role"] == role) & (df["split"].fillna("") == split)]
+            if not ref.empty and {x, y} <= set(ref.columns):
+                ax.scatter(ref[x].mean(), ref[y].mean(), marker=marker, s=140, facecolors="none",
+                           edgecolors="k", linewidths=1.0, zorder=2, label=role)
+        if logy:
+            ax.set_yscale("log")
+        ax.set_xlabel(axis_label(x))
+        ax.set_title(split or "all")
+    axes[0].set_ylabel(axis_label(y, logy))
+    _finish(fig, axes, f"{AXIS_NAMES.get(y, y)} vs {AXIS_NAMES.get(x, x)} after unlearning (mean over seeds)", common)
+    return fig
+
+
+def _run_series(un: pd.DataFrame, splits: list[str], x: str, y: str):
+    """Per split and label, every run's trajectory (records) and step-log curves (one series per
+    kind of :data:`CURVES` and task), to be averaged over the seeds of a label."""
     traj = {s: {} for s in splits}
     curves = {k: {s: {} for s in splits} for k in CURVES}
     for _, r in un.drop_duplicates("run_dir").iterrows():
@@ -145,48 +169,54 @@ def write_figures(df: pd.DataFrame, out: Path, benchmark: str = "tofu") -> list[
         if not steps_path.exists():
             continue
         steps = pd.read_json(steps_path, lines=True)
-        series = {"lr": {"": steps.get("lr")}, "cos": {"": steps.get("cos/forget_retain")},
-                  "grad_norm": {c.split("/")[1]: steps[c] for c in steps.columns if c.startswith("grad_norm/")},
-                  "loss": {c.split("/")[1]: pd.to_numeric(steps[c], errors="coerce")
-                           for c in steps.columns if c.startswith("loss/")}}
-        for kind, named in series.items():
+        for kind, named in _step_series(steps).items():
             for task, values in named.items():
                 if values is not None:
                     key = r["label"] + (f" [{task}]" if task else "")
                     curves[kind][r["split"]].setdefault(key, []).append(pd.Series(values.to_numpy(), index=steps["step"]))
-    if any(traj[s] for s in splits):
-        fig, axes = _panels(plt, len(splits))
-        for ax, split in zip(axes, splits):
-            for label, frames in sorted(traj[split].items()):
-                mean = pd.concat(frames).groupby("step")[["x", "y"]].mean()
-                st = style[label]
-                ax.plot(mean["x"], mean["y"], marker=".", color=st["color"], linestyle=st["linestyle"], label=label)
-                ax.set_xlabel(axis_label(frames[0]["xname"].iloc[0]))
-            if logy:
-                ax.set_yscale("log")
-            ax.set_title(split or "all")
-        axes[0].set_ylabel(axis_label(y, logy))
-        _finish(fig, axes, f"{AXIS_NAMES.get(y, y)} vs utility over unlearning steps (mean over seeds)", common)
-        written += _save(fig, out, "tradeoff_trajectories")
-    for kind, (ylabel, name, log) in CURVES.items():
-        if not any(curves[kind][s] for s in splits):
-            continue
-        fig, axes = _panels(plt, len(splits), height=3.2)
-        for ax, split in zip(axes, splits):
-            for key, runs in sorted(curves[kind][split].items()):
-                mean = pd.concat(runs, axis=1).mean(axis=1)
-                st = style[key.split(" [")[0]]
-                task_style = ":" if key.endswith("[forget]") else st["linestyle"]
-                ax.plot(mean.index, mean.to_numpy(), color=st["color"], linestyle=task_style, label=key)
-            ax.set_xlabel("step")
-            integer_steps(ax)
-            ax.set_title(split or "all")
-            if log:
-                ax.set_yscale("log")
-        axes[0].set_ylabel(ylabel)
-        _finish(fig, axes, f"{ylabel} (mean over seeds)", common)
-        written += _save(fig, out, name)
-    gen = gen_rates_figure(un, variant_items)  # GeN's rate vs its vertex, per initial rate
-    if gen is not None:
-        written += _save(gen, out, "gen_rates")
-    return written
+    return traj, curves
+
+
+def _step_series(steps: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """kind -> task ('' for a run-wide one) -> the step log's column (None where it was not logged)."""
+    return {"lr": {"": steps.get("lr")}, "cos": {"": steps.get("cos/forget_retain")},
+            "grad_norm": {c.split("/")[1]: steps[c] for c in steps.columns if c.startswith("grad_norm/")},
+            "loss": {c.split("/")[1]: pd.to_numeric(steps[c], errors="coerce")
+                     for c in steps.columns if c.startswith("loss/")}}
+
+
+def _trajectory_figure(plt, traj, splits: list[str], style, y: str, logy: bool, common):
+    """The trade-off along unlearning: one curve per label, the mean over seeds at each step."""
+    fig, axes = _panels(plt, len(splits))
+    for ax, split in zip(axes, splits):
+        for label, frames in sorted(traj[split].items()):
+            mean = pd.concat(frames).groupby("step")[["x", "y"]].mean()
+            st = style[label]
+            ax.plot(mean["x"], mean["y"], marker=".", color=st["color"], linestyle=st["linestyle"], label=label)
+            ax.set_xlabel(axis_label(frames[0]["xname"].iloc[0]))
+        if logy:
+            ax.set_yscale("log")
+        ax.set_title(split or "all")
+    axes[0].set_ylabel(axis_label(y, logy))
+    _finish(fig, axes, f"{AXIS_NAMES.get(y, y)} vs utility over unlearning steps (mean over seeds)", common)
+    return fig
+
+
+def _curve_figure(plt, curves, splits: list[str], style, ylabel: str, log: bool, common):
+    """One kind of step-log curve (learning rate, gradient norms, ...) against the step, the forget
+    task's dotted."""
+    fig, axes = _panels(plt, len(splits), height=3.2)
+    for ax, split in zip(axes, splits):
+        for key, runs in sorted(curves[split].items()):
+            mean = pd.concat(runs, axis=1).mean(axis=1)
+            st = style[key.split(" [")[0]]
+            task_style = ":" if key.endswith("[forget]") else st["linestyle"]
+            ax.plot(mean.index, mean.to_numpy(), color=st["color"], linestyle=task_style, label=key)
+        ax.set_xlabel("step")
+        integer_steps(ax)
+        ax.set_title(split or "all")
+        if log:
+            ax.set_yscale("log")
+    axes[0].set_ylabel(ylabel)
+    _finish(fig, axes, f"{ylabel} (mean over seeds)", common)
+    return fig

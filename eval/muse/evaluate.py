@@ -7,7 +7,7 @@
 * ``privleak``: the MIA suite (:mod:`eval.mia`) on the ``privleak`` forget / holdout / retain texts,
   every attack from ONE teacher-forced pass over the unique texts (each encoded as MUSE's
   ``compute_ppl`` does: BOS + text, no EOS, every text token scored); ``eval.mia.extra_attacks``
-  adds ``gradnorm`` / ``reference`` (:mod:`eval.mia_extra`) on the forget and holdout texts.
+  adds ``gradnorm`` / ``reference`` (:mod:`eval.mia.extra`) on the forget and holdout texts.
 
 Logs keep every per-example value (generations, ROUGE, attack scores) in TOFU's ``{"0": v0, ...}``
 layout; :func:`summarize` derives every aggregate from them: ``verbmem_f``, ``knowmem_f``,
@@ -28,14 +28,14 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from eval import muse_metrics as mm
+from eval.muse import metrics as mm
 from eval.compat import (OU_KNOWMEM_MAX_LENGTH, OU_MUSE_MAX_LENGTH, OU_PRIVLEAK_REF, is_ou, ou_ground_truth,
                          ou_scored_text)
 from eval.generation import greedy_generate
 from eval.likelihood import score
-from eval.mia import ATTACKS, MiaSettings, group_scores, mia_aucs, privleak_score
-from eval.mia_extra import extra_scores
-from eval.tofu_eval import indexed
+from eval.mia.attacks import ATTACKS, MiaSettings, group_scores, mia_aucs, privleak_score
+from eval.mia.extra import extra_scores
+from eval.per_item import indexed
 from unlearn.data import encode_text
 
 EVAL_VERSION = 2  # part of the cached reference evals' key: bump when what is computed changes
@@ -174,7 +174,7 @@ def retain_logs_reference(path: str, cfg: Mapping[str, Any]):
     import json
     from pathlib import Path
 
-    from eval.ou_logs import load_ou_eval, ou_eval_file, ou_mia_aucs
+    from eval.ou.read import load_ou_eval, ou_eval_file, ou_mia_aucs
 
     attack = str(cfg["privleak_attack"])
     if ou_eval_file(path) is not None:

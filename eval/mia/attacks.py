@@ -2,10 +2,10 @@
 Min-k%++, all from the per-token arrays of ONE teacher-forced pass (:func:`eval.likelihood.score`
 with ``tokens=True``) -- never a forward pass per attack.
 
-Two more attacks need more than that pass and are opt-in (``extra_attacks``, :mod:`eval.mia_extra`):
+Two more attacks need more than that pass and are opt-in (``extra_attacks``, :mod:`eval.mia.extra`):
 ``gradnorm`` (a backward pass per text) and ``reference`` (a second model's pass).
 
-The score functions are :mod:`eval.muse_metrics`'s (loss-like: higher = "looks less like training
+The score functions are :mod:`eval.mia.scores`'s (loss-like: higher = "looks less like training
 data"); this module only maps a pass's arrays onto them and turns per-example scores into AUCs.
 The evaluators keep the per-example scores in their logs, so every AUC can be recomputed from a
 record.
@@ -21,13 +21,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from eval import muse_metrics as mm
-from eval.tofu_metrics import OU_EPS
+from eval.compat import OU_EPS
 from eval.likelihood import Scores
-from eval.tofu_logs import log_array
+from eval.mia import scores as ms
+from eval.per_item import log_array
 
 ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus")
-EXTRA_ATTACKS = ("gradnorm", "reference")  # opt-in, eval/mia_extra.py; logged and AUC'd beside ATTACKS
+EXTRA_ATTACKS = ("gradnorm", "reference")  # opt-in, eval/mia/extra.py; logged and AUC'd beside ATTACKS
 GRADNORM_P = (1.0, 2.0, float("inf"))  # open-unlearning mia/gradnorm.py L15: p in [1, 2, inf]
 PER_SAMPLE = ("vmap", "loop")  # how gradnorm's per-text gradients are taken
 # Min-k%++ divides by sigma, the std of log p under the model's next-token distribution; a model
@@ -56,8 +56,8 @@ class MiaSettings:
             raise ValueError(f"MIA gradnorm_p must be 1, 2 or inf, got {self.gradnorm_p!r}")
         if self.gradnorm_per_sample not in PER_SAMPLE:
             raise ValueError(f"unknown MIA gradnorm_per_sample {self.gradnorm_per_sample!r}; valid: {', '.join(PER_SAMPLE)}")
-        if self.min_k_variant not in mm.MIN_K_VARIANTS:
-            raise ValueError(f"unknown Min-k variant {self.min_k_variant!r}; valid: {', '.join(mm.MIN_K_VARIANTS)}")
+        if self.min_k_variant not in ms.MIN_K_VARIANTS:
+            raise ValueError(f"unknown Min-k variant {self.min_k_variant!r}; valid: {', '.join(ms.MIN_K_VARIANTS)}")
         if not 0 < float(self.k) <= 1:
             raise ValueError(f"MIA k must be in (0, 1], got {self.k!r}")
 
@@ -70,12 +70,12 @@ class MiaSettings:
 
 def attack_scores(logp: np.ndarray, mu: np.ndarray, sigma: np.ndarray, text: str, settings: MiaSettings) -> dict[str, float]:
     """Every attack's score of one text from its scored tokens' log p, mu and sigma."""
-    variant = mm.MIN_K_VARIANTS[settings.min_k_variant]
+    variant = ms.MIN_K_VARIANTS[settings.min_k_variant]
     return {
-        "loss": mm.loss_score(logp),
-        "zlib": mm.zlib_score(logp, text, reduction=settings.zlib_reduction),
-        "min_k": mm.min_k_score(logp, settings.k, **variant),
-        "min_k_plus_plus": mm.min_k_plus_plus_score(logp, mu, np.maximum(sigma, SIGMA_FLOOR), settings.k, **variant),
+        "loss": ms.loss_score(logp),
+        "zlib": ms.zlib_score(logp, text, reduction=settings.zlib_reduction),
+        "min_k": ms.min_k_score(logp, settings.k, **variant),
+        "min_k_plus_plus": ms.min_k_plus_plus_score(logp, mu, np.maximum(sigma, SIGMA_FLOOR), settings.k, **variant),
     }
 
 
@@ -99,14 +99,14 @@ def logged_attacks(members: Mapping[str, Any], non_members: Mapping[str, Any]) -
 def mia_aucs(members: Mapping[str, Any], non_members: Mapping[str, Any], orientation: str = "muse") -> dict[str, float]:
     """AUC of each attack separating members (forget) from non-members (holdout); the arguments
     are logs, attack -> ``{"0": score0, "1": score1, ...}`` (the extra attacks where logged)."""
-    return {a: mm.mia_auc(log_array(members, a), log_array(non_members, a), orientation)
+    return {a: ms.mia_auc(log_array(members, a), log_array(non_members, a), orientation)
             for a in logged_attacks(members, non_members)}
 
 
 def privleak_score(auc: float, reference: float, open_unlearning: bool = False) -> float:
     """PrivLeak of an AUC against a reference AUC, both in MUSE's orientation: MUSE's ratio
-    (:func:`eval.muse_metrics.privleak`), NaN against a reference of 0 (a measured one can be, on a
+    (:func:`eval.mia.scores.privleak`), NaN against a reference of 0 (a measured one can be, on a
     few texts); or open-unlearning's, whose ``+ 1e-10`` gives a huge number there instead."""
     if open_unlearning:
         return (auc - reference) / (reference + OU_EPS) * 100
-    return mm.privleak(auc, reference) if reference > 0 else float("nan")
+    return ms.privleak(auc, reference) if reference > 0 else float("nan")

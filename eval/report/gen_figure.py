@@ -48,7 +48,7 @@ def gen_rate_series(un: pd.DataFrame, variant_items) -> dict[str, dict[float, di
 
 
 def gen_rates_figure(un: pd.DataFrame, variant_items):
-    """The figure (None when no run has GeN probes); :func:`eval.report.write_figures` saves it as
+    """The figure (None when no run has GeN probes); :func:`eval.report.figures.write_figures` saves it as
     ``gen_rates.{png,pdf}``."""
     series = gen_rate_series(un, variant_items)
     if not series:

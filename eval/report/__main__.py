@@ -1,0 +1,3 @@
+from eval.report.build import main
+
+main()

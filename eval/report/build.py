@@ -1,0 +1,122 @@
+"""``python -m eval.report``: the tables, figures, spreads and paired comparisons of a folder of runs
+(or of one sweep's runs), written into one output folder and, on request, into Markdown pages."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Mapping
+
+from eval.directions import DIRECTION
+from eval.report.compare import paired_markdown, paired_table
+from eval.report.figures import write_figures
+from eval.report.pages import write_blocks
+from eval.report.spread import spread_markdown, spread_table
+from eval.report.sweeps import _matches, parse_overrides, sweep_runs_dir, sweep_spec, variant_keys_excluded
+from eval.report.tables import (DEFAULT_METRICS, aggregate, load_runs, numeric_table, paper_table, reference_rows,
+                                write_tables)
+
+
+def report(runs: str | Path, out: str | Path, sweep: str | None = None,
+           extra: Mapping[str, str] | None = None, selected: bool = False,
+           baseline: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``extra``: overrides given on the command line next to ``sweeps=NAME`` (they name the runs'
+    variant directory too, so the sweep's runs are found only with them). ``selected``: the
+    unlearned models' numbers at the step ``eval.select`` chose (the final ones otherwise)."""
+    df = load_runs(runs, selected=selected)
+    spec = sweep_spec(sweep) if sweep else {}
+    if sweep and not df.empty:
+        excluded = variant_keys_excluded()
+        grid = {**spec.get("params", {}), **(extra or {})}
+        df = df[df.apply(lambda r: _matches(r, grid, excluded), axis=1)]
+    rep = spec.get("report", {})
+    bench = rep.get("benchmark") or (df["benchmark"].dropna().iloc[0] if "benchmark" in df and df["benchmark"].notna().any() else "tofu")
+    metrics = list(rep.get("metrics", DEFAULT_METRICS.get(bench, DEFAULT_METRICS["tofu"])))
+    rows = list(rep.get("rows", ["method", "scheduler", "variant"]))
+    columns = rep.get("columns", "split")
+    out = Path(out)
+    result: dict[str, Any] = {"runs": int((df["model_role"] == "unlearned").sum()) if len(df) else 0, "files": []}
+    if df.empty:
+        result["message"] = f"no records under {runs}" + (f" for sweep {sweep}" if sweep else "")
+        return result
+    agg = aggregate(df, metrics, rows, columns)
+    refs = reference_rows(df, metrics, columns)
+    table = paper_table(agg, refs, metrics, columns, rows)
+    result["files"] += write_tables(table, out, numeric_table(agg, refs, metrics, rows, columns))
+    df.to_csv(out / "runs.csv", index=False)
+    result["files"].append(out / "runs.csv")
+    result["files"] += write_figures(df, out, bench)
+    result["table"] = table
+    if rep.get("spread"):  # robustness over a setting (eval/report/spread.py)
+        spread = spread_table(agg, rep["spread"], DIRECTION, tuple(rows), columns)
+        (out / "spread.md").write_text(spread_markdown(spread))
+        spread.to_csv(out / "spread.csv", index=False)
+        result["files"] += [out / "spread.md", out / "spread.csv"]
+        result["spread"] = spread
+    # paired comparisons over seeds against a baseline (eval/report/compare.py): the sweep's, the caller's,
+    # else GDiff when the table has it
+    base = dict(baseline or (rep.get("compare") or {}).get("baseline") or {})
+    un = df[df["model_role"] == "unlearned"]
+    if not base and "method" in rows and (un["method"] == "gdiff").any():
+        base = {"method": "gdiff"}
+    if base:
+        paired = paired_table(un, base, metrics, rows, columns)
+        (out / "compare.md").write_text(paired_markdown(paired, metrics, rows, columns))
+        paired.to_csv(out / "compare.csv", index=False)
+        result["files"] += [out / "compare.md", out / "compare.csv"]
+        result["compare"] = paired
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m eval.report", description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", nargs="?", default=None, help="folder searched for record.json (default: <paths.runs>)")
+    ap.add_argument("--sweep", help="only the runs of this sweep file (sweeps/<name>.yaml), with its table layout")
+    ap.add_argument("--out", help="output folder (default: <paths.reports>/<sweep or all>)")
+    pages = ap.add_mutually_exclusive_group()
+    pages.add_argument("--readme", help="also replace the block between <!-- report:NAME --> and <!-- /report:NAME --> "
+                                        "in this Markdown file with the generated table (NAME: the sweep or 'all'; "
+                                        "NAME:spread and NAME:compare for those tables)")
+    pages.add_argument("--docs", help="as --readme, each block into the page under this folder (any *.md) that "
+                                      "holds its markers")
+    ap.add_argument("--baseline", action="append", default=[], metavar="KEY=VALUE",
+                    help="the rows every other row is compared with, paired over seeds (default: the sweep's "
+                         "report.compare, else method=gdiff when present), e.g. method=gdiff")
+    ap.add_argument("--selected", action="store_true",
+                    help="the unlearned models at the step eval.select chose (trajectory metrics), not the final ones")
+    ap.add_argument("--with", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                    help="an override the sweep was run with besides its grid (repeatable), e.g. method.epochs=10")
+    args = ap.parse_args(argv)
+    import os
+
+    root = Path(os.environ.get("UNLEARN_OUTPUTS", "outputs"))
+    extra = parse_overrides(args.extra)
+    try:
+        runs = Path(args.runs) if args.runs else sweep_runs_dir(args.sweep, extra) if args.sweep else root / "runs"
+    except FileNotFoundError as e:
+        raise SystemExit(f"error: {e}")
+    if not runs.is_dir():
+        raise SystemExit(f"error: no folder {runs} (the runs are searched for record.json there)")
+    out = Path(args.out) if args.out else root / "reports" / (args.sweep or "all")
+    res = report(runs, out, args.sweep, extra, selected=args.selected, baseline=parse_overrides(args.baseline))
+    if res["runs"] == 0:
+        raise SystemExit(f"error: no runs found under {runs}" + (f" for sweep {args.sweep}" if args.sweep else ""))
+    if "table" in res:
+        print(res["table"].to_string(index=False))
+    print(f"\n{res['runs']} runs from {runs}" + (f" ({res['message']})" if "message" in res else ""))
+    for p in res["files"]:
+        print(f"wrote {p}")
+    if "spread" in res:
+        print("\n" + spread_markdown(res["spread"]))
+    if (args.readme or args.docs) and "table" in res:
+        blocks = {args.sweep or "all": (out / "table.md").read_text()}
+        if "spread" in res:
+            blocks[f"{args.sweep}:spread"] = (out / "spread.md").read_text()
+        if "compare" in res:  # written where a page holds its block
+            blocks[f"{args.sweep}:compare"] = (out / "compare.md").read_text()
+        try:
+            written = write_blocks(blocks, readme=Path(args.readme) if args.readme else None,
+                                   docs=Path(args.docs) if args.docs else None, optional=[f"{args.sweep}:compare"])
+        except (OSError, ValueError) as e:  # a page without the block: one line, no traceback
+            raise SystemExit(f"error: {e}")
+        for page in written:
+            print(f"updated {page}")

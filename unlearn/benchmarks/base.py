@@ -1,0 +1,81 @@
+"""The interface every benchmark implements (:class:`Benchmark`) and the registry they join
+(:data:`BENCHMARKS`); :mod:`unlearn.benchmarks` imports the benchmarks so that they are registered."""
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig
+
+from eval.compat import apply_compat
+from unlearn.registry import Registry
+
+BENCHMARKS: Registry[type["Benchmark"]] = Registry("benchmark")
+
+
+class Benchmark:
+    """What a benchmark does. The four methods that read ``cfg.eval`` (:meth:`eval_spec`,
+    :meth:`evaluate`, :meth:`reference`, :meth:`summarize`) put ``eval.compat``'s settings in place
+    first (:func:`eval.compat.apply_compat`, idempotent): a config composed without passing through
+    ``run()`` evaluates as a run evaluates it, never with one mode's masks and the other's
+    generation settings. A benchmark implements their underscored twins."""
+    name = ""
+    table_columns: list[str] = []
+
+    def prepare(self, cfg: DictConfig, cache) -> Any:
+        """Data, tokenizer and model locations (a :class:`unlearn.preparation.Prepared`)."""
+        raise NotImplementedError
+
+    def unlearning_data(self, prepared) -> tuple[list, list, list, list]:
+        """(forget rows, retain rows, forget features, retain features) for the engine."""
+        raise NotImplementedError
+
+    def answer_feature(self, prepared, row, answer: str | None, prefix_tokens: int) -> dict[str, list[int]]:
+        """The feature of an unlearning row's prompt followed by ``answer`` (``None``: the row's own
+        answer), only the answer's tokens scored: what IDK and IDK-DPO train on
+        (``MethodContext.encode``). ``prefix_tokens``: the prompt length of a row without a question
+        (raw text)."""
+        raise NotImplementedError
+
+    def method_context(self, prepared):
+        """(the methods' :class:`unlearn.methods.MethodContext`, forget features, retain features):
+        the unlearning data, how to encode an alternative answer, the frozen reference (the target)."""
+        import torch
+
+        from unlearn.methods import MethodContext
+        from unlearn.models import frozen
+
+        forget_rows, retain_rows, forget, retain = self.unlearning_data(prepared)
+        context = MethodContext(
+            encode=lambda row, answer, prefix_tokens: self.answer_feature(prepared, row, answer, prefix_tokens),
+            forget_rows=forget_rows, retain_rows=retain_rows, forget_features=forget, retain_features=retain,
+            pad_id=prepared.tokenizer.pad_token_id, device=torch.device("cpu"),
+            load_reference=lambda: frozen(prepared.load("target")),
+        )
+        return context, forget, retain
+
+    def eval_spec(self, cfg: DictConfig) -> dict[str, Any]:
+        """The eval settings that change results (part of the cached reference evals' key)."""
+        return self._eval_spec(apply_compat(cfg))
+
+    def evaluate(self, model, prepared, cfg: DictConfig, *, cheap: bool = False) -> dict[str, Any]:
+        """Per-example logs of one model; ``cheap``: the trajectory subset."""
+        return self._evaluate(model, prepared, apply_compat(cfg), cheap=cheap)
+
+    def reference(self, logs: dict[str, Any], cfg: DictConfig) -> tuple[Any, str | None]:
+        """What the metrics of every model are measured against, and a description of it."""
+        return self._reference(logs, apply_compat(cfg))
+
+    def summarize(self, logs: dict[str, Any], reference: Any, cfg: DictConfig) -> dict[str, Any]:
+        return self._summarize(logs, reference, apply_compat(cfg))
+
+    def _eval_spec(self, cfg: DictConfig) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _evaluate(self, model, prepared, cfg: DictConfig, *, cheap: bool) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _reference(self, logs: dict[str, Any], cfg: DictConfig) -> tuple[Any, str | None]:
+        raise NotImplementedError
+
+    def _summarize(self, logs: dict[str, Any], reference: Any, cfg: DictConfig) -> dict[str, Any]:
+        raise NotImplementedError
