@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 MAX_README_LINES = 300
@@ -63,8 +65,43 @@ def test_report_blocks_closed_and_unique():
         for name in re.findall(r"^<!-- /report:([^ >]+) -->$", text, re.M):
             assert f"<!-- report:{name} -->" in text, f"{page.name}: <!-- /report:{name} --> closes nothing"
     # the blocks the report and the README's run section write, each in its page
-    expected = {"default-run": "README.md", "tofu_main": "results.md", "muse_main": "results.md",
+    expected = {"default-run": "README.md", "headline": "README.md", "tofu_main": "results.md", "muse_main": "results.md",
                 "lr_sensitivity": "results.md", "lr_sensitivity:compare": "results.md",
                 "gen_study": "gen_study.md", "gen_study:spread": "gen_study.md",
                 "gen_study_muse": "gen_study.md", "gen_study_muse:spread": "gen_study.md"}
     assert {k: seen[k].name for k in expected if k in seen} == expected
+
+
+def test_the_headline_is_drawn_from_the_generated_tables_as_they_stand():
+    from eval.report.headline import headline
+    from eval.report.pages import markers
+
+    start, end = markers("headline")
+    block = (ROOT / "README.md").read_text().split(start, 1)[1].split(end, 1)[0].strip()
+    assert block == headline(ROOT / "docs")  # python -m eval.report.headline leaves README as it is
+
+
+def test_the_headline_picks_its_rows_and_columns(tmp_path):
+    from eval.report.headline import COLUMNS, ROWS, headline
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    tofu_cols = [c for b, c, _ in COLUMNS if b == "tofu_main"] + ["forget_rouge ↓ [forget10]"]
+    muse_cols = [c for b, c, _ in COLUMNS if b == "muse_main"]
+
+    def table(name, cols, tag):
+        rows = [f"| {m} | {s} | " + " | ".join(f"**{tag}{i}{m}{s}**" if i == 0 else f"{tag}{i}{m}{s}"
+                                                for i in range(len(cols))) + " |" for (m, s), _ in ROWS]
+        rows.append("| other | gen | " + " | ".join("x" for _ in cols) + " |")
+        return "\n".join([f"<!-- report:{name} -->", "| method | scheduler | " + " | ".join(cols) + " |",
+                          "|---" * (len(cols) + 2) + "|", *rows, f"<!-- /report:{name} -->"])
+
+    (docs / "a.md").write_text("# A\n\n" + table("tofu_main", tofu_cols, "t") + "\n\ntext\n")
+    (docs / "b.md").write_text(table("muse_main", muse_cols, "m") + "\n")
+    lines = headline(docs).splitlines()
+    assert len(lines) == 2 + len(ROWS) and "other" not in headline(docs) and "**" not in headline(docs)
+    assert lines[4] == "| GDiff | fixed | t0gdiffconstant | t1gdiffconstant | m0gdiffconstant | m1gdiffconstant | " \
+                       "m2gdiffconstant | m3gdiffconstant |"
+    (docs / "b.md").write_text(table("muse_main", muse_cols, "m").replace("| npo | gen |", "| npo2 | gen |") + "\n")
+    with pytest.raises(ValueError, match="npo gen has no row in the muse_main table"):
+        headline(docs)
