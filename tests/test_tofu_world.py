@@ -13,7 +13,8 @@ from unlearn.worlds.tofu import (
     retain_split_for,
     validate_tofu_rows,
 )
-from unlearn.worlds.tofu_synth import ATTRIBUTES, DEFAULTS, generate_tofu_synth
+from unlearn.worlds.tofu_synth import DEFAULTS, generate_tofu_synth
+from unlearn.worlds.tofu_vocab import ATTRIBUTES
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tofu_real"
 QA_KEYS = {"question", "answer"}
