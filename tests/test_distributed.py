@@ -170,6 +170,7 @@ def one_process_engine(tmp_path_factory):
     return out, {name: run_case(name, out, acc) for name in CASES}
 
 
+@pytest.mark.slow  # two processes (spawned): the slow tier (CI runs it)
 @pytest.mark.parametrize("case", list(CASES))
 def test_two_processes_take_the_one_process_updates(case, two_process_engine, one_process_engine):
     two, _ = two_process_engine
@@ -218,6 +219,7 @@ def test_two_processes_take_the_one_process_updates(case, two_process_engine, on
     assert diff < TOLERANCE.get(case, TOL)
 
 
+@pytest.mark.slow  # two processes (spawned): the slow tier (CI runs it)
 def test_processes_draw_different_retain_samples(two_process_engine):
     two, _ = two_process_engine
     ranks = [json.loads((two / f"ngdiff.rank{r}.json").read_text()) for r in (0, 1)]

@@ -255,6 +255,7 @@ def two_process_fsdp(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # two processes (spawned) under FSDP2: the slow tier (CI runs it)
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_sharded_task_gradient_geometry_is_exact(arch, two_process_fsdp):
     ranks = [json.loads((two_process_fsdp / f"{arch}.rank{r}.json").read_text()) for r in (0, 1)]

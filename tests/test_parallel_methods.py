@@ -212,6 +212,7 @@ def read_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow  # two processes (spawned), DDP and FSDP2: the slow tier (CI runs it)
 @pytest.mark.parametrize("case", FAST)
 def test_two_processes_ddp_and_fsdp_take_the_one_process_updates(case, one_process, two_process_fast):
     check(case, one_process, two_process_fast)
