@@ -50,17 +50,6 @@ class EngineResult:
     scheduler: dict[str, Any] = field(default_factory=dict)  # its final state (GeN: rate, probes, accepted, noise)
 
 
-class _OnRow(Callback):
-    """``unlearn(on_row=f)``: ``f(row)`` after each step's row is written (not the diverged one)."""
-
-    def __init__(self, fn: Callable[[dict[str, Any]], None]) -> None:
-        self.fn = fn
-
-    def on_step_end(self, state, row) -> None:
-        if not row.get("diverged"):
-            self.fn(row)
-
-
 def unlearn(
     model: torch.nn.Module,
     method: Method,
@@ -78,30 +67,28 @@ def unlearn(
     trajectory_every: int = 0,
     context: MethodContext | None = None,
     precision: Precision | None = None,
-    on_row: Callable[[dict[str, Any]], None] | None = None,
     resume: Resume | None = None,
     callbacks: Sequence[Callback] = (),
 ) -> EngineResult:
     """Unlearn in place. ``cfg`` is the method node (lr, epochs, batch_size, grad_accum_steps,
     max_grad_norm, optimizer, ...); ``scheduler_factory(total_steps, steps_per_epoch)``;
     ``trajectory(step, model)``: the summary evaluated every ``trajectory_every`` steps;
-    ``on_row``: called with each step's log row after it is written; ``resume``: where the
+    ``resume``: where the
     resumable state is saved every ``resume.every`` steps, and the state a killed run left there
     to continue from; ``callbacks``: called in order before the step log (keys they add to a row
     are logged), the progress bar, trajectory evaluation and the resumable state
     (:mod:`unlearn.callbacks`)."""
     loop = build_loop(model, method, scheduler_factory, forget, retain, cfg, pad_id=pad_id, seed=seed,
                       accelerator=accelerator, fit=fit, context=context, precision=precision)
-    state = LoopState(model=loop.st.model, optimizer=loop.optim, scheduler=loop.sched, accelerator=loop.st.acc,
-                      method=method, total_steps=loop.total, callbacks=Callbacks(),
-                      result=EngineResult(status="ok", steps=0, total_steps=loop.total, batch=loop.plan))
-    state.callbacks = Callbacks([
-        *callbacks, StepLog(log_path), _OnRow(on_row) if on_row is not None else None,
-        Progress(f"unlearn[{cfg['name']}]"),
+    called = Callbacks([
+        *callbacks, StepLog(log_path), Progress(f"unlearn[{cfg['name']}]"),
         TrajectoryEvaluation(trajectory, trajectory_every, loop.st.autocast)
         if trajectory is not None and trajectory_every > 0 else None,
         ResumeSaving(resume, lambda s: resumable_state(loop, s), loop.st.any_process) if resume is not None else None,
     ])
+    state = LoopState(model=loop.st.model, optimizer=loop.optim, scheduler=loop.sched, accelerator=loop.st.acc,
+                      method=method, total_steps=loop.total, callbacks=called,
+                      result=EngineResult(status="ok", steps=0, total_steps=loop.total, batch=loop.plan))
     t_start = time.perf_counter()
     restore(loop, state, resume)
     with state.stack:

@@ -77,7 +77,7 @@ class Run:
     run_dir: Path
     acc: Any
     record: dict[str, Any]
-    resume: Resume
+    resume: Resume | None = None  # set once the config is known valid
     callbacks: list[Callback] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     bench: Benchmark | None = None
@@ -108,8 +108,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, callbacks: Sequence[
         return {**load_record(run_dir), "skipped": True}  # "skipped": not on disk, for the sweep summary
     handler = attach_log_file(run_dir) if acc.is_main_process else None
     restore_logging = dist_utils.quiet_other_processes(acc, run_dir)
-    r = Run(start.cfg, run_dir, acc, new_record(start, run_dir, acc),
-            Resume(run_dir / RESUME_DIR / RESUME_STATE, key=""))
+    r = Run(start.cfg, run_dir, acc, new_record(start, run_dir, acc))
     t_start = time.perf_counter()
     failed = attempt(r, start, callbacks)
     close_record(r, t_start, start.record_path)
@@ -178,6 +177,7 @@ def attempt(r: Run, start: Start, callbacks: Sequence[Callback]) -> bool:
     try:
         if start.invalid is not None:
             raise start.invalid
+        r.resume = resumable(r)
         r.callbacks = run_callbacks(r, callbacks)
         prepare(r)
         result = unlearn_phase(r)
@@ -198,12 +198,17 @@ def attempt(r: Run, start: Start, callbacks: Sequence[Callback]) -> bool:
         return False
 
 
+def resumable(r: Run) -> Resume:
+    """Where unlearning's resumable state is saved every ``resume_every`` steps, for this result
+    key only (FSDP runs save none)."""
+    every = 0 if dist_utils.is_fsdp(r.acc) else int(r.cfg.get("resume_every", 0))
+    return Resume(r.run_dir / RESUME_DIR / RESUME_STATE, every=every, key=r.record["result_hash"])
+
+
 def run_callbacks(r: Run, extra: Sequence[Callback]) -> list[Callback]:
     """The run's callbacks, in the order they are called: open-unlearning's files, the tracker,
     checkpoint selection, the config's ``callbacks`` list, then the caller's."""
     cfg = r.cfg
-    r.resume = Resume(r.resume.path, every=0 if dist_utils.is_fsdp(r.acc) else int(cfg.get("resume_every", 0)),
-                      key=r.record["result_hash"])
     # a resumed run continues its tracker run and leaves out the rows the tracker already has
     tracker = RunTracker(r.acc, cfg.get("logger"), r.run_dir, r.record["config"], resuming=r.resume.exists())
     criterion = check_selection(cfg)
@@ -340,7 +345,7 @@ def close_record(r: Run, t_start: float, record_path: Path) -> None:
         try:
             c.on_record(record)
         except Exception as e:  # noqa: BLE001 - the run's failure; the other callbacks still run
-            if record["status"] != "failed" or "error" not in record:
+            if "error" not in record:  # the first failure is the run's
                 record["status"], record["error"] = "failed", {"type": type(e).__name__, "message": str(e),
                                                                "traceback": traceback.format_exc()}
                 log_file_only(r.run_dir if r.main else None, f"callback {c.name} failed:\n{traceback.format_exc()}")

@@ -52,13 +52,11 @@ class Callback:
 
 class Callbacks:
     """An ordered list of callbacks, called as one: ``callbacks.on_step_end(state, row)`` calls each
-    callback's hook in order."""
+    callback's hook in order. (``on_record`` is the run's: :func:`unlearn.pipeline.close_record`
+    calls each callback's, even after another one failed.)"""
 
     def __init__(self, callbacks: Iterable[Callback] = ()) -> None:
         self.items = [c for c in callbacks if c is not None]
-
-    def __iter__(self):
-        return iter(self.items)
 
     def _call(self, hook: str, *args) -> None:
         for c in self.items:
@@ -75,9 +73,6 @@ class Callbacks:
 
     def on_train_end(self, state, result):
         self._call("on_train_end", state, result)
-
-    def on_record(self, record):
-        self._call("on_record", record)
 
     def state_dict(self) -> dict[str, Any]:
         return {c.name: s for c in self.items if (s := c.state_dict()) is not None}
