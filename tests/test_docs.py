@@ -8,6 +8,7 @@ exist (an anchor must name one of the page's headings); and every generated bloc
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,25 @@ def test_the_headline_picks_its_rows_and_columns(tmp_path):
     (docs / "b.md").write_text(table("muse_main", muse_cols, "m").replace("| npo | gen |", "| npo2 | gen |") + "\n")
     with pytest.raises(ValueError, match="npo gen has no row in the muse_main table"):
         headline(docs)
+
+
+# "about 6 minutes", "~15 min", "an hour", "in seconds", "under 5 minutes", "20 s", ...
+TIME = re.compile(r"(?:(?:about|under|~|within)\s*)?(?:\d+(?:\.\d+)?\s*(?:minutes?|min|hours?|seconds?|s)"
+                  r"|an hour|a few (?:minutes|seconds))\b|\bin seconds\b", re.I)
+
+
+def test_every_time_the_readme_states_is_a_measured_claim():
+    """A time in the README is one of bench/readme_times.py's claims (which measures it), worded the same."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_times", ROOT / "bench" / "readme_times.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    text = ROOT.joinpath("README.md").read_text()
+    phrases = {c.phrase for c in mod.CLAIMS}
+    stated = {m.group(0).strip() for m in TIME.finditer(text)}
+    unmeasured = sorted(s for s in stated if s not in phrases)
+    assert not unmeasured, f"README states times no claim of bench/readme_times.py measures: {unmeasured}"
+    missing = sorted(p for p in phrases if p not in text)
+    assert not missing, f"claims of bench/readme_times.py the README no longer states: {missing}"
