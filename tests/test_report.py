@@ -195,8 +195,8 @@ def test_a_tiny_sweep_runs_through_multirun_and_reports(tmp_path, shared_cache):
 
 def test_gen_rate_figure_from_step_logs(tmp_path):
     """Rate used vs the fitted vertex per initial rate, means over seeds, only positive vertices."""
+    from eval.report.figures import plotted_runs
     from eval.report.gen_figure import gen_rate_series
-    from eval.report.sweeps import variant_items
 
     root = tmp_path / "runs"
     logs = {(1e-4, 0): ([1e-4, 1.2e-4, 1.3e-4], [5e-4, None, -1.0]), (1e-4, 1): ([1e-4, 1.4e-4, 1.5e-4], [7e-4, None, 2e-4]),
@@ -210,11 +210,10 @@ def test_gen_rate_figure_from_step_logs(tmp_path):
         (run_dir / "record.json").write_text(json.dumps(rec))
         rows = [{"step": i, "lr": r, **({"gen/vertex": v} if v is not None else {})} for i, (r, v) in enumerate(zip(rates, vertices))]
         (run_dir / "steps.jsonl").write_text("\n".join(json.dumps(x) for x in rows) + "\n")
-    df = load_runs(root)
-    un = df[df["model_role"] == "unlearned"]
-    series = gen_rate_series(un, variant_items)
-    assert list(series) == ["forget10: ngdiff+gen"]  # method.lr is the color, not the panel
-    cells = series["forget10: ngdiff+gen"]
+    un, styles = plotted_runs(load_runs(root))
+    series = gen_rate_series(un, styles)
+    assert list(series) == [("forget10: ngdiff+gen", "gen")]  # method.lr is the color, not the panel
+    cells = series[("forget10: ngdiff+gen", "gen")]
     assert sorted(cells) == [1e-4, 1e-3]
     assert cells[1e-4]["lr"].tolist() == pytest.approx([1e-4, 1.3e-4, 1.4e-4])
     assert cells[1e-4]["vertex"].to_dict() == pytest.approx({0: 6e-4, 2: 2e-4})  # the negative one dropped

@@ -8,12 +8,12 @@ from typing import Any, Mapping
 
 from eval.directions import DIRECTION
 from eval.report.compare import paired_markdown, paired_table
-from eval.report.figures import write_figures
+from eval.report.figures import VARIANTS_KEY, write_figures
 from eval.report.pages import write_blocks
 from eval.report.spread import spread_markdown, spread_table
 from eval.report.sweeps import _matches, parse_overrides, sweep_runs_dir, sweep_spec, variant_keys_excluded
 from eval.report.tables import (DEFAULT_METRICS, aggregate, load_runs, numeric_table, paper_table, reference_rows,
-                                write_tables)
+                                warnings_note, write_tables)
 
 
 def report(runs: str | Path, out: str | Path, sweep: str | None = None,
@@ -41,7 +41,8 @@ def report(runs: str | Path, out: str | Path, sweep: str | None = None,
     agg = aggregate(df, metrics, rows, columns)
     refs = reference_rows(df, metrics, columns)
     table = paper_table(agg, refs, metrics, columns, rows)
-    result["files"] += write_tables(table, out, numeric_table(agg, refs, metrics, rows, columns))
+    result["warnings"] = warnings_note(df)
+    result["files"] += write_tables(table, out, numeric_table(agg, refs, metrics, rows, columns), result["warnings"])
     df.to_csv(out / "runs.csv", index=False)
     result["files"].append(out / "runs.csv")
     result["files"] += write_figures(df, out, bench)
@@ -105,6 +106,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{res['runs']} runs from {runs}" + (f" ({res['message']})" if "message" in res else ""))
     for p in res["files"]:
         print(f"wrote {p}")
+    if (out / VARIANTS_KEY).exists():
+        print("\n" + (out / VARIANTS_KEY).read_text().split("\n", 2)[2].rstrip())
+    print("\n" + (res.get("warnings") or "no warnings (eval/health.py)").rstrip())
     if "spread" in res:
         print("\n" + spread_markdown(res["spread"]))
     if (args.readme or args.docs) and "table" in res:
