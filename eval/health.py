@@ -56,9 +56,8 @@ def rate_warning(start: float, rates: Iterable[tuple[int | None, Any]]) -> dict[
     return {"kind": "lr_moved", "factor": factor, "start": start_, "rate": rate, "step": step,
             "final": points[-1][1],
             "message": f"GeN moved the learning rate {factor:.3g}x {'above' if up >= down else 'below'} its start "
-                       f"({start_:.3g} -> {rate:.3g}{where}; final {points[-1][1]:.3g}): a rate this far from the "
-                       f"one chosen can collapse or freeze the model (scheduler=constant keeps it; "
-                       f"scheduler.calib_clip and scheduler.cap bound GeN's moves)"}
+                       f"({start_:.3g} -> {rate:.3g}{where}; final {points[-1][1]:.3g}); scheduler=constant keeps "
+                       f"the rate, scheduler.calib_clip and scheduler.cap bound GeN"}
 
 
 def utility_warning(unlearned: Mapping[str, Any], target: Mapping[str, Any], metric: str,

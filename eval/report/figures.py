@@ -183,8 +183,8 @@ def _direction_arrows(ax, xs, ys, color) -> None:
 
 def trajectory_figure(plt, traj, splits: list[str], un: pd.DataFrame, y: str, logy: bool, styles: Styles):
     """The trade-off along unlearning: one curve per series (the mean over seeds at each step, with
-    standard-error bars where there are several), from an open circle (step 0: the target) to the
-    scheduler's filled mark (the last step), arrowheads showing the direction."""
+    standard-error bars where there are several), from the target's hollow X (step 0 is the target)
+    to the scheduler's filled mark (the last step), arrowheads showing the direction."""
     from matplotlib.lines import Line2D
 
     looks = _looks(un)
@@ -199,8 +199,8 @@ def trajectory_figure(plt, traj, splits: list[str], un: pd.DataFrame, y: str, lo
             ax.plot(stats["x"], stats["y"], color=st["color"], linestyle=st["linestyle"], lw=1.3, label=label, zorder=2)
             if n > 1:
                 ax.errorbar(stats["x"], stats["y"], xerr=stats["sx"].fillna(0), yerr=stats["sy"].fillna(0), fmt="none",
-                            ecolor=st["color"], elinewidth=0.7, alpha=0.6, zorder=2)
-            ax.plot(stats["x"].iloc[0], stats["y"].iloc[0], "o", mfc="white", mec="k", ms=6, zorder=3)
+                            ecolor=st["color"], elinewidth=0.6, alpha=0.45, zorder=2)
+            ax.plot(stats["x"].iloc[0], stats["y"].iloc[0], "X", mfc="none", mec="k", ms=13, mew=1.2, zorder=1)
             ax.plot(stats["x"].iloc[-1], stats["y"].iloc[-1], st["marker"], color=st["color"], mec="k", ms=7, zorder=5)
             _direction_arrows(ax, list(stats["x"]), list(stats["y"]), st["color"])
             ax.set_xlabel(axis_label(frames[0]["xname"].iloc[0]))
@@ -209,7 +209,7 @@ def trajectory_figure(plt, traj, splits: list[str], un: pd.DataFrame, y: str, lo
             ax.set_yscale("log")
         ax.set_title(split or "all")
     axes[0].set_ylabel(axis_label(y, logy))
-    marks = [(Line2D([], [], marker="o", mfc="white", mec="k", linestyle="none"), "start (step 0: the target)"),
+    marks = [(Line2D([], [], marker="X", mfc="none", mec="k", ms=9, linestyle="none"), "start (step 0: the target)"),
              (Line2D([], [], marker="s", color="0.5", mec="k", linestyle="none"), "end (last step; marker: scheduler)")]
     finish(fig, axes, f"{AXIS_NAMES.get(y, y)} vs utility along unlearning: mean ± s.e. over seeds at each "
                       f"evaluated step ({seeds_phrase(ns)})", styles, marks)

@@ -73,6 +73,7 @@ def gen_rates_figure(un: pd.DataFrame, styles):
     color = {lr: cmap(0.85 * i / max(1, len(rates) - 1)) for i, lr in enumerate(rates)}
     for ax, ((panel, scheduler), cells) in zip(axes.flat, series.items()):
         for lr, s in cells.items():
+            ax.axhline(lr, color=color[lr], lw=0.7, alpha=0.5)  # where it started: how far GeN took it
             ax.plot(s["lr"].index, s["lr"].to_numpy(), color=color[lr], linestyle=styles.line(scheduler),
                     label=f"start {lr:g}")
             if len(s["vertex"]):
@@ -80,11 +81,11 @@ def gen_rates_figure(un: pd.DataFrame, styles):
         ax.set_yscale("log")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_title(panel, fontsize=9)
-    for ax in axes[-1]:
         ax.set_xlabel("step")
     for row in axes:
         row[0].set_ylabel("learning rate (log)")
     marks = [(Line2D([], [], color="0.3", linestyle=styles.line("gen")), "rate used (line style: scheduler)"),
+             (Line2D([], [], color="0.3", lw=0.7, alpha=0.5), "initial rate"),
              (Line2D([], [], color="0.3", marker="x", linestyle="none"), "fitted vertex b/a (probe steps)")]
     finish(fig, list(axes.flat[:n]), "GeN: the rate used and the fitted vertex, per initial rate (color); "
                                      "mean over seeds", styles, marks)

@@ -88,9 +88,8 @@ class Styles:
     @classmethod
     def build(cls, un: pd.DataFrame) -> "Styles":
         """From the plotted runs (``method``, ``scheduler``, ``variant_items`` columns)."""
-        variants = [dict(v) for v in un["variant_items"]]
-        common = tuple(sorted((k, v) for k, v in variants[0].items() if all(d.get(k) == v for d in variants)))
-        own = sorted({tuple(sorted(set(d.items()) - set(common))) for d in variants}, key=lambda o: (len(o), o))
+        common = common_items(list(un["variant_items"]))
+        own = sorted({cls._own(v, common) for v in un["variant_items"]}, key=lambda o: (len(o), o))
         ids = {items: f"v{i}" for i, items in enumerate([o for o in own if o], start=1)}
         ids[()] = ""
         pairs = sorted({(m, ids[cls._own(v, common)]) for m, v in zip(un["method"], un["variant_items"])})
@@ -137,27 +136,30 @@ class Styles:
 
 
 def finish(fig, axes: Sequence[Any], title: str, styles: Styles, extra: Sequence[tuple[Any, str]] = ()) -> None:
-    """One legend for the figure, right of the panels: each label once (whichever panel has it),
-    ``extra`` (handle, text) pairs, then the variant key as handle-less lines, wrapped."""
-    from matplotlib.lines import Line2D
-
+    """One legend right of the panels, each label once (whichever panel has it) then ``extra``
+    (handle, text) pairs, in as many columns as the figure's height needs; the variant key in a block
+    of text under the panels."""
     seen: dict[str, Any] = {}
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             seen.setdefault(lab, h)
-    handles, labels = list(seen.values()), list(seen)
-    for h, text in extra:
-        handles.append(h)
-        labels.append(text)
-    for vid, text in styles.key():
-        handles.append(Line2D([], [], linestyle="none"))
-        labels.append(textwrap.fill(f"{vid}: {text}", 60, subsequent_indent="    "))
+    handles, labels = list(seen.values()) + [h for h, _ in extra], list(seen) + [t for _, t in extra]
     if handles:
-        ncol = 1 + (len(handles) - 1) // 24
+        per_column = max(6, int(fig.get_figheight() / 0.2))  # 7-point entries
         fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False,
-                   ncol=ncol, handlelength=2.6)
+                   ncol=-(-len(handles) // per_column), handlelength=2.6)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    width = max(60, int(fig.get_figwidth() * 14))
+    key = [textwrap.fill(f"{vid}: {text}", width, subsequent_indent="      ") for vid, text in styles.key()]
+    if key:
+        fig.text(0.01, -0.01, "\n".join(key), ha="left", va="top", fontsize=7, family="monospace")
+
+
+def common_items(variants: Sequence[Items]) -> Items:
+    """The overrides every one of ``variants`` has, with the same value."""
+    dicts = [dict(v) for v in variants]
+    return tuple(sorted((k, v) for k, v in (dicts[0] if dicts else {}).items() if all(d.get(k) == v for d in dicts)))
 
 
 def seeds_phrase(ns: Iterable[int]) -> str:

@@ -12,6 +12,7 @@ import pandas as pd
 from eval.directions import ARROW, DIRECTION
 from eval.health import read_steps, record_warnings
 from eval.records import RECORD_NAME, RECORD_VERSION, load_record
+from eval.report.style import common_items
 from eval.report.sweeps import variant_items, variant_keys_excluded
 
 DEFAULT_METRICS = {"tofu": ["forget_quality", "model_utility", "forget_rouge", "retain_rouge"],
@@ -265,9 +266,11 @@ def warnings_note(df: pd.DataFrame, limit: int = 20) -> str:
     if bad.empty:
         return ""
     lines = [f"Warnings: {len(bad)} of {len(un)} runs (eval/health.py; runs.csv: warnings)", ""]
+    items = [v if isinstance(v, tuple) else () for v in un["variant_items"]]
+    common = set(common_items(items))
     for _, r in bad.head(limit).iterrows():
-        items = ", ".join(f"{k}={v}" for k, v in r["variant_items"]) if isinstance(r["variant_items"], tuple) else ""
-        who = [f"{r['method']}+{r['scheduler']}", items, r["split"], f"seed {r['seed']}"]
+        own = [f"{k}={v}" for k, v in (r["variant_items"] if isinstance(r["variant_items"], tuple) else ()) if (k, v) not in common]
+        who = [f"{r['method']}+{r['scheduler']}", ", ".join(own), r["split"], f"seed {r['seed']}"]
         lines.append(f"- {'; '.join(str(p) for p in who if p)}: {r['warning_messages']}")
     if len(bad) > limit:
         lines.append(f"- ... and {len(bad) - limit} more")
