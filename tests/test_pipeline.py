@@ -52,6 +52,8 @@ def test_debug_run_writes_record_and_step_log(cfg, tmp_path):
     assert (tmp_path / "run" / "checkpoint" / "config.json").exists()
     # the run's warnings (eval/health.py) as recomputed from the record and its step log, also in run.log
     assert on_disk["warnings"] == record_warnings(on_disk, rows)
+    # the debug world at GeN's default: the rate goes from 1e-4 to ~3e-3 and world-fact ROUGE to 0
+    assert [w["kind"] for w in on_disk["warnings"]] == ["lr_moved", "utility_collapse"]
     for w in on_disk["warnings"]:
         assert f"warning: {w['message']}" in (tmp_path / "run" / "run.log").read_text()
 

@@ -264,7 +264,7 @@ def test_spread_over_initial_rates_against_the_best_fixed_rate():
 
 def test_figure_axes_colors_and_markers(tmp_path):
     from eval.directions import axis_label
-    from eval.report.figures import distinct_colors
+    from eval.report.style import distinct_colors
 
     assert axis_label("model_utility_no_rouge") == "model utility (likelihoods only) ↑"
     assert axis_label("forget_quality", log=True) == "forget quality ↑ (log scale)"
