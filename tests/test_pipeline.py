@@ -55,7 +55,7 @@ def test_debug_run_writes_record_and_step_log(cfg, tmp_path):
     # the debug world at GeN's default: the rate goes from 1e-4 to ~3e-3 and world-fact ROUGE to 0
     assert [w["kind"] for w in on_disk["warnings"]] == ["lr_moved", "utility_collapse"]
     for w in on_disk["warnings"]:
-        assert f"warning: {w['message']}" in (tmp_path / "run" / "run.log").read_text()
+        assert f"[WARNING] - {w['message']}" in (tmp_path / "run" / "run.log").read_text()
 
 
 def test_complete_record_is_skipped_unless_overwrite(cfg, tmp_path):

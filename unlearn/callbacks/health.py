@@ -18,4 +18,4 @@ class HealthCheck(Callback):
         steps = read_steps(Path(record["run_dir"]) / (record.get("logs") or {}).get("steps", STEP_LOG))
         record["warnings"] = record_warnings(record, steps)
         for w in record["warnings"]:
-            log.warning("warning: %s", w["message"])
+            log.warning("%s", w["message"])
