@@ -173,3 +173,35 @@ def test_the_printed_summary_names_the_final_and_the_selected_model():
     assert summary_table(rec).splitlines()[2].startswith("unlearned (final, step 6)")
     del rec["selection"]
     assert summary_table(rec).splitlines()[2].startswith("unlearned ")
+
+
+def test_step_curves_have_a_row_per_task_one_legend_entry_per_series_and_trajectories_a_direction(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from eval.report.figures import CURVES, _run_series, curve_figure, trajectory_figure
+
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        for method in ("ngdiff", "gdiff"):
+            steps = [{"step": i, "lr": 1e-4, "loss/forget": 1.0 + i + seed, "loss/retain": 1e-3 * 10 ** (2 * i / 3)} for i in range(4)]
+            run_dir = write_run(root, method, seed, 0.1, 0.4, steps=steps)
+            rec = json.loads((run_dir / "record.json").read_text())
+            rec["trajectory"] = [{"step": i, "model_utility": 0.5 - 0.05 * i, "forget_quality": 1e-5 * 10 ** i}
+                                 for i in range(4)]
+            (run_dir / "record.json").write_text(json.dumps(rec))
+    un, styles = plotted_runs(load_runs(root))
+    traj, curves = _run_series(un, ["forget10"], "model_utility", "forget_quality")
+    ylabel, _, log = CURVES["loss"]
+    fig = curve_figure(plt, curves["loss"], ["forget10"], un, (ylabel, log), styles)
+    assert [ax.get_title() for ax in fig.axes] == ["forget10 - forget task", "forget10 - retain task"]
+    assert fig.axes[1].get_yscale() == "log" and fig.axes[0].get_yscale() == "linear"  # 1e-3 to 0.1 vs 1 to 5
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["gdiff+gen", "ngdiff+gen"]  # not one per task
+    band = fig.axes[0].collections[0].get_paths()[0].vertices[:, 1]  # seeds 1 apart: s.e. 0.5 around the mean
+    assert band.min() == pytest.approx(1.5 - 0.5) and band.max() == pytest.approx(4.5 + 0.5)
+    plt.close(fig)
+    fig = trajectory_figure(plt, traj, ["forget10"], un, "forget_quality", True, styles)
+    arrows = [t for t in fig.axes[0].texts if t.arrow_patch is not None]
+    assert len(arrows) == 2 * 2  # two arrowheads per series, pointing from step i to i + 1
+    assert arrows[0].xy[0] < arrows[0].xyann[0]  # utility falls along the way: the arrow points left
+    assert "start (step 0: the target)" in [t.get_text() for t in fig.legends[0].get_texts()]
+    plt.close(fig)
