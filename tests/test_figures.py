@@ -64,6 +64,12 @@ def test_odd_override_values_make_right_labels_and_a_key(tmp_path, capsys):
     md = (tmp_path / "out" / "variants.md").read_text()
     assert f"| v1 | `model.lora={ODD['model.lora']}` |" in md and "| all runs | `method.epochs=6` |" in md
     assert {p.name for p in res["files"]} >= {"tradeoff_final.png", "variants.md", "table.md"}
+    # the table shows the same short ids, its key beneath; table.csv and runs.csv keep the whole variant
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "| ngdiff | gen | v2 |" in table and "| gdiff | gen | v1 |" in table and "| ngdiff | gen |  |" in table
+    assert f"| v1 | `model.lora={ODD['model.lora']}` |" in table
+    numbers, runs = (pd.read_csv(tmp_path / "out" / f) for f in ("table.csv", "runs.csv"))
+    assert set(numbers["variant"].dropna()) == set(runs["variant"]) and len(set(runs["variant"])) == 3
     main([str(root), "--out", str(tmp_path / "cli")])
     printed = capsys.readouterr().out
     assert f"| v2 | `eval.retain_logs={ODD['eval.retain_logs']}" in printed and "no warnings" in printed

@@ -295,7 +295,7 @@ def test_paired_comparison_against_a_baseline(tmp_path):
     assert cmp.loc["npo", "forget_quality_diff"] == pytest.approx(0.9) and cmp.loc["npo", "forget_quality_n"] == 1
     assert "gdiff" not in cmp.index
     md = (tmp_path / "rep" / "compare.md").read_text()
-    assert "against method=gdiff" in md and "| ngdiff | gen | default | forget10 | +0.200 (0.074) | +0.000 |" in md
+    assert "against method=gdiff" in md and "| ngdiff | gen |  | forget10 | +0.200 (0.074) | +0.000 |" in md
 
 
 def _page(path, *names, before="# Results\n\nSome prose.\n\n", after="\nMore prose.\n"):

@@ -53,29 +53,30 @@ def _panels(plt, n: int, height: float = 3.6):
     return fig, list(axes[0])
 
 
-def plotted_runs(df: pd.DataFrame) -> tuple[pd.DataFrame, Styles]:
+def plotted_runs(df: pd.DataFrame, styles: Styles | None = None) -> tuple[pd.DataFrame, Styles]:
     """The unlearned runs that finished (status ok), each with its series label and look, and the
-    report's :class:`Styles`."""
+    report's :class:`Styles` (built from them unless given)."""
     un = df[(df["model_role"] == "unlearned") & (df["status"] == "ok")] if len(df) else df
     if un.empty:
-        return un, None
+        return un, styles
     un = un.assign(split=un["split"].fillna(""))
-    styles = Styles.build(un)
+    styles = styles or Styles.build(un)
     look = [{"label": styles.label(m, s, v), "color": styles.color(m, v), "linestyle": styles.line(s),
              "marker": styles.marker(s)} for m, s, v in zip(un["method"], un["scheduler"], un["variant_items"])]
     return un.assign(**{k: [x[k] for x in look] for k in look[0]}), styles
 
 
-def write_figures(df: pd.DataFrame, out: Path, benchmark: str = "tofu") -> list[Path]:
+def write_figures(df: pd.DataFrame, out: Path, benchmark: str = "tofu", styles: Styles | None = None) -> list[Path]:
     """Trade-off and training-dynamics figures from records and step logs, one panel per forget
-    split, and the variant key (``variants.md``) they share."""
+    split, and the variant key (``variants.md``) they share (``styles``: the report's, which its
+    table's short variant ids come from too)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    un, styles = plotted_runs(df)
+    un, styles = plotted_runs(df, styles)
     if un.empty:
         return []
     written: list[Path] = []

@@ -87,7 +87,7 @@ class Styles:
 
     @classmethod
     def build(cls, un: pd.DataFrame) -> "Styles":
-        """From the plotted runs (``method``, ``scheduler``, ``variant_items`` columns)."""
+        """From the runs (``method``, ``scheduler``, ``variant_items`` columns)."""
         common = common_items(list(un["variant_items"]))
         own = sorted({cls._own(v, common) for v in un["variant_items"]}, key=lambda o: (len(o), o))
         ids = {items: f"v{i}" for i, items in enumerate([o for o in own if o], start=1)}
@@ -154,6 +154,13 @@ def finish(fig, axes: Sequence[Any], title: str, styles: Styles, extra: Sequence
     key = [textwrap.fill(f"{vid}: {text}", width, subsequent_indent="      ") for vid, text in styles.key()]
     if key:
         fig.text(0.01, -0.01, "\n".join(key), ha="left", va="top", fontsize=7, family="monospace")
+
+
+def variant_ids(un: pd.DataFrame, styles: Styles) -> dict[str, str]:
+    """Each run's variant (its override string, the tables' ``variant``) -> its short id ('' for the
+    overrides every run shares)."""
+    return {v: styles.variant_id(items) for v, items in zip(un["variant"], un["variant_items"])
+            if isinstance(items, tuple)}
 
 
 def common_items(variants: Sequence[Items]) -> Items:

@@ -12,7 +12,6 @@ import pandas as pd
 from eval.directions import ARROW, DIRECTION
 from eval.health import read_steps, record_warnings
 from eval.records import RECORD_NAME, RECORD_VERSION, load_record
-from eval.report.style import common_items
 from eval.report.sweeps import variant_items, variant_keys_excluded
 
 DEFAULT_METRICS = {"tofu": ["forget_quality", "model_utility", "forget_rouge", "retain_rouge"],
@@ -106,7 +105,7 @@ def load_runs(root: str | Path, records: Iterable[Path] | None = None, selected:
     paths = list(records) if records is not None else find_records(root)
     rows = [r for p in paths for r in record_rows(p, selected)]
     df = pd.DataFrame(rows)
-    for col in ["run_dir", "status", "model_role", *ID_COLUMNS]:  # present even if no record has them
+    for col in ["run_dir", "status", "model_role", "variant_items", *ID_COLUMNS]:  # present even if no record has them
         if col not in df:
             df[col] = None
     return df
@@ -258,20 +257,18 @@ def numeric_table(agg: pd.DataFrame, refs: pd.DataFrame, metrics: list[str], row
     return both
 
 
-def warnings_note(df: pd.DataFrame, limit: int = 20) -> str:
+def warnings_note(df: pd.DataFrame, ids: Mapping[str, str] | None = None, limit: int = 20) -> str:
     """The table's footnote: how many unlearned runs have warnings (:mod:`eval.health`: a collapsed
-    utility, a rate GeN moved far) and what each says, one line per run (the first ``limit``)."""
+    utility, a rate GeN moved far) and what each says, one line per run (the first ``limit``), each
+    run named by method+scheduler, its variant's short id (``ids``), split and seed."""
     un = df[df["model_role"] == "unlearned"]
     bad = un[un["warnings"].fillna("") != ""] if "warnings" in un else un.iloc[0:0]
     if bad.empty:
         return ""
     lines = [f"Warnings: {len(bad)} of {len(un)} runs (eval/health.py; runs.csv: warnings)", ""]
-    items = [v if isinstance(v, tuple) else () for v in un["variant_items"]]
-    common = set(common_items(items))
     for _, r in bad.head(limit).iterrows():
-        own = [f"{k}={v}" for k, v in (r["variant_items"] if isinstance(r["variant_items"], tuple) else ()) if (k, v) not in common]
-        who = [f"{r['method']}+{r['scheduler']}", ", ".join(own), r["split"], f"seed {r['seed']}"]
-        lines.append(f"- {'; '.join(str(p) for p in who if p)}: {r['warning_messages']}")
+        who = [f"{r['method']}+{r['scheduler']}", (ids or {}).get(r["variant"], ""), r["split"], f"seed {r['seed']}"]
+        lines.append(f"- {' '.join(str(p) for p in who if p)}: {r['warning_messages']}")
     if len(bad) > limit:
         lines.append(f"- ... and {len(bad) - limit} more")
     return "\n".join(lines) + "\n"
