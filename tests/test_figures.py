@@ -211,3 +211,12 @@ def test_step_curves_have_a_row_per_task_one_legend_entry_per_series_and_traject
     assert arrows[0].xy[0] < arrows[0].xyann[0]  # utility falls along the way: the arrow points left
     assert "start (step 0: the target)" in [t.get_text() for t in fig.legends[0].get_texts()]
     plt.close(fig)
+
+
+def test_a_multirun_line_counts_the_jobs_with_warnings():
+    from unlearn.sweep_summary import summary_line
+
+    rows = [{"status": "ok", "run_dir": "a", "warnings": 2}, {"status": "ok", "run_dir": "b", "warnings": 0},
+            {"status": "failed", "run_dir": "c"}]
+    assert summary_line(rows) == ("multirun: 3 jobs: 2 ok, 0 diverged, 1 failed, 0 interrupted, 0 skipped; "
+                                  "1 with warnings (printed under their tables, in their records); failed: c")
