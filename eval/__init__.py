@@ -5,6 +5,8 @@ Imports go one way, down this list (``tests/test_layout.py`` checks that no impo
 * ``eval.report`` -- tables, figures, spreads, paired comparisons from records (``python -m
   eval.report``); it may import everything, nothing imports it.
 * ``eval.ou.write`` -- our logs of either benchmark in open-unlearning's format (the pipeline calls it).
+* ``eval.health`` -- the warnings a run's numbers deserve (a collapsed utility, a learning rate GeN
+  moved far), for the run's record and for reports.
 * ``eval.tofu``, ``eval.muse`` -- one package per benchmark: its metrics and its evaluator. Neither
   imports the other.
 * shared, imported by both benchmarks and never importing them: ``eval.mia`` (the membership

@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from eval.health import record_warnings
 from eval.records import load_record
 from eval.tofu.evaluate import summarize
 from unlearn.pipeline import STEP_LOG, run
@@ -49,6 +50,12 @@ def test_debug_run_writes_record_and_step_log(cfg, tmp_path):
     assert on_disk["environment"]["packages"]["torch"]
     assert (tmp_path / "run" / "run.log").read_text()
     assert (tmp_path / "run" / "checkpoint" / "config.json").exists()
+    # the run's warnings (eval/health.py) as recomputed from the record and its step log, also in run.log
+    assert on_disk["warnings"] == record_warnings(on_disk, rows)
+    # the debug world at GeN's default: the rate goes from 1e-4 to ~3e-3 and world-fact ROUGE to 0
+    assert [w["kind"] for w in on_disk["warnings"]] == ["lr_moved", "utility_collapse"]
+    for w in on_disk["warnings"]:
+        assert f"[WARNING] - {w['message']}" in (tmp_path / "run" / "run.log").read_text()
 
 
 def test_complete_record_is_skipped_unless_overwrite(cfg, tmp_path):

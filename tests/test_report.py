@@ -195,8 +195,8 @@ def test_a_tiny_sweep_runs_through_multirun_and_reports(tmp_path, shared_cache):
 
 def test_gen_rate_figure_from_step_logs(tmp_path):
     """Rate used vs the fitted vertex per initial rate, means over seeds, only positive vertices."""
+    from eval.report.figures import plotted_runs
     from eval.report.gen_figure import gen_rate_series
-    from eval.report.sweeps import variant_items
 
     root = tmp_path / "runs"
     logs = {(1e-4, 0): ([1e-4, 1.2e-4, 1.3e-4], [5e-4, None, -1.0]), (1e-4, 1): ([1e-4, 1.4e-4, 1.5e-4], [7e-4, None, 2e-4]),
@@ -210,11 +210,10 @@ def test_gen_rate_figure_from_step_logs(tmp_path):
         (run_dir / "record.json").write_text(json.dumps(rec))
         rows = [{"step": i, "lr": r, **({"gen/vertex": v} if v is not None else {})} for i, (r, v) in enumerate(zip(rates, vertices))]
         (run_dir / "steps.jsonl").write_text("\n".join(json.dumps(x) for x in rows) + "\n")
-    df = load_runs(root)
-    un = df[df["model_role"] == "unlearned"]
-    series = gen_rate_series(un, variant_items)
-    assert list(series) == ["forget10: ngdiff+gen"]  # method.lr is the color, not the panel
-    cells = series["forget10: ngdiff+gen"]
+    un, styles = plotted_runs(load_runs(root))
+    series = gen_rate_series(un, styles)
+    assert list(series) == [("forget10: ngdiff+gen", "gen")]  # method.lr is the color, not the panel
+    cells = series[("forget10: ngdiff+gen", "gen")]
     assert sorted(cells) == [1e-4, 1e-3]
     assert cells[1e-4]["lr"].tolist() == pytest.approx([1e-4, 1.3e-4, 1.4e-4])
     assert cells[1e-4]["vertex"].to_dict() == pytest.approx({0: 6e-4, 2: 2e-4})  # the negative one dropped
@@ -265,7 +264,7 @@ def test_spread_over_initial_rates_against_the_best_fixed_rate():
 
 def test_figure_axes_colors_and_markers(tmp_path):
     from eval.directions import axis_label
-    from eval.report.figures import distinct_colors
+    from eval.report.style import distinct_colors
 
     assert axis_label("model_utility_no_rouge") == "model utility (likelihoods only) ↑"
     assert axis_label("forget_quality", log=True) == "forget quality ↑ (log scale)"
@@ -296,7 +295,7 @@ def test_paired_comparison_against_a_baseline(tmp_path):
     assert cmp.loc["npo", "forget_quality_diff"] == pytest.approx(0.9) and cmp.loc["npo", "forget_quality_n"] == 1
     assert "gdiff" not in cmp.index
     md = (tmp_path / "rep" / "compare.md").read_text()
-    assert "against method=gdiff" in md and "| ngdiff | gen | default | forget10 | +0.200 (0.074) | +0.000 |" in md
+    assert "against method=gdiff" in md and "| ngdiff | gen |  | forget10 | +0.200 (0.074) | +0.000 |" in md
 
 
 def _page(path, *names, before="# Results\n\nSome prose.\n\n", after="\nMore prose.\n"):

@@ -29,7 +29,7 @@ from eval.records import (FAILED_RECORD_NAME, RECORD_NAME, complete_record, envi
 from eval.select import Selector
 from unlearn import distributed as dist_utils
 from unlearn.benchmarks import Benchmark, get_benchmark
-from unlearn.callbacks import STEP_LOG, Callback, build_callback
+from unlearn.callbacks import STEP_LOG, Callback, HealthCheck, build_callback
 from unlearn.callbacks.ou_files import OU_LOGS, OpenUnlearningFiles
 from unlearn.callbacks.selection import Selection
 from unlearn.callbacks.tracking import Tracking
@@ -206,13 +206,13 @@ def resumable(r: Run) -> Resume:
 
 
 def run_callbacks(r: Run, extra: Sequence[Callback]) -> list[Callback]:
-    """The run's callbacks, in the order they are called: open-unlearning's files, the tracker,
-    checkpoint selection, the config's ``callbacks`` list, then the caller's."""
+    """The run's callbacks, in the order they are called: the warnings (:mod:`eval.health`),
+    open-unlearning's files, the tracker, checkpoint selection, the config's ``callbacks``, the caller's."""
     cfg = r.cfg
     # a resumed run continues its tracker run and leaves out the rows the tracker already has
     tracker = RunTracker(r.acc, cfg.get("logger"), r.run_dir, r.record["config"], resuming=r.resume.exists())
     criterion = check_selection(cfg)
-    out: list[Callback] = []
+    out: list[Callback] = [HealthCheck()]
     if cfg.eval.get("ou_logs"):  # every model's results in open-unlearning's format too
         out.append(OpenUnlearningFiles(r.run_dir, str(cfg.dataset.benchmark), r.main))
     out.append(Tracking(tracker))

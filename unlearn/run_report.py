@@ -1,4 +1,5 @@
-"""What a person sees after a run: the benchmark's table (target, retain, unlearned), the status
+"""What a person sees after a run: the benchmark's table (target, retain, unlearned; the selected
+step beside the final model), the status, the selection, the run's warnings (:mod:`eval.health`)
 and where the record and logs are (the main process only, when several run)."""
 from __future__ import annotations
 
@@ -13,13 +14,32 @@ from unlearn.run_logs import RUN_LOG
 
 
 def summary_table(record: dict[str, Any]) -> str:
-    """The benchmark's table rows the run prints: target, retain and unlearned model."""
+    """The benchmark's table rows the run prints: target, retain and unlearned model. With checkpoint
+    selection the unlearned row says it is the final model (``unlearned (final, step N)``) and the
+    selected step's trajectory metrics follow (``selected (step K)``; ``-`` where the trajectory's
+    cheap subset has no value), so that a reader never takes one for the other."""
     import pandas as pd
 
     cols = get_benchmark(record["config"]["dataset"]["benchmark"]).table_columns
-    rows = {name: {c: m["summary"].get(c) for c in cols} for name, m in record.get("metrics", {}).items()}
+    sel = record.get("selection")
+    final = f"unlearned (final, step {(record.get('unlearn') or {}).get('steps')})" if sel else "unlearned"
+    rows = {final if name == "unlearned" else name: {c: m["summary"].get(c) for c in cols}
+            for name, m in record.get("metrics", {}).items()}
+    if sel and sel.get("step") is not None:
+        rows[f"selected (step {sel['step']})"] = {c: sel["metrics"].get(c) for c in cols}
     return pd.DataFrame.from_dict(rows, orient="index", columns=cols).to_string(
         float_format=lambda x: f"{x:.4g}", na_rep="-")
+
+
+def selection_line(sel: dict[str, Any]) -> str:
+    """Which step ``checkpoint/`` holds and why; step 0 is the target itself."""
+    if sel.get("step") is None:
+        return f"selected: none ({sel['criterion']}): {sel['note']}"
+    line = (f"selected: step {sel['step']} of {sel['final_step']} ({sel['criterion']}: "
+            f"{sel['metric']} {sel['metrics'][sel['metric']]:.4g}); checkpoint/ holds it")
+    if sel["step"] == 0:
+        line += " -- step 0 is the target before any update: no later step did better under the criterion"
+    return line
 
 
 def status_line(record: dict[str, Any]) -> str:
@@ -42,11 +62,10 @@ def report_run(record: dict[str, Any]) -> None:
     if record.get("metrics"):
         print(summary_table(record))
     print("\n" + status_line(record))
-    sel = record.get("selection")
-    if sel:
-        print(f"selected: step {sel['step']} of {sel['final_step']} ({sel['criterion']}: "
-              f"{sel['metric']} {sel['metrics'][sel['metric']]:.4g})" if sel.get("step") is not None
-              else f"selected: none ({sel['criterion']}): {sel['note']}")
+    if record.get("selection"):
+        print(selection_line(record["selection"]))
+    for w in record.get("warnings") or ():
+        print(f"warning: {w['message']}")
     status = record["status"]
     aside = run_dir / FAILED_RECORD_NAME  # only there while the last config given failed validation
     if status == "failed" and aside.exists():

@@ -1,5 +1,6 @@
 """One line at the end of a multirun: how many jobs were ok, diverged, failed, interrupted or
-skipped (a complete record already there), with the failed jobs' directories.
+skipped (a complete record already there), with the failed jobs' directories, and how many have
+warnings (:mod:`eval.health`).
 
 A Hydra callback (``conf/config.yaml``: ``hydra.callbacks``). At the multirun's start it names a
 file in the sweep directory and exports it as ``UNLEARN_MULTIRUN_LOG``; each job (``run.py``, in
@@ -28,7 +29,8 @@ def note_job(record: dict[str, Any]) -> None:
     if not path:
         return
     status = "skipped" if record.get("skipped") else record.get("status", "failed")
-    line = json.dumps({"status": status, "run_dir": record.get("run_dir")}) + "\n"
+    line = json.dumps({"status": status, "run_dir": record.get("run_dir"),
+                       "warnings": len(record.get("warnings") or ())}) + "\n"
     with open(path, "a") as f:  # one short O_APPEND write per job: safe across processes
         f.write(line)
 
@@ -40,6 +42,9 @@ def summary_line(rows: list[dict[str, Any]], launched: int | None = None) -> str
     if missing:
         parts.append(f"{missing} without a record (see the launcher's output)")
     line = f"multirun: {len(rows) + missing} jobs: " + ", ".join(parts)
+    warned = sum(1 for r in rows if r.get("warnings"))
+    if warned:
+        line += f"; {warned} with warnings (printed under their tables, in their records)"
     failed = [r["run_dir"] for r in rows if r["status"] in ("failed", "interrupted")]
     if failed:
         line += "; failed: " + " ".join(failed)

@@ -6,14 +6,17 @@ import argparse
 from pathlib import Path
 from typing import Any, Mapping
 
+import pandas as pd
+
 from eval.directions import DIRECTION
 from eval.report.compare import paired_markdown, paired_table
-from eval.report.figures import write_figures
+from eval.report.figures import VARIANTS_KEY, write_figures
+from eval.report.style import Styles, variant_ids
 from eval.report.pages import write_blocks
 from eval.report.spread import spread_markdown, spread_table
 from eval.report.sweeps import _matches, parse_overrides, sweep_runs_dir, sweep_spec, variant_keys_excluded
 from eval.report.tables import (DEFAULT_METRICS, aggregate, load_runs, numeric_table, paper_table, reference_rows,
-                                write_tables)
+                                warnings_note, write_tables)
 
 
 def report(runs: str | Path, out: str | Path, sweep: str | None = None,
@@ -38,13 +41,9 @@ def report(runs: str | Path, out: str | Path, sweep: str | None = None,
     if df.empty:
         result["message"] = f"no records under {runs}" + (f" for sweep {sweep}" if sweep else "")
         return result
-    agg = aggregate(df, metrics, rows, columns)
-    refs = reference_rows(df, metrics, columns)
-    table = paper_table(agg, refs, metrics, columns, rows)
-    result["files"] += write_tables(table, out, numeric_table(agg, refs, metrics, rows, columns))
-    df.to_csv(out / "runs.csv", index=False)
-    result["files"].append(out / "runs.csv")
-    result["files"] += write_figures(df, out, bench)
+    styles = Styles.build(df[(df["model_role"] == "unlearned") & df["variant_items"].map(lambda v: isinstance(v, tuple))])
+    agg, table = tables(df, out, (metrics, rows, columns), styles, result)
+    result["files"] += write_figures(df, out, bench, styles)
     result["table"] = table
     if rep.get("spread"):  # robustness over a setting (eval/report/spread.py)
         spread = spread_table(agg, rep["spread"], DIRECTION, tuple(rows), columns)
@@ -60,11 +59,33 @@ def report(runs: str | Path, out: str | Path, sweep: str | None = None,
         base = {"method": "gdiff"}
     if base:
         paired = paired_table(un, base, metrics, rows, columns)
-        (out / "compare.md").write_text(paired_markdown(paired, metrics, rows, columns))
+        ids = result["variant_ids"]  # the short ids the table shows, the full variant in compare.csv
+        shown = paired.assign(variant=[ids.get(v, v) for v in paired["variant"]]) if "variant" in paired else paired
+        (out / "compare.md").write_text(paired_markdown(shown, metrics, rows, columns))
         paired.to_csv(out / "compare.csv", index=False)
         result["files"] += [out / "compare.md", out / "compare.csv"]
         result["compare"] = paired
     return result
+
+
+def tables(df: pd.DataFrame, out: Path, layout: tuple[list[str], list[str], str | None], styles: Styles,
+           result: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The aggregate and the displayed table, written with its numbers, ``runs.csv`` and, under
+    ``table.md``, the runs' warnings and the key of the short variant ids the table and figures use."""
+    metrics, rows, columns = layout
+    agg = aggregate(df, metrics, rows, columns)
+    refs = reference_rows(df, metrics, columns)
+    table = paper_table(agg, refs, metrics, columns, rows)
+    ids = result["variant_ids"] = variant_ids(df[df["model_role"] == "unlearned"], styles)
+    if "variant" in rows:
+        table["variant"] = [ids.get(v, v) for v in table["variant"]]
+    result["warnings"] = warnings_note(df, ids)
+    shown = "variant" in rows or result["warnings"]
+    note = result["warnings"] + ("\n" + styles.key_markdown() if shown and any(ids.values()) else "")
+    result["files"] += write_tables(table, out, numeric_table(agg, refs, metrics, rows, columns), note.lstrip("\n"))
+    df.drop(columns=["variant_items"]).to_csv(out / "runs.csv", index=False)
+    result["files"].append(out / "runs.csv")
+    return agg, table
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -105,6 +126,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{res['runs']} runs from {runs}" + (f" ({res['message']})" if "message" in res else ""))
     for p in res["files"]:
         print(f"wrote {p}")
+    if (out / VARIANTS_KEY).exists():
+        print("\n" + (out / VARIANTS_KEY).read_text().split("\n", 2)[2].rstrip())
+    print("\n" + (res.get("warnings") or "no warnings (eval/health.py)").rstrip())
     if "spread" in res:
         print("\n" + spread_markdown(res["spread"]))
     if (args.readme or args.docs) and "table" in res:

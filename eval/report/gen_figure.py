@@ -3,7 +3,8 @@
 For every unlearned run whose step log has GeN probes: the rate the step used (``lr``) and the raw
 vertex ``b / a`` each probe fitted (``gen/vertex``, before any clip; only where the fit had
 positive curvature and descent, i.e. where a vertex exists). One panel per split and method + GeN
-variant (its overrides without ``method.lr``), one color per initial rate, means over seeds.
+variant (its overrides without ``method.lr``, titled by its short id: :class:`eval.report.style.Styles`),
+one color per initial rate, the scheduler's line style (as in every figure), means over seeds.
 """
 from __future__ import annotations
 
@@ -18,15 +19,15 @@ from eval.records import RECORD_NAME
 LR_KEYS = ("method.lr", "lr")
 
 
-def _panel_key(r: pd.Series, variant_items) -> str:
-    items = {k: v for k, v in variant_items(r["variant"]).items() if k not in LR_KEYS}
-    extra = ",".join(f"{k}={v}" for k, v in sorted(items.items()))
-    return f"{r['split'] or 'all'}: {r['method']}+{r['scheduler']}" + (f" ({extra})" if extra else "")
+def _panel_key(r: pd.Series, styles) -> tuple[str, str]:
+    """(panel title, scheduler): the split and the series label of the run's variant less its rate."""
+    items = tuple((k, v) for k, v in r["variant_items"] if k not in LR_KEYS)
+    return f"{r['split'] or 'all'}: {styles.label(r['method'], r['scheduler'], items)}", r["scheduler"]
 
 
-def gen_rate_series(un: pd.DataFrame, variant_items) -> dict[str, dict[float, dict[str, pd.Series]]]:
-    """panel -> initial rate -> {"lr": mean rate used per step, "vertex": mean positive vertex per
-    probe step} over the seeds of that cell."""
+def gen_rate_series(un: pd.DataFrame, styles) -> dict[tuple[str, str], dict[float, dict[str, pd.Series]]]:
+    """(panel title, scheduler) -> initial rate -> {"lr": mean rate used per step, "vertex": mean
+    positive vertex per probe step} over the seeds of that cell."""
     raw: dict[str, dict[float, dict[str, list[pd.Series]]]] = {}
     for _, r in un.drop_duplicates("run_dir").iterrows():
         run_dir = Path(r["run_dir"])
@@ -39,7 +40,7 @@ def gen_rate_series(un: pd.DataFrame, variant_items) -> dict[str, dict[float, di
             continue
         vertex = pd.to_numeric(steps["gen/vertex"], errors="coerce")
         ok = vertex > 0
-        cell = raw.setdefault(_panel_key(r, variant_items), {}).setdefault(float(r["lr"]), {"lr": [], "vertex": []})
+        cell = raw.setdefault(_panel_key(r, styles), {}).setdefault(float(r["lr"]), {"lr": [], "vertex": []})
         cell["lr"].append(pd.Series(steps["lr"].to_numpy(), index=steps["step"]))
         cell["vertex"].append(pd.Series(vertex[ok].to_numpy(), index=steps["step"][ok]))
     return {panel: {lr: {k: pd.concat(v, axis=1).mean(axis=1) for k, v in cell.items()}
@@ -47,42 +48,47 @@ def gen_rate_series(un: pd.DataFrame, variant_items) -> dict[str, dict[float, di
             for panel, cells in sorted(raw.items())}
 
 
-def gen_rates_figure(un: pd.DataFrame, variant_items):
+def gen_rates_figure(un: pd.DataFrame, styles):
     """The figure (None when no run has GeN probes); :func:`eval.report.figures.write_figures` saves it as
     ``gen_rates.{png,pdf}``."""
-    series = gen_rate_series(un, variant_items)
+    series = gen_rate_series(un, styles)
     if not series:
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    from eval.report.style import finish
 
     n = len(series)
     cols = min(3, n)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols + 2.2, 3.2 * rows + 0.6), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols + 0.6, 3.0 * rows + 0.6), squeeze=False, sharey=True)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     cmap = matplotlib.colormaps["viridis"]
     rates = sorted({lr for cells in series.values() for lr in cells})
-    color = {lr: cmap(i / max(1, len(rates) - 1)) for i, lr in enumerate(rates)}
-    for ax, (panel, cells) in zip(axes.flat, series.items()):
+    color = {lr: cmap(0.85 * i / max(1, len(rates) - 1)) for i, lr in enumerate(rates)}
+    for ax, ((panel, scheduler), cells) in zip(axes.flat, series.items()):
         for lr, s in cells.items():
-            ax.plot(s["lr"].index, s["lr"].to_numpy(), color=color[lr], label=f"rate used (start {lr:g})")
+            ax.axhline(lr, color=color[lr], lw=0.7, alpha=0.5)  # where it started: how far GeN took it
+            ax.plot(s["lr"].index, s["lr"].to_numpy(), color=color[lr], linestyle=styles.line(scheduler),
+                    label=f"start {lr:g}")
             if len(s["vertex"]):
-                ax.scatter(s["vertex"].index, s["vertex"].to_numpy(), color=color[lr], marker="x", s=18,
-                           label=f"vertex b/a (start {lr:g})")
+                ax.scatter(s["vertex"].index, s["vertex"].to_numpy(), color=color[lr], marker="x", s=18)
         ax.set_yscale("log")
-        ax.set_xlabel("step")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_title(panel, fontsize=9)
+        ax.set_xlabel("step")
     for row in axes:
         row[0].set_ylabel("learning rate (log)")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center right", fontsize=7)
-    fig.suptitle("GeN: the rate used and the fitted vertex, per initial rate (mean over seeds)")
-    fig.tight_layout(rect=(0, 0, 0.8, 0.95))
+    marks = [(Line2D([], [], color="0.3", linestyle=styles.line("gen")), "rate used (line style: scheduler)"),
+             (Line2D([], [], color="0.3", lw=0.7, alpha=0.5), "initial rate"),
+             (Line2D([], [], color="0.3", marker="x", linestyle="none"), "fitted vertex b/a (probe steps)")]
+    finish(fig, list(axes.flat[:n]), "GeN: the rate used and the fitted vertex, per initial rate (color); "
+                                     "mean over seeds", styles, marks)
     return fig
 
 

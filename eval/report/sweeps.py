@@ -2,6 +2,7 @@
 variant directory names (``override_dirname``) read back as overrides."""
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -30,14 +31,15 @@ def sweep_runs_dir(name: str, extra: Mapping[str, str] | None = None) -> Path:
     return Path(str(cfg.paths.runs))
 
 
-def variant_keys_excluded() -> set[str]:
+@functools.lru_cache(maxsize=1)
+def variant_keys_excluded() -> frozenset[str]:
     """The overrides that never name the variant directory (conf/config.yaml's override_dirname)."""
     from omegaconf import OmegaConf
 
     from unlearn.config import CONFIG_DIR
 
     conf = OmegaConf.load(CONFIG_DIR / "config.yaml")
-    return set(OmegaConf.select(conf, "hydra.job.config.override_dirname.exclude_keys") or [])
+    return frozenset(OmegaConf.select(conf, "hydra.job.config.override_dirname.exclude_keys") or [])
 
 
 def variant_items(variant: Any) -> dict[str, str]:
@@ -62,7 +64,8 @@ def _matches(row: Mapping[str, Any], params: Mapping[str, Any], excluded: set[st
     grid (a run of another sweep over the same methods, e.g. ``method.lr=1e-3``, does not belong)."""
     key_of = {"method": "method", "scheduler": "scheduler", "dataset": "dataset", "dataset.split": "split",
               "seed": "seed", "model": "model"}
-    variant = variant_items(row.get("variant"))
+    items = row.get("variant_items")
+    variant = dict(items) if isinstance(items, tuple) else variant_items(row.get("variant"))
     swept = {k: v for k, v in params.items() if k not in key_of and k not in excluded}
     if set(variant) != set(swept):
         return False

@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 
 from eval.directions import ARROW, DIRECTION
+from eval.health import read_steps, record_warnings
 from eval.records import RECORD_NAME, RECORD_VERSION, load_record
+from eval.report.sweeps import variant_items, variant_keys_excluded
 
 DEFAULT_METRICS = {"tofu": ["forget_quality", "model_utility", "forget_rouge", "retain_rouge"],
                    "muse": ["verbmem_f", "knowmem_f", "knowmem_r", "privleak"]}
@@ -35,6 +37,26 @@ def _variant(run_dir: Path, rec: Mapping[str, Any]) -> str:
     return parts[-2] if len(parts) >= 2 and parts[-1].startswith("seed") else "default"
 
 
+def variant_items_of(rec: Mapping[str, Any], variant: str) -> tuple[tuple[str, str], ...]:
+    """The overrides that make a run's variant, as (key, value) pairs in key order: each command-line
+    override of the record whole (its value may hold anything: ``=``, ``,``, brackets, spaces), less
+    the keys that never name a variant; a record without its overrides (a run outside Hydra, a
+    hand-made record) falls back to its variant directory's name."""
+    task = (rec.get("overrides") or {}).get("task")
+    if task is None:
+        return tuple(sorted(variant_items(variant).items()))
+    excluded = variant_keys_excluded()
+    pairs = (o.lstrip("+~").split("=", 1) for o in task if "=" in o)
+    return tuple(sorted((k, v) for k, v in pairs if k not in excluded))
+
+
+def _warnings(path: Path, rec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The record's warnings; a record written before runs kept them gets them computed here."""
+    if "warnings" in rec:
+        return list(rec["warnings"] or [])
+    return record_warnings(rec, read_steps(path.parent / (rec.get("logs") or {}).get("steps", "steps.jsonl")))
+
+
 def record_rows(path: Path, selected: bool = False) -> list[dict[str, Any]]:
     """Rows of one record: the unlearned model, plus the target and retain models as references.
     ``selected``: the unlearned model's numbers are those of the step ``eval.select`` chose (the
@@ -47,6 +69,7 @@ def record_rows(path: Path, selected: bool = False) -> list[dict[str, Any]]:
         return [{"run_dir": str(path.parent), "status": f"record_version {rec.get('record_version')}",
                  "model_role": "unlearned", "error": f"written by another version (this code reads {RECORD_VERSION})"}]
     cfg = rec.get("config", {})
+    variant = _variant(path.parent, rec)
     base = {
         "run_dir": str(path.parent), "status": rec["status"],
         "benchmark": cfg.get("dataset", {}).get("benchmark"), "dataset": cfg.get("dataset", {}).get("name"),
@@ -54,7 +77,8 @@ def record_rows(path: Path, selected: bool = False) -> list[dict[str, Any]]:
         "method": cfg.get("method", {}).get("name"),
         # a preset (scheduler=gen_calib) is its label; the scheduler it configures is its name
         "scheduler": cfg.get("scheduler", {}).get("label") or cfg.get("scheduler", {}).get("name"),
-        "lr": cfg.get("method", {}).get("lr"), "variant": _variant(path.parent, rec), "seed": rec.get("seed"),
+        "lr": cfg.get("method", {}).get("lr"), "variant": variant, "variant_items": variant_items_of(rec, variant),
+        "seed": rec.get("seed"),
         "steps": (rec.get("unlearn") or {}).get("steps"), "seconds": (rec.get("timings") or {}).get("total"),
     }
     rows = []
@@ -63,6 +87,10 @@ def record_rows(path: Path, selected: bool = False) -> list[dict[str, Any]]:
     for role in ("unlearned", "target", "retain"):
         row = {**base, "model_role": role}
         m = {"summary": chosen} if role == "unlearned" and chosen else metrics.get(role)
+        if role == "unlearned":
+            warnings = _warnings(path, rec)
+            row["warnings"] = "; ".join(w["kind"] for w in warnings)
+            row["warning_messages"] = " | ".join(w["message"] for w in warnings)
         if role == "unlearned" and chosen:
             row["selected_step"] = chosen.get("step")
         if m:
@@ -77,7 +105,7 @@ def load_runs(root: str | Path, records: Iterable[Path] | None = None, selected:
     paths = list(records) if records is not None else find_records(root)
     rows = [r for p in paths for r in record_rows(p, selected)]
     df = pd.DataFrame(rows)
-    for col in ["run_dir", "status", "model_role", *ID_COLUMNS]:  # present even if no record has them
+    for col in ["run_dir", "status", "model_role", "variant_items", *ID_COLUMNS]:  # present even if no record has them
         if col not in df:
             df[col] = None
     return df
@@ -113,6 +141,7 @@ def aggregate(df: pd.DataFrame, metrics: list[str], rows: list[str] = ("method",
         bad = g["status"][g["status"] != "ok"].value_counts().to_dict()
         line["status"] = "ok" if not bad else ", ".join(f"{n} {s}" for s, n in sorted(bad.items()))
         line["n_ok"] = len(ok)
+        line["n_warnings"] = int((g["warnings"].fillna("") != "").sum()) if "warnings" in g else 0
         for m in metrics:
             mean, se, n = mean_stderr(ok[m]) if m in ok else (math.nan, math.nan, 0)
             line[f"{m}_mean"], line[f"{m}_stderr"], line[f"{m}_n"] = mean, se, n
@@ -220,7 +249,7 @@ def numeric_table(agg: pd.DataFrame, refs: pd.DataFrame, metrics: list[str], row
     each metric its mean, stderr and n (seeds that entered the mean) as columns; the reference
     models first; ``status`` names failures (never a zero)."""
     keys = rows + ([columns] if columns and columns in agg else [])
-    cols = keys + ["status", "n_ok"] + [f"{m}_{p}" for m in metrics for p in ("mean", "stderr", "n")]
+    cols = keys + ["status", "n_ok", "n_warnings"] + [f"{m}_{p}" for m in metrics for p in ("mean", "stderr", "n")]
     both = pd.concat([refs, agg], ignore_index=True) if len(refs) else agg
     both = both.reindex(columns=cols)
     for r in rows:
@@ -228,14 +257,31 @@ def numeric_table(agg: pd.DataFrame, refs: pd.DataFrame, metrics: list[str], row
     return both
 
 
-def write_tables(table: pd.DataFrame, out: Path, numbers: pd.DataFrame | None = None) -> list[Path]:
-    """table.md / table.tex: the displayed table; table.csv: its numbers (:func:`numeric_table`),
-    or the displayed cells when no numbers are given."""
+def warnings_note(df: pd.DataFrame, ids: Mapping[str, str] | None = None, limit: int = 20) -> str:
+    """The table's footnote: how many unlearned runs have warnings (:mod:`eval.health`: a collapsed
+    utility, a rate GeN moved far) and what each says, one line per run (the first ``limit``), each
+    run named by method+scheduler, its variant's short id (``ids``), split and seed."""
+    un = df[df["model_role"] == "unlearned"]
+    bad = un[un["warnings"].fillna("") != ""] if "warnings" in un else un.iloc[0:0]
+    if bad.empty:
+        return ""
+    lines = [f"Warnings: {len(bad)} of {len(un)} runs (eval/health.py; runs.csv: warnings)", ""]
+    for _, r in bad.head(limit).iterrows():
+        who = [f"{r['method']}+{r['scheduler']}", (ids or {}).get(r["variant"], ""), r["split"], f"seed {r['seed']}"]
+        lines.append(f"- {' '.join(str(p) for p in who if p)}: {r['warning_messages']}")
+    if len(bad) > limit:
+        lines.append(f"- ... and {len(bad) - limit} more")
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(table: pd.DataFrame, out: Path, numbers: pd.DataFrame | None = None, note: str = "") -> list[Path]:
+    """table.md / table.tex: the displayed table (``note``, a footnote, under the Markdown one);
+    table.csv: its numbers (:func:`numeric_table`), or the displayed cells when no numbers are given."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "table.md", out / "table.tex", out / "table.csv"]
     header = "| " + " | ".join(table.columns) + " |\n|" + "---|" * len(table.columns) + "\n"
     lines = ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    paths[0].write_text(header + "\n".join(lines) + "\n")
+    paths[0].write_text(header + "\n".join(lines) + "\n" + (f"\n{note}" if note else ""))
     tex = table.map(lambda v: _latex_cell(str(v)))
     tex.columns = [_latex_cell(c) for c in table.columns]
     paths[1].write_text(tex.to_latex(index=False, escape=False))
