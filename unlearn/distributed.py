@@ -66,8 +66,10 @@ from __future__ import annotations
 import atexit
 import contextvars
 import dataclasses
+import json
 import logging
 import os
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -186,6 +188,12 @@ def main_process_first(acc, fn: Callable[[], T]) -> T:
     return out  # type: ignore[return-value]
 
 
+class FailedAlone(RuntimeError):
+    """This process failed while the others did not (they wait in a collective): it must end, and
+    the launcher then stops the job. The main process wrote the failed record if it got to;
+    ``run.py`` prints the message as one line and exits 1."""
+
+
 _FAILURES = {"count": 0}
 
 
@@ -233,6 +241,24 @@ def abandon() -> None:
     """This process failed alone (the others may wait in a collective): exit without the
     teardown's barrier, so that the launcher stops the job."""
     _TEARDOWN["clean"] = False
+
+
+def tell_launcher(message: str) -> None:
+    """A failed worker's one line, as the root cause the launcher reports.
+
+    ``torchrun`` and ``accelerate launch`` give each worker an error file
+    (``TORCHELASTIC_ERROR_FILE``) and print its content in their failure report, or else a pointer
+    to their documentation. This writes the structure torch's ``ErrorHandler.record_exception``
+    writes, with the line where it puts the traceback (which stays in ``run.log``). Nothing outside
+    a launcher."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    data = {"message": {"message": message, "extraInfo": {"py_callstack": message, "timestamp": str(int(time.time()))}}}
+    try:
+        Path(path).write_text(json.dumps(data))
+    except OSError as e:  # the report then points at torch's docs instead: not worth failing over
+        log.warning("could not write the launcher's error file %s: %s", path, e)
 
 
 def _teardown() -> None:
