@@ -104,6 +104,12 @@ def test_a_config_names_its_sources():
         config_sources(cfg)
 
 
+def test_a_source_left_to_give_is_one_line():
+    with pytest.raises(ConfigError, match=r"^model.target must be given \(\?\?\?\): a local folder or a Hub id, "
+                                          r"e.g. model.target=/path/to/folder$"):
+        config_sources(compose_cfg(["model=hf"]))
+
+
 def test_no_hub_source_is_offline_without_a_connection(hub, monkeypatch):
     import datasets
 

@@ -95,6 +95,12 @@ def _looks_like_path(text: str) -> bool:
 def config_sources(cfg) -> list[Source]:
     """Every model, tokenizer and data source a run config names (the embedded world's own stages
     are none)."""
+    from omegaconf import OmegaConf
+
+    for key in ("model.target", "model.retain", "dataset.path", "dataset.hub_id"):
+        parent, _, leaf = key.partition(".")
+        if OmegaConf.is_missing(cfg[parent], leaf):
+            raise ConfigError(f"{key} must be given (???): a local folder or a Hub id, e.g. {key}=/path/to/folder")
     out: list[Source] = []
     m, ds, ev = cfg.model, cfg.dataset, cfg.eval
     revision = m.get("revision")
