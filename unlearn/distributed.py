@@ -42,10 +42,11 @@ What several processes mean (DESIGN.md §5), and why a W-process run takes the s
 Failures: one while preparing (bad input, a missing checkpoint) fails every process together and
 the record says so; one that hits every process alike does too. A failure on ONE process (out of
 memory on one GPU) cannot be waited on by the others, which sit in a collective: after 60 s the
-failing process exits, the launcher stops the job, and the main process's record (if it got to
-write one) names its own error or the lost connection. ``UNLEARN_DIST_TIMEOUT_MIN`` (default 720)
-is the collective timeout: the other processes wait that long for the main process to build the
-stages.
+failing process exits (:class:`FailedAlone`: one line, no traceback), the launcher stops the job,
+and the main process's record (if it got to write one) names its own error or the lost connection.
+Every failed process hands its status line to the launcher (:func:`tell_launcher`), whose failure
+report then names it. ``UNLEARN_DIST_TIMEOUT_MIN`` (default 720) is the collective timeout: the
+other processes wait that long for the main process to build the stages.
 
 A method whose losses can leave a trainable parameter without gradient (RMU training every
 parameter: nothing after layer l) says so (``Method.unused_parameters``), and DDP is then built with
