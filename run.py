@@ -8,22 +8,15 @@ from unlearn.config import CONFIG_DIR
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
+    from unlearn.distributed import FailedAlone
     from unlearn.pipeline import run
-    from unlearn.run_report import report_run
+    from unlearn.run_report import end_alone, end_job
 
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    from unlearn.sweep_summary import note_job
-
-    record = run(cfg)
-    report_run(record)
-    note_job(record)
-    if record["status"] == "interrupted":  # Ctrl-C: the record says so; a sweep stops here too
-        raise SystemExit(130)
-    # A failed single run exits non-zero; in a sweep the failure is recorded and the sweep goes on.
-    if record["status"] == "failed" and HydraConfig.get().mode == RunMode.RUN:
-        raise SystemExit(1)
+    try:
+        record = run(cfg)
+    except FailedAlone as e:  # one process of several failed while the others wait: it ends the job
+        end_alone(e)
+    end_job(record)  # the report; a failed single run exits 1, Ctrl-C 130
 
 
 if __name__ == "__main__":

@@ -352,6 +352,24 @@ def test_two_process_bad_input_fails_every_process_with_one_record(tmp_path):
     rec = json.loads(records[0].read_text())
     assert rec["status"] == "failed" and "forget42" in rec["error"]["message"]
     assert proc.stdout.count("status: FAILED") == 1
+    terminal = proc.stdout + proc.stderr  # the workers' traceback stays in run.log; torchrun's report remains
+    assert terminal.count("Traceback") == 1 and "ChildFailedError" in terminal
+    assert f"traceback : status: FAILED: {rec['error']['type']}: {rec['error']['message']}" in terminal
+    assert "To enable traceback" not in terminal  # the root cause is the run's line (unlearn.distributed.tell_launcher)
+
+
+@pytest.mark.slow  # two processes
+def test_accelerate_launch_quiet_shows_the_line_without_a_launcher_traceback(tmp_path):
+    """``accelerate launch -q``: the run's line, then accelerate's table of the failed processes
+    (each naming the same line), and no traceback at all."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "-q", "--config_file", str(ROOT / "conf/accelerate/ddp_cpu.yaml"),
+           "--main_process_port", str(_free_port()), "run.py", "debug=tiny", "+method.lrr=1"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "UNLEARN_OUTPUTS": str(tmp_path)})
+    terminal = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in terminal, terminal[-3000:]
+    line = "status: FAILED: ConfigError: unknown config key method.lrr (from +method.lrr=1); did you mean method.lr?"
+    assert terminal.count(line) == 3  # the report, and the root cause + the other failure in accelerate's table
 
 
 if __name__ == "__main__":

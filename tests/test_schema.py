@@ -97,9 +97,10 @@ def test_the_terminal_gets_one_line_and_the_record_says_failed(tmp_path):
     proc = _run_py(tmp_path, "debug=tiny", "+method.lrr=1e-3")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1 and "Traceback" not in out
-    lines = [ln for ln in out.splitlines() if "unknown config key" in ln]
-    assert lines == ["status: FAILED: ConfigError: unknown config key method.lrr (from +method.lrr=1e-3); "
-                     "did you mean method.lr?"]
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    assert lines[0] == ("status: FAILED: ConfigError: unknown config key method.lrr (from +method.lrr=1e-3); "
+                        "did you mean method.lr?")
+    assert [ln.split(":")[0] for ln in lines[1:]] == ["record", "run log"]  # and nothing else
     (record,) = (tmp_path / "out" / "debug" / "runs").rglob("record.json")
     rec = json.loads(record.read_text())
     assert rec["status"] == "failed" and rec["error"]["type"] == "ConfigError"
@@ -133,3 +134,21 @@ def test_ctrl_c_ends_with_one_line_and_an_interrupted_record(tmp_path):
     rec = json.loads(record.read_text())
     assert rec["status"] == "interrupted" and rec["error"]["type"] == "KeyboardInterrupt"
     assert "KeyboardInterrupt" in (record.parent / "run.log").read_text()
+
+
+def test_a_failed_worker_hands_its_line_to_the_launcher(tmp_path, monkeypatch, capsys):
+    """torchrun / accelerate launch print their failure report from each worker's error file: the
+    root cause is then the run's one line (not a pointer to torch's docs, nor a traceback)."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    from unlearn.distributed import FailedAlone
+    from unlearn.run_report import end_alone
+
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(tmp_path / "error.json"))
+    with pytest.raises(SystemExit) as e:
+        end_alone(FailedAlone("process 1 failed alone: OutOfMemoryError: CUDA out of memory"))
+    assert e.value.code == 1
+    line = "status: FAILED: process 1 failed alone: OutOfMemoryError: CUDA out of memory"
+    assert capsys.readouterr().err == line + "\n"
+    report = ChildFailedError("run.py", {1: ProcessFailure(1, 123, 1, str(tmp_path / "error.json"))}).format_msg()
+    assert f"traceback : {line}" in report and "To enable traceback" not in report

@@ -42,10 +42,11 @@ What several processes mean (DESIGN.md §5), and why a W-process run takes the s
 Failures: one while preparing (bad input, a missing checkpoint) fails every process together and
 the record says so; one that hits every process alike does too. A failure on ONE process (out of
 memory on one GPU) cannot be waited on by the others, which sit in a collective: after 60 s the
-failing process exits, the launcher stops the job, and the main process's record (if it got to
-write one) names its own error or the lost connection. ``UNLEARN_DIST_TIMEOUT_MIN`` (default 720)
-is the collective timeout: the other processes wait that long for the main process to build the
-stages.
+failing process exits (:class:`FailedAlone`: one line, no traceback), the launcher stops the job,
+and the main process's record (if it got to write one) names its own error or the lost connection.
+Every failed process hands its status line to the launcher (:func:`tell_launcher`), whose failure
+report then names it. ``UNLEARN_DIST_TIMEOUT_MIN`` (default 720) is the collective timeout: the
+other processes wait that long for the main process to build the stages.
 
 A method whose losses can leave a trainable parameter without gradient (RMU training every
 parameter: nothing after layer l) says so (``Method.unused_parameters``), and DDP is then built with
@@ -66,8 +67,10 @@ from __future__ import annotations
 import atexit
 import contextvars
 import dataclasses
+import json
 import logging
 import os
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -186,6 +189,12 @@ def main_process_first(acc, fn: Callable[[], T]) -> T:
     return out  # type: ignore[return-value]
 
 
+class FailedAlone(RuntimeError):
+    """This process failed while the others did not (they wait in a collective): it must end, and
+    the launcher then stops the job. The main process wrote the failed record if it got to;
+    ``run.py`` prints the message as one line and exits 1."""
+
+
 _FAILURES = {"count": 0}
 
 
@@ -233,6 +242,24 @@ def abandon() -> None:
     """This process failed alone (the others may wait in a collective): exit without the
     teardown's barrier, so that the launcher stops the job."""
     _TEARDOWN["clean"] = False
+
+
+def tell_launcher(message: str) -> None:
+    """A failed worker's one line, as the root cause the launcher reports.
+
+    ``torchrun`` and ``accelerate launch`` give each worker an error file
+    (``TORCHELASTIC_ERROR_FILE``) and print its content in their failure report, or else a pointer
+    to their documentation. This writes the structure torch's ``ErrorHandler.record_exception``
+    writes, with the line where it puts the traceback (which stays in ``run.log``). Nothing outside
+    a launcher."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    data = {"message": {"message": message, "extraInfo": {"py_callstack": message, "timestamp": str(int(time.time()))}}}
+    try:
+        Path(path).write_text(json.dumps(data))
+    except OSError as e:  # the report then points at torch's docs instead: not worth failing over
+        log.warning("could not write the launcher's error file %s: %s", path, e)
 
 
 def _teardown() -> None:

@@ -115,10 +115,10 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None, callbacks: Sequence[
     detach_log_file(handler)
     restore_logging()
     if failed and not dist_utils.failed_together(acc):
-        # this process failed alone (the others wait in a collective): end it, so that the
-        # launcher stops the job; the main process has written the failed record
+        # the others wait in a collective: this process must end, so that the launcher stops the job
         dist_utils.abandon()
-        raise RuntimeError(f"process {acc.process_index} failed alone: {r.record['error']['message']}")
+        err = r.record["error"]
+        raise dist_utils.FailedAlone(f"process {acc.process_index} failed alone: {err['type']}: {err['message']}")
     dist_utils.finish(acc)  # barrier: the record is on disk (the process group is torn down at exit)
     return load_record(start.record_path)  # what is on disk (versioned, NaN as null) is what callers see
 
@@ -354,7 +354,6 @@ def close_record(r: Run, t_start: float, record_path: Path) -> None:
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     if r.main:
         write_record(r.run_dir, record, record_path.name)
-        log.info("record: %s", record_path)
         if record["status"] in ("ok", "diverged"):
             r.resume.clear()  # the record is complete: nothing left to resume
 

@@ -27,6 +27,8 @@ from omegaconf import DictConfig
 
 from unlearn.data import Feature, encode_rows
 from unlearn.models import build_tiny_llama, load_causal_lm, load_tokenizer
+from unlearn.schema import ConfigError
+from unlearn.sources import config_sources, ensure_hub_access
 from unlearn.templates import PromptTemplate, Template, build_template
 from unlearn.stages import TOKENIZER_FILES, Artifact, StageCache, fingerprint
 from unlearn.worlds import generate_tofu_synth, load_tofu, retain_split_for, validate_tofu_rows
@@ -116,12 +118,15 @@ class Prepared:
         return encode_rows(self.tokenizer, self.template, rows, n, answer_key, rule)
 
 
-def check_sources(cfg: DictConfig) -> None:
-    """A bad ``dataset.source`` / ``model.source`` fails before anything is built."""
+def check_sources(cfg: DictConfig) -> bool:
+    """Before anything is built: a bad ``dataset.source`` / ``model.source``, then every model and
+    data location the config names (:mod:`unlearn.sources`: a missing local folder, a malformed Hub
+    id, a Hub id offline and not cached); sets the Hub mode. True when offline."""
     if cfg.dataset.source not in DATA_SOURCES:
-        raise ValueError(f"unknown dataset.source {cfg.dataset.source!r}; valid: {', '.join(DATA_SOURCES)}")
+        raise ConfigError(f"unknown dataset.source {cfg.dataset.source!r}; valid: {', '.join(DATA_SOURCES)}")
     if cfg.model.source not in MODEL_SOURCES:
-        raise ValueError(f"unknown model.source {cfg.model.source!r}; valid: {', '.join(MODEL_SOURCES)}")
+        raise ConfigError(f"unknown model.source {cfg.model.source!r}; valid: {', '.join(MODEL_SOURCES)}")
+    return ensure_hub_access(config_sources(cfg))
 
 
 def model_settings(model_cfg: DictConfig) -> dict[str, Any]:
@@ -147,9 +152,7 @@ def prepare(cfg: DictConfig, cache: StageCache) -> Prepared:
     if ds.source == "synth":
         stages["world"] = world_stage(cache, ds, "tofu_synth", generate_tofu_synth)
         data = TofuData("local", str(stages["world"].path), ds.hub_id, ds.split)
-    elif ds.source == "local":
-        if not ds.path or not Path(ds.path).is_dir():
-            raise FileNotFoundError(f"dataset.path {ds.path!r} is not a folder of TOFU json files")
+    elif ds.source == "local":  # check_sources: the folder exists
         data = TofuData("local", str(ds.path), ds.hub_id, ds.split)
     else:
         data = TofuData("hub", None, ds.hub_id, ds.split)

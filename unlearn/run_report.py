@@ -1,15 +1,18 @@
 """What a person sees after a run: the benchmark's table (target, retain, unlearned; the selected
 step beside the final model), the status, the selection, the run's warnings (:mod:`eval.health`)
-and where the record and logs are (the main process only, when several run)."""
+and where the record and logs are (the main process only, when several run); how ``run.py``'s
+process then ends (its exit status, and under a launcher the line its failure report shows)."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from eval.records import FAILED_RECORD_NAME, RECORD_NAME
 from unlearn.benchmarks import get_benchmark
 from unlearn.callbacks import STEP_LOG
+from unlearn.distributed import FailedAlone, tell_launcher
 from unlearn.run_logs import RUN_LOG
 
 
@@ -58,9 +61,8 @@ def report_run(record: dict[str, Any]) -> None:
     if int(os.environ.get("RANK", "0")) != 0:
         return
     run_dir = Path(record["run_dir"])
-    print()
     if record.get("metrics"):
-        print(summary_table(record))
+        print("\n" + summary_table(record))
     print("\n" + status_line(record))
     if record.get("selection"):
         print(selection_line(record["selection"]))
@@ -75,3 +77,31 @@ def report_run(record: dict[str, Any]) -> None:
     if (run_dir / STEP_LOG).exists():
         print(f"step log: {run_dir / STEP_LOG}")
     print(f"run log: {run_dir / RUN_LOG}" + (" (the traceback)" if status in ("failed", "interrupted") else ""))
+
+
+def end_job(record: dict[str, Any]) -> None:
+    """After a run under ``run.py``: the report and the sweep summary's note, then the exit. Ctrl-C
+    exits 130 (a sweep stops too); a failed single run exits 1 -- no traceback: it is in ``run.log``
+    -- after handing its status line to the launcher, if any (:func:`~unlearn.distributed.tell_launcher`);
+    in a sweep the failure is recorded and the sweep goes on."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from unlearn.sweep_summary import note_job
+
+    report_run(record)
+    note_job(record)
+    if record["status"] == "interrupted":
+        raise SystemExit(130)
+    if record["status"] == "failed" and HydraConfig.get().mode == RunMode.RUN:
+        tell_launcher(status_line(record))
+        raise SystemExit(1)
+
+
+def end_alone(error: FailedAlone) -> NoReturn:
+    """This process failed alone (:class:`~unlearn.distributed.FailedAlone`): its one line on the
+    terminal and to the launcher, exit 1 (the launcher then stops the other processes)."""
+    line = f"status: FAILED: {error}"
+    print(line, file=sys.stderr)
+    tell_launcher(line)
+    raise SystemExit(1)

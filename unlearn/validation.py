@@ -15,6 +15,7 @@ from unlearn.gradients import max_grad_norm
 from unlearn.methods import build_method
 from unlearn.optimizers import check_optimizer
 from unlearn.precision import Precision, check_launcher_precision
+from unlearn.preparation import check_sources
 from unlearn.schedulers import SCHEDULERS, build_scheduler
 from unlearn.schema import ConfigError, base_config, check_overrides, check_ranges
 from unlearn.trackers import check_logger
@@ -51,6 +52,7 @@ def validate(cfg: DictConfig, processes: int = 1, overrides: dict[str, Any] | No
         check_logger(cfg.get("logger"))
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    check_sources(cfg)  # last (it may take a connection check): local folders exist, Hub ids reachable or cached
 
 
 def check_selection(cfg: DictConfig):

@@ -37,7 +37,6 @@ the IDK sentence is tokenized as running text after a space, with no EOS (a chun
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 from omegaconf import DictConfig
@@ -169,9 +168,7 @@ def _data(cfg: DictConfig, cache) -> tuple[MuseData, dict]:
     if ds.source == "synth":
         stages["world"] = world_stage(cache, ds, "muse_synth", generate_muse_synth)
         return MuseData("local", str(stages["world"].path), ds.hub_id, ds.split, chunk), stages
-    if ds.source == "local":
-        if not ds.path or not Path(ds.path).is_dir():
-            raise FileNotFoundError(f"dataset.path {ds.path!r} is not a folder in MUSE's layout")
+    if ds.source == "local":  # check_sources: the folder exists
         return MuseData("local", str(ds.path), ds.hub_id, ds.split, chunk), stages
     return MuseData("hub", None, ds.hub_id, ds.split, chunk), stages
 
