@@ -28,9 +28,11 @@ def _save(fig, out: Path, name: str) -> list[Path]:
 
 
 def _label(r: Mapping[str, Any], common: Mapping[str, str] | None = None) -> str:
-    """``method+scheduler (overrides)``, leaving out the overrides every plotted run shares."""
+    """``method+scheduler (overrides)``, leaving out the overrides every plotted run shares (an
+    evaluated checkpoint has no scheduler: its label alone)."""
     items = {k: v for k, v in variant_items(r.get("variant")).items() if (common or {}).get(k) != v}
-    return f"{r['method']}+{r['scheduler']}" + (f" ({','.join(f'{k}={v}' for k, v in items.items())})" if items else "")
+    name = "+".join(str(p) for p in (r["method"], r["scheduler"]) if pd.notna(p) and p != "")
+    return name + (f" ({','.join(f'{k}={v}' for k, v in items.items())})" if items else "")
 
 
 # the final trade-off plotted per benchmark: (x, y, log y); TOFU's is the paper's FQ-vs-MU plane,

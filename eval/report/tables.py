@@ -38,7 +38,9 @@ def _variant(run_dir: Path, rec: Mapping[str, Any]) -> str:
 def record_rows(path: Path, selected: bool = False) -> list[dict[str, Any]]:
     """Rows of one record: the unlearned model, plus the target and retain models as references.
     ``selected``: the unlearned model's numbers are those of the step ``eval.select`` chose (the
-    trajectory's summary there), where the record has a selection; its ``selected_step`` says which."""
+    trajectory's summary there), where the record has a selection; its ``selected_step`` says which.
+    An evaluation of a checkpoint (``python -m eval.evaluate``) has no method or scheduler: its
+    ``method`` is the checkpoint's label."""
     try:
         rec = load_record(path)
     except ValueError as e:  # a malformed record is reported, not silently dropped or zeroed
@@ -48,10 +50,10 @@ def record_rows(path: Path, selected: bool = False) -> list[dict[str, Any]]:
                  "model_role": "unlearned", "error": f"written by another version (this code reads {RECORD_VERSION})"}]
     cfg = rec.get("config", {})
     base = {
-        "run_dir": str(path.parent), "status": rec["status"],
+        "run_dir": str(path.parent), "status": rec["status"], "kind": rec.get("kind", "unlearn"),
         "benchmark": cfg.get("dataset", {}).get("benchmark"), "dataset": cfg.get("dataset", {}).get("name"),
         "split": cfg.get("dataset", {}).get("split"), "model": cfg.get("model", {}).get("name"),
-        "method": cfg.get("method", {}).get("name"),
+        "method": (rec.get("evaluated") or {}).get("name") or cfg.get("method", {}).get("name"),
         # a preset (scheduler=gen_calib) is its label; the scheduler it configures is its name
         "scheduler": cfg.get("scheduler", {}).get("label") or cfg.get("scheduler", {}).get("name"),
         "lr": cfg.get("method", {}).get("lr"), "variant": _variant(path.parent, rec), "seed": rec.get("seed"),
