@@ -54,6 +54,9 @@ def unlearning(r: Run, callbacks: Sequence[Callback]) -> str:
     return result.status
 
 
+UNLEARN = Flow("unlearn", validate, unlearning)  # the run :func:`run` runs
+
+
 def resumable(r: Run) -> Resume:
     """Where unlearning's resumable state is saved every ``resume_every`` steps, for this result
     key only (FSDP runs save none)."""
@@ -135,9 +138,6 @@ def save_selected(r: Run, trained: torch.nn.Module | None, result: EngineResult)
     load_trainable_state(r.acc.unwrap_model(trained), r.callback(Selection).best_weights)
     save_checkpoint(r, trained, "checkpoint")
     r.record["selection"]["checkpoint"] = "checkpoint"
-
-
-UNLEARN = Flow("unlearn", validate, unlearning)
 
 
 def trajectory_fn(bench: Benchmark, prepared: Prepared, cfg: DictConfig, reference: Any, accelerator=None):

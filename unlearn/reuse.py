@@ -34,7 +34,7 @@ NON_RESULT_KEYS = ("overwrite", "threads", "paths", "logger", "resume_every")
 # new module can only cause a re-run, never a stale reuse; those named read records (tables,
 # figures), check configs or talk to trackers
 RUN_CODE = ("unlearn/**/*.py", "eval/**/*.py")
-NOT_RESULT_CODE = ("eval/report/*.py",
+NOT_RESULT_CODE = ("eval/report/*.py", "eval/evaluate.py",
                    "unlearn/config.py", "unlearn/schema.py", "unlearn/validation.py", "unlearn/trackers.py",
                    "unlearn/sweep_summary.py")
 CODE = code_fingerprint(RUN_CODE, exclude=NOT_RESULT_CODE)  # the code this process imported, read once
