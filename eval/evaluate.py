@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> None:
     with open_dict(cfg):
         del cfg["hydra"]
     name = ours.get("name")
-    run_dir = Path(ours["out"]) if ours.get("out") else evaluation_dir(cfg, ours["checkpoint"], name, job["variant"])
+    run_dir = (Path(ours["out"]) if ours.get("out") else evaluation_dir(cfg, ours["checkpoint"], name, job["variant"]))
+    run_dir = run_dir.absolute()  # as Hydra gives a run's: the record names where it is
     console = logging.StreamHandler(sys.stdout)  # what Hydra's job logging shows a run on the terminal
     console.setFormatter(logging.Formatter(FORMAT))
     logging.getLogger().addHandler(console)

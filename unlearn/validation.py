@@ -46,7 +46,8 @@ def validate(cfg: DictConfig, processes: int = 1, overrides: dict[str, Any] | No
 
 
 def check_schema(cfg: DictConfig, overrides: dict[str, Any] | None = None) -> None:
-    """The command line's keys and types against the files (under Hydra), the ranges always."""
+    """The command line's keys and types against the files (when its overrides are known: under Hydra,
+    or given by ``python -m eval.evaluate``), the ranges always."""
     if overrides and overrides.get("choices") is not None:
         check_overrides(cfg, overrides["task"], base_config(overrides["choices"], compose_isolated))
     check_ranges(cfg)
