@@ -158,6 +158,11 @@ def test_a_missing_folder_fails_in_one_line_before_any_work(root, tmp_path, caps
     rec = evaluate_checkpoint(compose_config(["debug=tiny", f"paths.cache={cache}"]), tmp_path / "empty", tmp_path / "e")
     assert rec["error"]["message"] == (f"checkpoint={tmp_path / 'empty'} holds neither config.json (a model saved by "
                                        "save_pretrained) nor adapter_config.json (a LoRA adapter)")
+    (tmp_path / "empty" / "config.json").write_text("{}")  # the run's checks too, from the command line
+    with pytest.raises(SystemExit):
+        command(root / "typed", cache, f"checkpoint={tmp_path / 'empty'}", "eval.ds_size=0")
+    assert "status: FAILED: ConfigError: eval.ds_size must be null (every item) or an integer >= 1, got 0\n" in (
+        capsys.readouterr().out)
     assert not cache.exists()
 
 
