@@ -2,6 +2,8 @@
 
 Imports go one way, down this list (``tests/test_layout.py`` checks that no import closes a circle):
 
+* ``eval.evaluate`` -- the command that evaluates a saved checkpoint (``python -m eval.evaluate``;
+  the work is :mod:`unlearn.checkpoint_eval`'s); nothing imports it.
 * ``eval.report`` -- tables, figures, spreads, paired comparisons from records (``python -m
   eval.report``); it may import everything, nothing imports it.
 * ``eval.ou.write`` -- our logs of either benchmark in open-unlearning's format (the pipeline calls it).

@@ -8,7 +8,8 @@ import pytest
 from tests.conftest import compose_cfg
 from tests.tiny import tiny_llama
 from unlearn.benchmarks import get_benchmark
-from unlearn.pipeline import reference_eval_spec, run
+from unlearn.pipeline import run
+from unlearn.runner import reference_eval_spec
 from unlearn.stages import StageCache, content_hash, fingerprint
 from unlearn.tokenizer import train_bpe_tokenizer
 from unlearn.worlds import load_tofu

@@ -82,16 +82,16 @@ def test_submitit_launcher_in_local_executor_mode(tmp_path):
 
 
 def test_tag_names_are_short_shell_friendly_and_distinct():
-    from unlearn.config import TAG_MAX_BYTES, _tag
+    from unlearn.config import TAG_MAX_BYTES, dir_tag
 
-    assert _tag("") == "default" and _tag("method.lr=0.0003") == "method.lr=0.0003"  # short and plain: as is
-    assert _tag("eval.retain_logs=/data/x") == "eval.retain_logs=_data_x"
-    lora = _tag("model.lora={r: 8, alpha: 16, target_modules: [q_proj, v_proj]}")
+    assert dir_tag("") == "default" and dir_tag("method.lr=0.0003") == "method.lr=0.0003"  # short and plain: as is
+    assert dir_tag("eval.retain_logs=/data/x") == "eval.retain_logs=_data_x"
+    lora = dir_tag("model.lora={r: 8, alpha: 16, target_modules: [q_proj, v_proj]}")
     assert lora.startswith("model.lora=r-8,alpha-16,target_modules-q_proj,v_proj_")
-    assert re.fullmatch(r"[A-Za-z0-9._,=+%@-]+", lora) and lora == _tag("model.lora={r: 8, alpha: 16, target_modules: [q_proj, v_proj]}")
-    assert _tag("model.lora={r: 8}") != _tag("model.lora=[r: 8]")  # cleaned alike, told apart by the hash
+    assert re.fullmatch(r"[A-Za-z0-9._,=+%@-]+", lora) and lora == dir_tag("model.lora={r: 8, alpha: 16, target_modules: [q_proj, v_proj]}")
+    assert dir_tag("model.lora={r: 8}") != dir_tag("model.lora=[r: 8]")  # cleaned alike, told apart by the hash
     long = ",".join(f"method.key{i}=value{i}" for i in range(40))
-    assert len(_tag(long).encode()) <= TAG_MAX_BYTES and _tag(long) != _tag(long + ",x=1")
+    assert len(dir_tag(long).encode()) <= TAG_MAX_BYTES and dir_tag(long) != dir_tag(long + ",x=1")
 
 
 @pytest.mark.slow  # a subprocess multirun / two processes: the slow tier (CI runs it)

@@ -106,16 +106,16 @@ def test_a_state_of_other_code_or_launch_or_under_overwrite_is_not_resumed(debug
                                                                             monkeypatch, change):
     """A state left by the code before a change, by another process count, or when overwrite=true
     asks to start over: the run starts from step 0."""
-    import unlearn.pipeline
     import unlearn.reuse
+    import unlearn.runner
 
     args = (f"paths.cache={shared_cache}", *ARGS)
     _killed_at_step_3(debug_cfg(*args), tmp_path / "r", monkeypatch)
     if change == "code":
         monkeypatch.setattr(unlearn.reuse, "CODE", "0" * 16)
     elif change == "launch":
-        real = unlearn.pipeline.launch_info
-        monkeypatch.setattr(unlearn.pipeline, "launch_info", lambda c, acc: {**real(c, acc), "processes": 2})
+        real = unlearn.runner.launch_info
+        monkeypatch.setattr(unlearn.runner, "launch_info", lambda c, acc: {**real(c, acc), "processes": 2})
     rec = run(debug_cfg(*args, *(["overwrite=true"] if change == "overwrite" else [])), run_dir=tmp_path / "r")
     assert rec["status"] == "ok" and "resumed_from" not in rec["unlearn"]
     assert len(_rows(tmp_path / "r")) == rec["unlearn"]["steps"] == 8 and not (tmp_path / "r" / "resume").exists()

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-import unlearn.pipeline
+import unlearn.runner
 import unlearn.reuse
 from eval.records import load_record
 from unlearn.pipeline import run
@@ -55,8 +55,8 @@ def test_a_record_of_other_code_is_kept_aside_and_the_job_runs_again(cfg, tmp_pa
 
 def test_a_record_of_another_launch_is_kept_aside_and_the_job_runs_again(cfg, tmp_path, monkeypatch):
     first = run(cfg(), run_dir=tmp_path / "r")
-    real = unlearn.pipeline.launch_info
-    monkeypatch.setattr(unlearn.pipeline, "launch_info", lambda c, acc: {**real(c, acc), "processes": 2})
+    real = unlearn.runner.launch_info
+    monkeypatch.setattr(unlearn.runner, "launch_info", lambda c, acc: {**real(c, acc), "processes": 2})
     again = run(cfg(), run_dir=tmp_path / "r")
     assert "skipped" not in again and again["started"] != first["started"]
     assert again["result_key"]["launch"]["processes"] == 2

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import compose_cfg
-from unlearn.pipeline import run, validate
+from unlearn.pipeline import run
+from unlearn.validation import validate
 from unlearn.schema import ConfigError, base_config, check_overrides, check_ranges, nearest
 
 ROOT = Path(__file__).resolve().parents[1]

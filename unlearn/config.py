@@ -19,7 +19,7 @@ TAG_MAX_BYTES = 120  # a run directory's override component (file systems allow 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._,=+%@-]+")
 
 
-def _tag(override_dirname: str) -> str:
+def dir_tag(override_dirname: str) -> str:
     """The path component for a run's non-group overrides, readable and shell-friendly.
 
     '' -> 'default'; '/' becomes '_' (never nests). A value with other characters a shell would
@@ -48,7 +48,7 @@ def _retain_of(forget_split: str) -> str:
 
 
 if not OmegaConf.has_resolver("tag"):
-    OmegaConf.register_new_resolver("tag", _tag)
+    OmegaConf.register_new_resolver("tag", dir_tag)
 if not OmegaConf.has_resolver("retain_of"):
     OmegaConf.register_new_resolver("retain_of", _retain_of)
 

@@ -78,11 +78,13 @@ def apply_lora(model: torch.nn.Module, cfg: Mapping[str, Any]) -> torch.nn.Modul
     return get_peft_model(model, lora)
 
 
-def load_lora(base_path: str | Path, adapter_path: str | Path, dtype: str = "float32") -> torch.nn.Module:
-    """A saved adapter on top of its base model (the target it was trained from)."""
+def load_lora(base_path: str | Path, adapter_path: str | Path, dtype: str = "float32",
+              attn_implementation: str | None = None, revision: str | None = None) -> torch.nn.Module:
+    """A saved adapter on top of its base model (the target it was trained from), unmerged: the
+    model a run evaluates after training its adapters. ``revision``: the base's (a Hub id)."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(load_causal_lm(base_path, dtype), str(adapter_path))
+    return PeftModel.from_pretrained(load_causal_lm(base_path, dtype, attn_implementation, revision), str(adapter_path))
 
 
 def configure_training(model: torch.nn.Module, cfg: Mapping[str, Any]) -> torch.nn.Module:

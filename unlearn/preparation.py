@@ -73,7 +73,7 @@ class Prepared:
     data: Any  # TofuData, or unlearn.benchmarks.muse.MuseData
     template: Template
     tokenizer_path: str
-    target_path: str
+    target_path: str | None  # None: no target model (an evaluation of a checkpoint without one)
     retain_path: str | None
     stages: dict[str, Artifact]
     max_length: int  # tokens per evaluated QA text (TOFU's eval: 200)
@@ -96,7 +96,7 @@ class Prepared:
         """Everything about the target / retain model that changes its numbers: what it is (its
         stage key, or its path or Hub id with the revision and, for a local folder, a fingerprint
         of its files), the dtype and attention it is loaded with, the tokenizer (same rule) and
-        the prompt template. The key of its cached evaluation (``pipeline.reference_eval``)."""
+        the prompt template. The key of its cached evaluation (``runner.reference_eval``)."""
         path = {"target": self.target_path, "retain": self.retain_path}[which]
 
         def ident(stage: str, location: str | None, patterns=None) -> dict[str, Any]:
@@ -159,9 +159,13 @@ def prepare(cfg: DictConfig, cache: StageCache) -> Prepared:
     template = build_template(model_cfg.template)
     common = model_settings(model_cfg)
     if model_cfg.source == "pretrained":
-        return Prepared(data, template, str(model_cfg.tokenizer), str(model_cfg.target),
-                        None if model_cfg.retain is None else str(model_cfg.retain), stages, **common)
+        return Prepared(data, template, str(model_cfg.tokenizer), *checkpoints(model_cfg), stages, **common)
     return _prepare_scratch(cfg, cache, data, template, stages, common)
+
+
+def checkpoints(model_cfg: DictConfig) -> tuple[str | None, str | None]:
+    """``model.target`` and ``model.retain`` of a pretrained model: paths or Hub ids, or None."""
+    return tuple(None if model_cfg.get(k) is None else str(model_cfg[k]) for k in ("target", "retain"))
 
 
 def data_identity(cfg: DictConfig, stages: dict[str, Artifact]) -> dict[str, Any]:

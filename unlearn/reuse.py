@@ -34,24 +34,31 @@ NON_RESULT_KEYS = ("overwrite", "threads", "paths", "logger", "resume_every")
 # new module can only cause a re-run, never a stale reuse; those named read records (tables,
 # figures), check configs or talk to trackers
 RUN_CODE = ("unlearn/**/*.py", "eval/**/*.py")
-NOT_RESULT_CODE = ("eval/report/*.py",
+NOT_RESULT_CODE = ("eval/report/*.py", "eval/evaluate.py",
                    "unlearn/config.py", "unlearn/schema.py", "unlearn/validation.py", "unlearn/trackers.py",
                    "unlearn/sweep_summary.py")
 CODE = code_fingerprint(RUN_CODE, exclude=NOT_RESULT_CODE)  # the code this process imported, read once
 
 
 def launch_info(cfg: DictConfig, acc) -> dict[str, Any]:
-    """What the launch adds to the config (``acc``: the run's Accelerator)."""
-    return {"processes": acc.num_processes, "distributed_type": str(acc.distributed_type),
-            "effective_batch": batch_plan(cfg.method, acc.num_processes)["effective_batch"]}
+    """What the launch adds to the config (``acc``: the run's Accelerator); for an unlearning run
+    (a config with a method), the effective batch its processes make."""
+    launch = {"processes": acc.num_processes, "distributed_type": str(acc.distributed_type)}
+    if "method" in cfg:
+        launch["effective_batch"] = batch_plan(cfg.method, acc.num_processes)["effective_batch"]
+    return launch
 
 
-def result_key(cfg: DictConfig, launch: Mapping[str, Any]) -> dict[str, Any]:
+def result_key(cfg: DictConfig, launch: Mapping[str, Any], inputs: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The config's hash (less :data:`NON_RESULT_KEYS`: a changed default, e.g. of the embedded
-    world, re-runs the job), the code's fingerprint and the launch."""
+    world, re-runs the job), the code's fingerprint and the launch; ``inputs``: what else the
+    result is computed from (an evaluated checkpoint and a fingerprint of its files)."""
     plain = OmegaConf.to_container(cfg, resolve=True)
-    return {"config": content_hash({k: v for k, v in plain.items() if k not in NON_RESULT_KEYS}),
-            "code": CODE, "launch": dict(launch)}
+    key = {"config": content_hash({k: v for k, v in plain.items() if k not in NON_RESULT_KEYS}),
+           "code": CODE, "launch": dict(launch)}
+    if inputs is not None:
+        key["inputs"] = dict(inputs)
+    return key
 
 
 def result_hash(key: Mapping[str, Any]) -> str:

@@ -10,15 +10,17 @@ RUN_LOG = "run.log"
 FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 
 
-def job_overrides() -> dict[str, Any] | None:
-    """Under Hydra: the command line's overrides (``task``) and those that name the run's
-    directory (``variant``, Hydra's override_dirname, which ``conf/config.yaml``'s ``tag``
-    resolver shortens past a length); None outside Hydra."""
+def job_overrides(hc: Any = None) -> dict[str, Any] | None:
+    """Under Hydra: the command line's overrides (``task``), those that name the run's directory
+    (``variant``, Hydra's override_dirname, which ``conf/config.yaml``'s ``tag`` resolver shortens
+    past a length) and the config groups' choices; None outside Hydra. ``hc``: the ``hydra`` node
+    of a config composed with ``return_hydra_config`` instead of the running app's."""
     from hydra.core.hydra_config import HydraConfig
 
-    if not HydraConfig.initialized():
-        return None
-    hc = HydraConfig.get()
+    if hc is None:
+        if not HydraConfig.initialized():
+            return None
+        hc = HydraConfig.get()
     return {"task": list(hc.overrides.task), "variant": hc.job.override_dirname,
             "choices": {g: c for g, c in hc.runtime.choices.items() if not g.startswith("hydra")}}
 

@@ -17,7 +17,8 @@ from unlearn.run_logs import RUN_LOG
 
 
 def summary_table(record: dict[str, Any]) -> str:
-    """The benchmark's table rows the run prints: target, retain and unlearned model. With checkpoint
+    """The benchmark's table rows the run prints: target, retain and unlearned model (an evaluation's:
+    the evaluated checkpoint, by its label). With checkpoint
     selection the unlearned row says it is the final model (``unlearned (final, step N)``) and the
     selected step's trajectory metrics follow (``selected (step K)``; ``-`` where the trajectory's
     cheap subset has no value), so that a reader never takes one for the other."""
@@ -26,6 +27,7 @@ def summary_table(record: dict[str, Any]) -> str:
     cols = get_benchmark(record["config"]["dataset"]["benchmark"]).table_columns
     sel = record.get("selection")
     final = f"unlearned (final, step {(record.get('unlearn') or {}).get('steps')})" if sel else "unlearned"
+    final = record["evaluated"]["name"] if "evaluated" in record else final
     rows = {final if name == "unlearned" else name: {c: m["summary"].get(c) for c in cols}
             for name, m in record.get("metrics", {}).items()}
     if sel and sel.get("step") is not None:
@@ -54,6 +56,8 @@ def status_line(record: dict[str, Any]) -> str:
         return f"status: FAILED: {err.get('type')}: {err.get('message')}"
     if status == "interrupted":
         return "status: interrupted (the record says so; the same command runs it again)"
+    if "evaluated" in record:
+        return f"status: ok (evaluated {record['evaluated']['checkpoint']}, {record['timings']['total']:.1f} s)"
     return f"status: ok ({record['unlearn']['steps']} steps, {record['timings']['total']:.1f} s)"
 
 
@@ -80,7 +84,7 @@ def report_run(record: dict[str, Any]) -> None:
 
 
 def end_job(record: dict[str, Any]) -> None:
-    """After a run under ``run.py``: the report and the sweep summary's note, then the exit. Ctrl-C
+    """After a run under ``run.py`` or ``python -m eval.evaluate``: the report and the sweep summary's note, then the exit. Ctrl-C
     exits 130 (a sweep stops too); a failed single run exits 1 -- no traceback: it is in ``run.log``
     -- after handing its status line to the launcher, if any (:func:`~unlearn.distributed.tell_launcher`);
     in a sweep the failure is recorded and the sweep goes on."""
@@ -93,7 +97,8 @@ def end_job(record: dict[str, Any]) -> None:
     note_job(record)
     if record["status"] == "interrupted":
         raise SystemExit(130)
-    if record["status"] == "failed" and HydraConfig.get().mode == RunMode.RUN:
+    in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    if record["status"] == "failed" and not in_sweep:
         tell_launcher(status_line(record))
         raise SystemExit(1)
 

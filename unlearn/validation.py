@@ -29,9 +29,7 @@ def validate(cfg: DictConfig, processes: int = 1, overrides: dict[str, Any] | No
     """Fail before any work on choices that would otherwise fail deep inside a library: the
     schema (:mod:`unlearn.schema`: the command line's keys and types against the files the same
     group choices compose, when run under Hydra; the ranges always), then each component's own."""
-    if overrides and overrides.get("choices") is not None:
-        check_overrides(cfg, overrides["task"], base_config(overrides["choices"], compose_isolated))
-    check_ranges(cfg)
+    check_schema(cfg, overrides)
     build_method(cfg.method).check_model(cfg.get("model"))  # unknown method -> lists the valid ones; RMU: its layer
     SCHEDULERS.get(cfg.scheduler.name)
     if float(cfg.method.lr) <= 0:
@@ -44,8 +42,21 @@ def validate(cfg: DictConfig, processes: int = 1, overrides: dict[str, Any] | No
     max_grad_norm(cfg.method)
     check_optimizer(str(cfg.method.get("optimizer", "adamw")))
     check_launcher_precision(run_precision(cfg))
-    check_compat(str(cfg.dataset.benchmark), cfg.eval)
     check_selection(cfg)
+    check_evaluation(cfg)
+
+
+def check_schema(cfg: DictConfig, overrides: dict[str, Any] | None = None) -> None:
+    """The command line's keys and types against the files (when its overrides are known: under Hydra,
+    or given by ``python -m eval.evaluate``), the ranges always."""
+    if overrides and overrides.get("choices") is not None:
+        check_overrides(cfg, overrides["task"], base_config(overrides["choices"], compose_isolated))
+    check_ranges(cfg)
+
+
+def check_evaluation(cfg: DictConfig) -> None:
+    """What every run that evaluates reads besides the method: ``eval.compat``, the callbacks, the tracker."""
+    check_compat(str(cfg.dataset.benchmark), cfg.eval)
     for name in cfg.get("callbacks") or ():
         resolve_callback(str(name))  # an unknown name lists the registered ones
     try:

@@ -111,7 +111,8 @@ class Styles:
 
     def label(self, method: str, scheduler: str, items: Items) -> str:
         vid = self.variant_id(items)
-        return f"{method}+{scheduler}" + (f" {vid}" if vid else "")
+        name = "+".join(str(p) for p in (method, scheduler) if isinstance(p, str) and p)  # an evaluation: no scheduler
+        return name + (f" {vid}" if vid else "")
 
     def color(self, method: str, items: Items) -> Any:
         return self.colors.get((method, self.variant_id(items)), "0.3")

@@ -60,7 +60,9 @@ def _warnings(path: Path, rec: Mapping[str, Any]) -> list[dict[str, Any]]:
 def record_rows(path: Path, selected: bool = False) -> list[dict[str, Any]]:
     """Rows of one record: the unlearned model, plus the target and retain models as references.
     ``selected``: the unlearned model's numbers are those of the step ``eval.select`` chose (the
-    trajectory's summary there), where the record has a selection; its ``selected_step`` says which."""
+    trajectory's summary there), where the record has a selection; its ``selected_step`` says which.
+    An evaluation of a checkpoint (``python -m eval.evaluate``) has no method or scheduler: its
+    ``method`` is the checkpoint's label."""
     try:
         rec = load_record(path)
     except ValueError as e:  # a malformed record is reported, not silently dropped or zeroed
@@ -71,10 +73,10 @@ def record_rows(path: Path, selected: bool = False) -> list[dict[str, Any]]:
     cfg = rec.get("config", {})
     variant = _variant(path.parent, rec)
     base = {
-        "run_dir": str(path.parent), "status": rec["status"],
+        "run_dir": str(path.parent), "status": rec["status"], "kind": rec.get("kind", "unlearn"),
         "benchmark": cfg.get("dataset", {}).get("benchmark"), "dataset": cfg.get("dataset", {}).get("name"),
         "split": cfg.get("dataset", {}).get("split"), "model": cfg.get("model", {}).get("name"),
-        "method": cfg.get("method", {}).get("name"),
+        "method": (rec.get("evaluated") or {}).get("name") or cfg.get("method", {}).get("name"),
         # a preset (scheduler=gen_calib) is its label; the scheduler it configures is its name
         "scheduler": cfg.get("scheduler", {}).get("label") or cfg.get("scheduler", {}).get("name"),
         "lr": cfg.get("method", {}).get("lr"), "variant": variant, "variant_items": variant_items_of(rec, variant),
@@ -267,7 +269,7 @@ def warnings_note(df: pd.DataFrame, ids: Mapping[str, str] | None = None, limit:
         return ""
     lines = [f"Warnings: {len(bad)} of {len(un)} runs (eval/health.py; runs.csv: warnings)", ""]
     for _, r in bad.head(limit).iterrows():
-        who = [f"{r['method']}+{r['scheduler']}", (ids or {}).get(r["variant"], ""), r["split"], f"seed {r['seed']}"]
+        who = ["+".join(str(p) for p in (r["method"], r["scheduler"]) if isinstance(p, str) and p), (ids or {}).get(r["variant"], ""), r["split"], f"seed {r['seed']}"]
         lines.append(f"- {' '.join(str(p) for p in who if p)}: {r['warning_messages']}")
     if len(bad) > limit:
         lines.append(f"- ... and {len(bad) - limit} more")

@@ -46,7 +46,7 @@ from eval.muse.metrics import knowmem_prompt
 from unlearn.benchmarks.base import BENCHMARKS, Benchmark
 from unlearn.data import Feature, encode_text
 from unlearn.models import load_tokenizer
-from unlearn.preparation import (Prepared, check_sources, data_identity, model_settings, model_spec,
+from unlearn.preparation import (Prepared, check_sources, checkpoints, data_identity, model_settings, model_spec,
                                  tokenizer_stage, trained_stage, world_stage)
 from unlearn.templates import build_template
 from unlearn.worlds import MUSE_HUB_IDS, generate_muse_synth, load_muse, validate_muse_rows
@@ -182,8 +182,7 @@ def prepare_muse(cfg: DictConfig, cache) -> Prepared:
     template = build_template(m.template)  # unused by MUSE's raw-text rows; Prepared has one
     common = model_settings(m)
     if m.source == "pretrained":
-        return Prepared(data, template, str(m.tokenizer), str(m.target), None if m.retain is None else str(m.retain),
-                        stages, **common)
+        return Prepared(data, template, str(m.tokenizer), *checkpoints(m), stages, **common)
     data_id = data_identity(cfg, stages)
 
     def tokenizer_texts() -> list[str]:

@@ -52,7 +52,7 @@ class Callback:
 
 class Callbacks:
     """An ordered list of callbacks, called as one: ``callbacks.on_step_end(state, row)`` calls each
-    callback's hook in order. (``on_record`` is the run's: :func:`unlearn.pipeline.close_record`
+    callback's hook in order. (``on_record`` is the run's: :func:`unlearn.runner.close_record`
     calls each callback's, even after another one failed.)"""
 
     def __init__(self, callbacks: Iterable[Callback] = ()) -> None:
