@@ -146,7 +146,7 @@ def test_a_missing_folder_fails_in_one_line_before_any_work(root, tmp_path, caps
         command(root / "missing", cache, "checkpoint=/nowhere/unlearned")
     assert exit_.value.code == 1
     out = capsys.readouterr().out
-    line = ("no such folder: checkpoint=/nowhere/unlearned (valid: a folder saved by save_pretrained, a LoRA adapter "
+    line = ("checkpoint: no such folder '/nowhere/unlearned' (valid: a folder saved by save_pretrained, a LoRA adapter "
             "folder (adapter_config.json) or a Hub id org/name)")
     assert f"status: FAILED: ConfigError: {line}\n" in out and "Traceback" not in out
     (path,) = (root / "missing").rglob("record.json")

@@ -37,6 +37,7 @@ from unlearn.models import load_causal_lm, load_lora
 from unlearn.preparation import Prepared
 from unlearn.runner import Flow, Run, evaluate, execute, prepare, run_callbacks
 from unlearn.schema import ConfigError
+from unlearn.sources import Source, classify_source
 from unlearn.stages import fingerprint
 from unlearn.validation import check_evaluation, check_schema
 
@@ -46,7 +47,6 @@ KIND = "evaluate"  # the record's kind (an unlearning run's: "unlearn")
 EVALUATIONS = "evaluate"  # <paths.runs>/evaluate/...: where evaluations go by default
 UNLEARNING_KEYS = ("method", "scheduler", "resume_every", "save_checkpoint")  # dropped from an evaluation's config
 ADAPTER_CONFIG = "adapter_config.json"
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")  # gpt2, org/name
 GENERIC_NAMES = re.compile(r"checkpoint(_final|-\d+)?|default|seed\d+|final|model|adapter")
 VALID = "a folder saved by save_pretrained, a LoRA adapter folder (adapter_config.json) or a Hub id org/name"
 
@@ -59,21 +59,28 @@ class Checkpoint:
 
 
 def locate(given: str | None) -> Checkpoint:
-    """What ``given`` is (:class:`Checkpoint`), or a one-line :class:`ConfigError` naming it."""
+    """What ``given`` is (:class:`Checkpoint`), or a one-line :class:`ConfigError` naming it; a local
+    folder or a Hub id as every model location is told apart (:func:`unlearn.sources.classify_source`)."""
     if not given:
         raise ConfigError(f"checkpoint is required: checkpoint=... ({VALID})")
-    path = Path(given).expanduser()
-    if path.is_dir():
-        if (path / ADAPTER_CONFIG).is_file():
-            adapter_config(path)  # readable, or one line now
-            return Checkpoint(given, "adapter", str(path.resolve()))
-        if (path / "config.json").is_file():
-            return Checkpoint(given, "folder", str(path.resolve()))
-        raise ConfigError(f"checkpoint={given} holds neither config.json (a model saved by save_pretrained) "
-                          f"nor {ADAPTER_CONFIG} (a LoRA adapter)")
-    if not path.exists() and HUB_ID.fullmatch(given):
+    try:
+        source = checkpoint_source(given)
+    except ConfigError as e:
+        raise ConfigError(f"{e} (valid: {VALID})") from None
+    if not source.local:
         return Checkpoint(given, "hub", given)
-    raise ConfigError(f"no such folder: checkpoint={given} (valid: {VALID})")
+    path = source.path
+    if (path / ADAPTER_CONFIG).is_file():
+        adapter_config(path)  # readable, or one line now
+        return Checkpoint(given, "adapter", str(path.resolve()))
+    if (path / "config.json").is_file():
+        return Checkpoint(given, "folder", str(path.resolve()))
+    raise ConfigError(f"checkpoint={given} holds neither config.json (a model saved by save_pretrained) "
+                      f"nor {ADAPTER_CONFIG} (a LoRA adapter)")
+
+
+def checkpoint_source(given: str) -> Source:
+    return classify_source("checkpoint", given, kind="model")
 
 
 def adapter_config(folder: Path) -> dict[str, Any]:
@@ -128,10 +135,19 @@ def tokenizer_source(checkpoint: str) -> str:
     return checkpoint
 
 
+def usable_location(value: str) -> bool:
+    """A folder here or a well-formed Hub id (:func:`unlearn.sources.classify_source`)."""
+    try:
+        checkpoint_source(value)
+    except ConfigError:
+        return False
+    return True
+
+
 def adapter_base(named: str | None, target: str | None) -> str:
     """The model an adapter is applied to: the base it names when that is a folder here or a Hub
     id, else the configured target (a run's adapter names the cached target it was trained on)."""
-    if named and (Path(named).expanduser().is_dir() or HUB_ID.fullmatch(named)):
+    if named and usable_location(named):
         return named
     if target is None:
         raise FileNotFoundError(f"the adapter's base model {named!r} is not on this machine and no target "
@@ -163,7 +179,7 @@ class CheckpointEvaluation:
     def check(self, cfg: DictConfig, processes: int, overrides: dict[str, Any] | None) -> None:
         locate(self.checkpoint)
         check_schema(cfg, overrides)
-        check_evaluation(cfg)
+        check_evaluation(cfg, [checkpoint_source(self.checkpoint)])  # a Hub checkpoint: reachable or cached
 
     def inputs(self) -> dict[str, Any]:
         ckpt = locate(self.checkpoint)

@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 from unlearn.data import Feature, encode_rows
 from unlearn.models import build_tiny_llama, load_causal_lm, load_tokenizer
 from unlearn.schema import ConfigError
-from unlearn.sources import config_sources, ensure_hub_access
+from unlearn.sources import Source, config_sources, ensure_hub_access
 from unlearn.templates import PromptTemplate, Template, build_template
 from unlearn.stages import TOKENIZER_FILES, Artifact, StageCache, fingerprint
 from unlearn.worlds import generate_tofu_synth, load_tofu, retain_split_for, validate_tofu_rows
@@ -118,7 +118,7 @@ class Prepared:
         return encode_rows(self.tokenizer, self.template, rows, n, answer_key, rule)
 
 
-def check_sources(cfg: DictConfig) -> bool:
+def check_sources(cfg: DictConfig, extra: Sequence[Source] = ()) -> bool:
     """Before anything is built: a bad ``dataset.source`` / ``model.source``, then every model and
     data location the config names (:mod:`unlearn.sources`: a missing local folder, a malformed Hub
     id, a Hub id offline and not cached); sets the Hub mode. True when offline."""
@@ -126,7 +126,7 @@ def check_sources(cfg: DictConfig) -> bool:
         raise ConfigError(f"unknown dataset.source {cfg.dataset.source!r}; valid: {', '.join(DATA_SOURCES)}")
     if cfg.model.source not in MODEL_SOURCES:
         raise ConfigError(f"unknown model.source {cfg.model.source!r}; valid: {', '.join(MODEL_SOURCES)}")
-    return ensure_hub_access(config_sources(cfg))
+    return ensure_hub_access([*config_sources(cfg), *extra])
 
 
 def model_settings(model_cfg: DictConfig) -> dict[str, Any]:

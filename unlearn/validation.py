@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -18,6 +18,7 @@ from unlearn.precision import Precision, check_launcher_precision
 from unlearn.preparation import check_sources
 from unlearn.schedulers import SCHEDULERS, build_scheduler
 from unlearn.schema import ConfigError, base_config, check_overrides, check_ranges
+from unlearn.sources import Source
 from unlearn.trackers import check_logger
 
 
@@ -54,8 +55,10 @@ def check_schema(cfg: DictConfig, overrides: dict[str, Any] | None = None) -> No
     check_ranges(cfg)
 
 
-def check_evaluation(cfg: DictConfig) -> None:
-    """What every run that evaluates reads besides the method: ``eval.compat``, the callbacks, the tracker."""
+def check_evaluation(cfg: DictConfig, extra_sources: Sequence[Source] = ()) -> None:
+    """What every run that evaluates reads besides the method: ``eval.compat``, the callbacks, the
+    tracker, and every model and data location (the config's and ``extra_sources``, e.g. the
+    checkpoint ``python -m eval.evaluate`` scores)."""
     check_compat(str(cfg.dataset.benchmark), cfg.eval)
     for name in cfg.get("callbacks") or ():
         resolve_callback(str(name))  # an unknown name lists the registered ones
@@ -63,7 +66,7 @@ def check_evaluation(cfg: DictConfig) -> None:
         check_logger(cfg.get("logger"))
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    check_sources(cfg)  # last (it may take a connection check): local folders exist, Hub ids reachable or cached
+    check_sources(cfg, extra_sources)  # last (it may take a connection check): local folders exist, Hub ids reachable or cached
 
 
 def check_selection(cfg: DictConfig):
