@@ -41,7 +41,7 @@ CLAIMS = (
     Claim("default_warm", (PY, "run.py", "overwrite=true"), 20, "about 20 seconds", warm=True, quick=True),
     Claim("muse", (PY, "run.py", "dataset=muse_synth"), 30 * 60, "about 30 minutes"),
     Claim("fast_suite", (PY, "-m", "pytest", "-q"), 5 * 60, "under 5 minutes"),
-    Claim("slow_tier", (PY, "-m", "pytest", "-q", "-m", "slow"), 60 * 60, "about an hour"),
+    Claim("slow_tier", (PY, "-m", "pytest", "-q", "-m", "slow", "-n", "0"), 60 * 60, "about an hour"),
 )
 
 

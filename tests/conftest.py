@@ -1,7 +1,9 @@
 """Shared fixtures: compose configs exactly as run.py does, without starting a Hydra app."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Sequence
 
 import pytest
 from unlearn.config import compose_config
@@ -10,6 +12,20 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
 compose_cfg = compose_config  # the short name the tests use
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N: N processes share the cores, one thread each
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def covering(a: Sequence[str], b: Sequence[str]) -> list:
+    """Every pair of two option lists as parameters: the slow tier runs them all, the fast tier a
+    covering subset in which each option of either list appears at least once (pairs
+    ``(a[i mod |a|], b[i mod |b|])``)."""
+    n = max(len(a), len(b))
+    fast = {(a[i % len(a)], b[i % len(b)]) for i in range(n)}
+    return [pytest.param(x, y, id=f"{x}-{y}", marks=() if (x, y) in fast else pytest.mark.slow) for x in a for y in b]
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, covering
 from unlearn.config import CONFIG_DIR
 from unlearn.methods import METHODS
 from unlearn.schedulers import SCHEDULERS
@@ -23,8 +23,7 @@ def test_defaults_compose_to_the_documented_run():
     assert not OmegaConf.missing_keys(cfg)
 
 
-@pytest.mark.parametrize("method", options("method"))
-@pytest.mark.parametrize("scheduler", options("scheduler"))
+@pytest.mark.parametrize(("method", "scheduler"), covering(options("method"), options("scheduler")))
 def test_every_method_and_scheduler_composes(method, scheduler):
     cfg = compose_cfg([f"method={method}", f"scheduler={scheduler}"])
     assert cfg.method.name == method and method in METHODS

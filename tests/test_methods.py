@@ -14,6 +14,7 @@ from unlearn.gradients import TaskGradients, collect_task_gradients
 from unlearn.losses import kl_to_reference, lm_loss, sequence_nll
 from unlearn.methods import METHODS, MethodContext, build_method
 from unlearn.methods.idk import load_idk_answers
+from tests.conftest import covering
 from unlearn.pipeline import STEP_LOG, run
 
 # ---------------------------------------------------------------------------------------------
@@ -374,8 +375,7 @@ def cfg(debug_cfg, shared_cache):
     return make
 
 
-@pytest.mark.parametrize("scheduler", ["constant", "gen"])
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize(("method", "scheduler"), covering(list(METHODS), ["constant", "gen"]))
 def test_every_method_runs_end_to_end(cfg, tmp_path, method, scheduler):
     rec = run(cfg(f"method={method}", f"scheduler={scheduler}"), run_dir=tmp_path / "run")
     assert rec["status"] == "ok", rec.get("error")

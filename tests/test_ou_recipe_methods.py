@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests import ou_reference as ref
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, covering
 from unlearn.config import CONFIG_DIR
 from unlearn.methods import METHODS, build_method
 from unlearn.methods.base import method_defaults
@@ -126,8 +126,7 @@ def test_each_method_recipe_file_names_a_method_and_a_recipe():
         assert stem[len(method_of(stem)) + 1:] in recipes
 
 
-@pytest.mark.parametrize("recipe", OU_RECIPES)
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize(("name", "recipe"), covering(sorted(METHODS), list(OU_RECIPES)))
 def test_every_method_composes_and_builds_under_open_unlearnings_recipes(name, recipe):
     cfg = compose_cfg([f"method={name}", f"recipe={recipe}"])
     OmegaConf.to_container(cfg, resolve=True)
@@ -136,9 +135,10 @@ def test_every_method_composes_and_builds_under_open_unlearnings_recipes(name, r
     build_method(cfg.method)  # every value the method reads is valid (RMU's layer 7, PDU's warm-up epochs)
 
 
-@pytest.mark.parametrize("overrides", [[], ["recipe=tofu"], ["recipe=muse"], ["experiment=muse_news"]])
-@pytest.mark.parametrize("name", sorted({method_of(s) for s in method_recipe_files()}))
-def test_our_defaults_without_an_open_unlearning_recipe(name, overrides):
+@pytest.mark.parametrize(("name", "extra"), covering(sorted({method_of(s) for s in method_recipe_files()}),
+                                                     ["", "recipe=tofu", "recipe=muse", "experiment=muse_news"]))
+def test_our_defaults_without_an_open_unlearning_recipe(name, extra):
+    overrides = [extra] if extra else []
     method = compose_cfg([f"method={name}", *overrides]).method
     for key, value in method_defaults(name).items():
         assert method[key] == value, (name, key)
