@@ -19,6 +19,13 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N: N processes share the 
     torch.set_num_threads(1)
 
 
+def sampled(values: Sequence, fast: Sequence) -> list:
+    """``values`` as parameters (a tuple: one per argument name): those in ``fast`` run in the fast
+    tier, the others in the slow one."""
+    return [pytest.param(*(v if isinstance(v, tuple) else (v,)), marks=() if v in fast else pytest.mark.slow)
+            for v in values]
+
+
 def covering(a: Sequence[str], b: Sequence[str]) -> list:
     """Every pair of two option lists as parameters: the slow tier runs them all, the fast tier a
     covering subset in which each option of either list appears at least once (pairs
