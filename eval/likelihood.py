@@ -14,7 +14,7 @@ and the results are gathered back in input order, so every process returns the f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 import torch
@@ -40,24 +40,28 @@ class Scores:
 
 
 def score(
-    model: torch.nn.Module, features: Sequence[Feature], batch_size: int, pad_id: int, tokens: bool = False,
-    *, shard: Any = None,
+    model: torch.nn.Module, features: Sequence[Feature], batch_size: int, pad_id: int,
+    tokens: bool | Collection[int] = False, *, shard: Any = None,
 ) -> Scores:
-    """Score every feature. ``shard``: a :class:`unlearn.distributed.Shard` or an Accelerator to
-    split the batches across processes (default: the ambient :func:`~unlearn.distributed.sharded_eval`)."""
+    """Score every feature. ``tokens``: the per-token arrays too, of every feature (True) or of
+    the features whose indices it holds (the others get empty arrays). ``shard``: a
+    :class:`unlearn.distributed.Shard` or an Accelerator to split the batches across processes
+    (default: the ambient :func:`~unlearn.distributed.sharded_eval`)."""
     n = len(features)
     out = Scores(np.zeros(n, dtype=np.float64), np.zeros(n, dtype=np.int64))
-    if tokens:
+    if tokens is not False:
         out.logp, out.correct, out.mu, out.sigma = ([np.zeros(0)] * n for _ in range(4))
     if n == 0:
         return out
-    pieces = map_batches(features, batch_size, shard, lambda batches: _score(model, features, batches, pad_id, tokens))
+    want = None if isinstance(tokens, bool) else frozenset(int(i) for i in tokens)
+    pieces = map_batches(features, batch_size, shard,
+                         lambda batches: _score(model, features, batches, pad_id, bool(tokens), want))
     for piece in pieces:
         for idx, sums, counts, arrays in piece:
             out.sums[idx], out.counts[idx] = sums, counts
-            for key, values in arrays.items():
+            for key, (rows, values) in arrays.items():
                 target = getattr(out, key)
-                for j, v in zip(idx, values):
+                for j, v in zip(rows, values):
                     target[j] = v
     return out
 
@@ -78,9 +82,10 @@ def map_batches(features: Sequence[Feature], batch_size: int, shard, run) -> lis
 @torch.inference_mode()
 def _score(
     model: torch.nn.Module, features: Sequence[Feature], batches: Sequence[Sequence[int]], pad_id: int,
-    tokens: bool,
-) -> list[tuple[list[int], np.ndarray, np.ndarray, dict[str, list[np.ndarray]]]]:
-    """Per batch of feature indices: (indices, summed NLLs, counts, per-token arrays if ``tokens``)."""
+    tokens: bool, want: frozenset[int] | None = None,
+) -> list[tuple[list[int], np.ndarray, np.ndarray, dict[str, tuple[list[int], list[np.ndarray]]]]]:
+    """Per batch of feature indices: (indices, summed NLLs, counts, per-token arrays if ``tokens``:
+    name -> (feature indices, one array each), of the features in ``want``, or all if None)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -94,23 +99,32 @@ def _score(
         mask = labels != -100
         tok_logp = logprobs.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
         sums = -(tok_logp * mask).sum(-1)
-        arrays: dict[str, list[np.ndarray]] = {}
-        if tokens:
-            correct = logprobs.argmax(-1) == labels
-            probs = logprobs.exp()
-            mu = (probs * logprobs).sum(-1)
-            # centred second moment: E[lp^2] - mu^2 loses digits on near-uniform distributions
-            sigma = (probs * (logprobs - mu.unsqueeze(-1)).square()).sum(-1).sqrt()
-            arrays = {"logp": [], "correct": [], "mu": [], "sigma": []}
-            for row in range(len(idx)):
-                m = mask[row]
-                arrays["logp"].append(tok_logp[row][m].double().cpu().numpy())
-                arrays["correct"].append(correct[row][m].cpu().numpy())
-                arrays["mu"].append(mu[row][m].double().cpu().numpy())
-                arrays["sigma"].append(sigma[row][m].double().cpu().numpy())
-        out.append((idx, sums.double().cpu().numpy(), mask.sum(-1).cpu().numpy(), arrays))
+        rows = [r for r, j in enumerate(idx) if want is None or j in want] if tokens else []
+        arrays = _token_arrays(logprobs, labels, mask, tok_logp, rows, len(idx))
+        out.append((idx, sums.double().cpu().numpy(), mask.sum(-1).cpu().numpy(),
+                    {k: ([idx[r] for r in rows], v) for k, v in arrays.items()}))
     model.train(was_training)
     return out
+
+
+def _token_arrays(logprobs, labels, mask, tok_logp, rows: list[int], n: int) -> dict[str, list[np.ndarray]]:
+    """The scored tokens' arrays of the batch rows ``rows`` (per row, in order): log p, argmax ==
+    token, and mean and std of log p(.) under the model's next-token distribution."""
+    if not rows:
+        return {}
+    if len(rows) < n:  # only what is needed: the vocabulary-wide moments cost more than the pass
+        sel = torch.tensor(rows, device=logprobs.device)
+        logprobs, labels, mask, tok_logp = logprobs[sel], labels[sel], mask[sel], tok_logp[sel]
+    correct = logprobs.argmax(-1) == labels
+    probs = logprobs.exp()
+    mu = (probs * logprobs).sum(-1)
+    # centred second moment: E[lp^2] - mu^2 loses digits on near-uniform distributions
+    sigma = (probs * (logprobs - mu.unsqueeze(-1)).square()).sum(-1).sqrt()
+    cuts = np.cumsum(mask.sum(-1).cpu().numpy())[:-1]
+    return {"logp": np.split(tok_logp[mask].double().cpu().numpy(), cuts),
+            "correct": np.split(correct[mask].cpu().numpy(), cuts),
+            "mu": np.split(mu[mask].double().cpu().numpy(), cuts),
+            "sigma": np.split(sigma[mask].double().cpu().numpy(), cuts)}
 
 
 def score_features(

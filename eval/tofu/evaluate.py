@@ -148,7 +148,9 @@ def evaluate_tofu(
     holdout = holdout_rows(prepared, len(rows["forget"])) if "forget" in tasks else None
     texts, plan, held = _plan(rows, holdout)
     feats = eval_features(prepared, cfg, texts)
-    s = score(model, feats, int(cfg["batch_size"]), prepared.tokenizer.pad_token_id, tokens="forget" in tasks)
+    # per-token arrays only where they are read: the forget answers (EM, ES, MIA) and the holdout's
+    tokens = [p[0] for p in plan["forget"]] + held if "forget" in tasks else False
+    s = score(model, feats, int(cfg["batch_size"]), prepared.tokenizer.pad_token_id, tokens=tokens)
     logs = {t: _task_log(t, plan[t], s) for t in tasks}
     if "forget" in tasks:
         ans = [p[0] for p in plan["forget"]]

@@ -1,0 +1,117 @@
+"""What makes the TOFU evaluation fast changes no number.
+
+Each shortcut against the plain computation it replaces: texts and prompts tokenized in batches
+against one tokenizer call per text; per-token arrays of only the items that need them against
+those of every item; the batched ROUGE scorer (memoized stemmer) against rouge-score's own; the
+batched open-unlearning decodes against one decode per text. Then the whole evaluator against the
+straightforward per-metric evaluation of ``bench/eval_speed.py`` on the debug world, in both
+conventions: one item per batch on both sides, so every number must be the same bit for bit.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from eval.compat import ou_ground_truth, ou_ground_truths, ou_scored_text, ou_scored_texts
+from eval.likelihood import score
+from eval.rouge import rouge_l, rouge_l_batch
+from tests.conftest import compose_cfg
+from tests.tiny import tiny_llama, varied_features
+from unlearn.data import encode_qa, encode_rows
+from unlearn.templates import PromptTemplate
+from unlearn.tokenizer import train_bpe_tokenizer
+
+TEMPLATE = PromptTemplate("Question: ", "\nAnswer:", " ")
+QA = [("Where was Ada born?", "Ada was born in Lima."), ("Where was Ada born?", "In Lima, a city in Peru."),
+      ("Who wrote Stone Rivers?", "Bo Lin wrote it " + "and more " * 30), ("Who?", "")]
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    texts = [TEMPLATE.full(q, a) for q, a in QA] * 10 + ["The birthplace of Ada is Lima."] * 10
+    return train_bpe_tokenizer(texts, 300, tmp_path_factory.mktemp("tok"))
+
+
+@pytest.mark.parametrize("rule", ["tofu", "open_unlearning"])
+def test_qa_texts_tokenized_in_a_batch_are_tokenized_one_by_one(tok, rule):
+    kw = dict(add_special_tokens=True, truncation=True, max_length=24)
+    tag = TEMPLATE.answer_tag if rule == "open_unlearning" else ""
+    by_hand = [(tok(TEMPLATE.full(q, a), **kw)["input_ids"], len(tok(TEMPLATE.prompt(q) + tag, **kw)["input_ids"]))
+               for q, a in QA]
+    assert TEMPLATE.tokenize_many(tok, QA, 24, rule) == by_hand
+    assert any(len(ids) == 24 for ids, _ in by_hand)  # one is truncated
+    rows = [{"question": q, "answer": a} for q, a in QA]
+    assert encode_rows(tok, TEMPLATE, rows, 24, rule=rule) == [encode_qa(tok, TEMPLATE, q, a, 24, rule) for q, a in QA]
+    assert TEMPLATE.tokenize_many(tok, [], 24, rule) == []
+
+
+@pytest.mark.parametrize("answer_tag", [False, True])
+def test_generation_prompts_in_a_batch(tok, answer_tag):
+    questions = [q for q, _ in QA]
+    out = TEMPLATE.generation_prompts(tok, questions, answer_tag)
+    texts = [TEMPLATE.prompt(q) + (TEMPLATE.answer_tag if answer_tag else "") for q in questions]
+    assert out == [(t, tok(t, add_special_tokens=True)["input_ids"]) for t in texts]
+    assert TEMPLATE.generation_prompt(tok, questions[0], answer_tag) == out[0]
+
+
+def test_open_unlearning_decodes_in_a_batch(tok):
+    feats = [encode_qa(tok, TEMPLATE, q, a, 64, "open_unlearning") for q, a in QA]
+    prompts = [TEMPLATE.generation_prompt(tok, q, True)[1] for q, _ in QA]
+    kw = dict(skip_special_tokens=True, clean_up_tokenization_spaces=True)
+    by_hand = [tok.decode(f["input_ids"], **kw).replace(tok.decode(p, **kw), "").strip() for f, p in zip(feats, prompts)]
+    assert ou_ground_truths(tok, [f["input_ids"] for f in feats], prompts) == by_hand
+    assert [ou_ground_truth(tok, f["input_ids"], p) for f, p in zip(feats, prompts)] == by_hand
+    scored = [tok.decode([t for t in f["labels"] if t != -100], skip_special_tokens=True) for f in feats]
+    assert ou_scored_texts(tok, feats) == scored == [ou_scored_text(tok, f) for f in feats]
+
+
+def test_per_token_arrays_of_some_items_are_those_of_all():
+    model, feats = tiny_llama(seed=3), varied_features(23, seed=5)
+    full = score(model, feats, 8, 0, tokens=True)
+    some = [0, 4, 5, 17, 22]
+    part = score(model, feats, 8, 0, tokens=some)
+    np.testing.assert_array_equal(part.sums, full.sums)
+    np.testing.assert_array_equal(part.counts, full.counts)
+    for key in ("logp", "correct", "mu", "sigma"):
+        for i in range(len(feats)):
+            got, want = getattr(part, key)[i], getattr(full, key)[i]
+            if i in some:
+                assert got.dtype == want.dtype and np.array_equal(got, want), (key, i)
+                assert len(got) == full.counts[i]
+            else:
+                assert len(got) == 0
+    assert score(model, feats, 8, 0).logp == []  # no arrays asked: none made
+
+
+def test_batched_rouge_with_the_stemmer_is_rouge_score():
+    gts = ["The running dogs were running quickly", "Ada was born in Lima", "", "organizational studies"]
+    gens = ["dogs run quickly and runs", "She was born in Lima, Peru", "anything", "organization study organizes"]
+    gts, gens = gts * 3, gens[::-1] * 3
+    np.testing.assert_array_equal(rouge_l_batch(gts, gens), [rouge_l(g, p) for g, p in zip(gts, gens)])
+    np.testing.assert_array_equal(rouge_l_batch(gts, gens, kind="f1", stemmer=False),
+                                  [rouge_l(g, p, kind="f1", stemmer=False) for g, p in zip(gts, gens)])
+
+
+@pytest.mark.parametrize("compat", ["tofu", "open_unlearning"])
+def test_evaluator_equals_the_straightforward_evaluation(shared_cache, tmp_path, compat):
+    """``bench/eval_speed.py``'s equality check as a test: one pass over every unique text, with
+    per-token arrays only where read, batched tokenization and ROUGE, against a pass per metric."""
+    from bench.eval_speed import naive_evaluate
+    from eval.tofu.evaluate import evaluate_tofu, summarize
+    from unlearn.preparation import prepare
+    from unlearn.stages import StageCache
+
+    cfg = compose_cfg(["debug=tiny", f"paths.root={tmp_path}", f"eval.compat={compat}"])
+    # one item per batch on both sides: no padding, so the same arithmetic; a short generation budget
+    for key, value in (("batch_size", 1), ("generation.batch_size", 1), ("generation.max_new_tokens", 12),
+                       ("generation.mode", "new_tokens")):
+        OmegaConf.update(cfg.eval, key, value)
+    prepared = prepare(cfg, StageCache(shared_cache))
+    model = prepared.load("target")
+    ours, naive = evaluate_tofu(model, prepared, cfg.eval), naive_evaluate(model, prepared, cfg.eval)
+    for t, log in naive.items():
+        for key, values in log.items():
+            assert ours[t][key] == values, (t, key)
+    assert "mia_min_k" in naive["forget"] and any(g[1] for g in naive["forget"]["generated_text"].values())
+    assert summarize(ours, None, cfg.eval) == summarize(naive, None, cfg.eval)
