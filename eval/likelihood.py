@@ -6,19 +6,31 @@ on request the per-token arrays (exact memorization, extraction strength, Min-k%
 (mean and standard deviation of log p(.) under the model's own next-token distribution, for
 Min-k%++). Items are scored in length-sorted batches (little padding) under inference mode.
 
+``share_prefixes``: texts that begin with the same unscored tokens (a TOFU question's answer,
+paraphrase and perturbed answers share its prompt) run that prefix once. The prefixes of one
+length form a unit: one forward pass over them fills a KV cache, then the texts' remaining tokens
+(from the prompt's last token on, whose logits score the first answer token) run in batches of
+``batch_size`` against that cache, each row's cache rows selected. Every number is the plain
+pass's up to float32 rounding (the attention is summed in two pieces; bench/eval_speed.py measures
+it); on the embedded TOFU world it halves the tokens run.
+
 Under several processes (``shard``, or inside :func:`unlearn.distributed.sharded_eval`) each
-process scores every W-th batch of the length-sorted items (the very batches of a 1-process run)
-and the results are gathered back in input order, so every process returns the full
+process scores every W-th batch (unit) of the length-sorted items (the very batches of a 1-process
+run) and the results are gathered back in input order, so every process returns the full
 :class:`Scores`.
 """
 from __future__ import annotations
 
+import copy
+import inspect
 from dataclasses import dataclass, field
-from typing import Any, Collection, Sequence
+from itertools import groupby
+from typing import Any, Callable, Collection, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers import DynamicCache
 
 from unlearn.data import Feature, collate
 from unlearn.distributed import current_shard
@@ -41,10 +53,11 @@ class Scores:
 
 def score(
     model: torch.nn.Module, features: Sequence[Feature], batch_size: int, pad_id: int,
-    tokens: bool | Collection[int] = False, *, shard: Any = None,
+    tokens: bool | Collection[int] = False, *, shard: Any = None, share_prefixes: bool = False,
 ) -> Scores:
     """Score every feature. ``tokens``: the per-token arrays too, of every feature (True) or of
-    the features whose indices it holds (the others get empty arrays). ``shard``: a
+    the features whose indices it holds (the others get empty arrays). ``share_prefixes``: run
+    each shared unscored prefix once (module docstring). ``shard``: a
     :class:`unlearn.distributed.Shard` or an Accelerator to split the batches across processes
     (default: the ambient :func:`~unlearn.distributed.sharded_eval`)."""
     n = len(features)
@@ -54,8 +67,15 @@ def score(
     if n == 0:
         return out
     want = None if isinstance(tokens, bool) else frozenset(int(i) for i in tokens)
-    pieces = map_batches(features, batch_size, shard,
-                         lambda batches: _score(model, features, batches, pad_id, bool(tokens), want))
+    if share_prefixes:
+        units = prefix_units(features, batch_size)
+        part = current_shard(shard)
+        width = max(map(_forwards, units)) if part is not None and part.synced else 0
+        pieces = map_units(units, shard, lambda mine: [r for u in _score_shared(model, features, mine, pad_id,
+                                                                                 bool(tokens), want, width) for r in u])
+    else:
+        pieces = map_batches(features, batch_size, shard,
+                             lambda batches: _score(model, features, batches, pad_id, bool(tokens), want))
     for piece in pieces:
         for idx, sums, counts, arrays in piece:
             out.sums[idx], out.counts[idx] = sums, counts
@@ -71,12 +91,56 @@ def map_batches(features: Sequence[Feature], batch_size: int, shard, run) -> lis
     per batch), split across processes as whole batches -- the batches a 1-process run forms --
     and gathered: every process's results, in order (one piece without processes)."""
     order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    return map_units([order[i : i + batch_size] for i in range(0, len(order), batch_size)], shard, run)
+
+
+def map_units(units: Sequence[Any], shard, run: Callable[[list[Any]], list[Any]]) -> list[list[Any]]:
+    """``run(units)`` (one result per unit) split across processes as whole units and gathered."""
     part = current_shard(shard)
     if part is None:
-        return [run(batches)]
-    mine, real = part.take(batches)
+        return [run(list(units))]
+    mine, real = part.take(units)
     return part.gather(run(mine)[:real])
+
+
+@dataclass(frozen=True)
+class PrefixUnit:
+    """Prefixes of one length, run together, and the batches of (feature index, prefix row) that
+    continue them."""
+
+    prefixes: list[tuple[int, ...]]
+    batches: list[list[tuple[int, int]]]
+
+
+def prefix_length(feature: Feature) -> int:
+    """How many leading tokens can be shared: those before the last one whose logits are not
+    scored (the token before the first label), attended, and at least one token left to run."""
+    labels, att = feature["labels"], feature["attention_mask"]
+    first = next((i for i, label in enumerate(labels) if label != -100), len(labels))
+    unattended = next((i for i, a in enumerate(att) if not a), len(att))
+    return max(0, min(first - 1, unattended, len(feature["input_ids"]) - 1))
+
+
+def prefix_units(features: Sequence[Feature], batch_size: int) -> list[PrefixUnit]:
+    """The plan of a prefix-sharing pass: distinct prefixes grouped by length (so none is padded),
+    ``batch_size`` of them per unit, their texts in length-sorted batches of ``batch_size``."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, f in enumerate(features):
+        groups.setdefault(tuple(f["input_ids"][: prefix_length(f)]), []).append(i)
+    longest = {k: max(len(features[i]["input_ids"]) for i in v) for k, v in groups.items()}
+    units = []
+    for _, same in groupby(sorted(groups, key=lambda k: (len(k), longest[k], k)), key=len):
+        same = list(same)
+        for j in range(0, len(same), batch_size):
+            prefixes = same[j : j + batch_size]
+            rows = sorted(((i, r) for r, k in enumerate(prefixes) for i in groups[k]),
+                          key=lambda m: (len(features[m[0]]["input_ids"]), m[0]))
+            units.append(PrefixUnit(prefixes, [rows[a : a + batch_size] for a in range(0, len(rows), batch_size)]))
+    return units
+
+
+def _forwards(unit: PrefixUnit) -> int:
+    return (len(unit.prefixes[0]) > 0) + len(unit.batches)
 
 
 @torch.inference_mode()
@@ -94,17 +158,73 @@ def _score(
         idx = list(idx)
         batch = {k: v.to(device) for k, v in collate([features[j] for j in idx], pad_id).items()}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        logprobs = F.log_softmax(logits[:, :-1].float(), dim=-1)
-        labels = batch["labels"][:, 1:]
-        mask = labels != -100
-        tok_logp = logprobs.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-        sums = -(tok_logp * mask).sum(-1)
-        rows = [r for r, j in enumerate(idx) if want is None or j in want] if tokens else []
-        arrays = _token_arrays(logprobs, labels, mask, tok_logp, rows, len(idx))
-        out.append((idx, sums.double().cpu().numpy(), mask.sum(-1).cpu().numpy(),
-                    {k: ([idx[r] for r in rows], v) for k, v in arrays.items()}))
+        out.append(_batch_scores(logits, batch["labels"], idx, tokens, want))
     model.train(was_training)
     return out
+
+
+@torch.inference_mode()
+def _score_shared(model: torch.nn.Module, features: Sequence[Feature], units: Sequence[PrefixUnit], pad_id: int,
+                  tokens: bool, want: frozenset[int] | None, width: int = 0) -> list[list[tuple]]:
+    """Per unit, :func:`_score`'s per-batch results; ``width``: forward passes per unit (FSDP:
+    every process runs as many; the last batch is repeated and its repeats dropped)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    kw = _cache_keyword(model)
+    out = []
+    for unit in units:
+        n_prefix = len(unit.prefixes[0])
+        cache = None
+        if n_prefix:
+            cache = DynamicCache()
+            model(input_ids=torch.tensor(unit.prefixes, device=device), use_cache=True, **{kw: cache})
+        batches = unit.batches + [unit.batches[-1]] * max(0, width - _forwards(unit))
+        results = []
+        for rows in batches:
+            idx = [i for i, _ in rows]
+            batch = {k: v.to(device) for k, v in collate([_tail(features[i], n_prefix) for i in idx], pad_id).items()}
+            att, extra = batch["attention_mask"], {}
+            if cache is not None:
+                mine = copy.deepcopy(cache)
+                mine.reorder_cache(torch.tensor([r for _, r in rows], device=device))
+                att = torch.cat([att.new_ones(len(idx), n_prefix), att], 1)
+                extra = {kw: mine, "use_cache": True}
+            positions = n_prefix + torch.arange(batch["input_ids"].shape[1], device=device).expand(len(idx), -1)
+            logits = model(input_ids=batch["input_ids"], attention_mask=att, position_ids=positions, **extra).logits
+            results.append(_batch_scores(logits, batch["labels"], idx, tokens, want))
+        out.append(results[: len(unit.batches)])
+    model.train(was_training)
+    return out
+
+
+def _tail(feature: Feature, start: int) -> Feature:
+    return {k: v[start:] for k, v in feature.items()}
+
+
+def _cache_keyword(model: torch.nn.Module) -> str:
+    """The forward argument that takes a KV cache: ``cache`` (transformers >= 5.x) or
+    ``past_key_values``; read from the wrapped model's signature (DDP / FSDP / PEFT wrappers)."""
+    inner = model
+    while hasattr(inner, "module"):
+        inner = inner.module
+    if hasattr(inner, "get_base_model"):
+        inner = inner.get_base_model()
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+
+
+def _batch_scores(logits: torch.Tensor, labels: torch.Tensor, idx: list[int], tokens: bool,
+                  want: frozenset[int] | None) -> tuple:
+    """One batch's (indices, summed NLLs, counts, per-token arrays) from its logits and labels."""
+    logprobs = F.log_softmax(logits[:, :-1].float(), dim=-1)
+    labels = labels[:, 1:]
+    mask = labels != -100
+    tok_logp = logprobs.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    sums = -(tok_logp * mask).sum(-1)
+    rows = [r for r, j in enumerate(idx) if want is None or j in want] if tokens else []
+    arrays = _token_arrays(logprobs, labels, mask, tok_logp, rows, len(idx))
+    return (idx, sums.double().cpu().numpy(), mask.sum(-1).cpu().numpy(),
+            {k: ([idx[r] for r in rows], v) for k, v in arrays.items()})
 
 
 def _token_arrays(logprobs, labels, mask, tok_logp, rows: list[int], n: int) -> dict[str, list[np.ndarray]]:

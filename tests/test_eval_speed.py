@@ -14,7 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from eval.compat import ou_ground_truth, ou_ground_truths, ou_scored_text, ou_scored_texts
-from eval.likelihood import score
+from eval.likelihood import prefix_length, prefix_units, score
 from eval.rouge import rouge_l, rouge_l_batch
 from tests.conftest import compose_cfg
 from tests.tiny import tiny_llama, varied_features
@@ -93,17 +93,64 @@ def test_batched_rouge_with_the_stemmer_is_rouge_score():
                                   [rouge_l(g, p, kind="f1", stemmer=False) for g, p in zip(gts, gens)])
 
 
+def test_shared_prefixes_score_as_the_plain_pass():
+    """Texts sharing their unscored prefix (one prompt, several answers), run as a prefix pass and
+    continuations against its KV cache: the plain pass's numbers up to float32 rounding, the same
+    token counts, argmax hits and array lengths."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    prompts = [[1] + torch.randint(3, 50, (n,), generator=g).tolist() for n in (4, 4, 6, 9)]
+    feats = []
+    for p in prompts:
+        for k in (1, 3, 5, 8):
+            answer = torch.randint(3, 50, (k,), generator=g).tolist()
+            ids = p + answer + [2]
+            feats.append({"input_ids": ids, "attention_mask": [1] * (len(ids) - 1) + [0],
+                          "labels": [-100] * len(p) + answer + [2]})
+    feats.append({"input_ids": [1, 5, 6], "attention_mask": [1, 1, 1], "labels": [-100, 5, 6]})  # nothing to share
+    model = tiny_llama(seed=1)
+    plain = score(model, feats, 5, 0, tokens=True)
+    shared = score(model, feats, 5, 0, tokens=True, share_prefixes=True)
+    np.testing.assert_array_equal(shared.counts, plain.counts)
+    np.testing.assert_allclose(shared.sums, plain.sums, rtol=1e-5, atol=1e-6)
+    for key in ("logp", "mu", "sigma"):
+        for a, b in zip(getattr(shared, key), getattr(plain, key)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert all(np.array_equal(a, b) for a, b in zip(shared.correct, plain.correct))
+    units = prefix_units(feats, 5)
+    assert sorted(i for u in units for b in u.batches for i, _ in b) == list(range(len(feats)))
+    assert all(len({len(p) for p in u.prefixes}) == 1 and len(u.prefixes) <= 5 for u in units)
+    assert all(len(b) <= 5 for u in units for b in u.batches)
+    assert [prefix_length(f) for f in feats[:4]] == [4] * 4  # the prompt less its last token
+
+
+def _same(ours, theirs, where) -> None:
+    """Texts exactly; numbers up to the float32 rounding of the shared-prefix pass."""
+    if isinstance(ours, dict):
+        assert ours.keys() == theirs.keys(), where
+        for k in ours:
+            _same(ours[k], theirs[k], f"{where}/{k}")
+    elif isinstance(ours, (list, tuple)) and ours and isinstance(ours[0], str):
+        assert list(ours) == list(theirs), where
+    elif isinstance(ours, str) or ours is None:
+        assert ours == theirs, where
+    else:
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-7, err_msg=where)
+
+
 @pytest.mark.parametrize("compat", ["tofu", "open_unlearning"])
 def test_evaluator_equals_the_straightforward_evaluation(shared_cache, tmp_path, compat):
-    """``bench/eval_speed.py``'s equality check as a test: one pass over every unique text, with
-    per-token arrays only where read, batched tokenization and ROUGE, against a pass per metric."""
+    """``bench/eval_speed.py``'s equality check as a test: one pass over every unique text (shared
+    prompts, per-token arrays only where read), batched tokenization and ROUGE, against a pass per
+    metric. One item per batch and per generation on both sides (no padding): generations, ROUGE
+    and every argmax-based number are equal, the likelihoods up to float32 rounding."""
     from bench.eval_speed import naive_evaluate
     from eval.tofu.evaluate import evaluate_tofu, summarize
     from unlearn.preparation import prepare
     from unlearn.stages import StageCache
 
     cfg = compose_cfg(["debug=tiny", f"paths.root={tmp_path}", f"eval.compat={compat}"])
-    # one item per batch on both sides: no padding, so the same arithmetic; a short generation budget
     for key, value in (("batch_size", 1), ("generation.batch_size", 1), ("generation.max_new_tokens", 12),
                        ("generation.mode", "new_tokens")):
         OmegaConf.update(cfg.eval, key, value)
@@ -112,6 +159,8 @@ def test_evaluator_equals_the_straightforward_evaluation(shared_cache, tmp_path,
     ours, naive = evaluate_tofu(model, prepared, cfg.eval), naive_evaluate(model, prepared, cfg.eval)
     for t, log in naive.items():
         for key, values in log.items():
-            assert ours[t][key] == values, (t, key)
+            if key in ("generated_text", "rougeL_recall", "exact_memorization", "extraction_strength"):
+                assert ours[t][key] == values, (t, key)
+            _same(ours[t][key], values, f"{t}/{key}")
     assert "mia_min_k" in naive["forget"] and any(g[1] for g in naive["forget"]["generated_text"].values())
-    assert summarize(ours, None, cfg.eval) == summarize(naive, None, cfg.eval)
+    _same(summarize(ours, None, cfg.eval), summarize(naive, None, cfg.eval), "summary")

@@ -150,7 +150,7 @@ def evaluate_tofu(
     feats = eval_features(prepared, cfg, texts)
     # per-token arrays only where they are read: the forget answers (EM, ES, MIA) and the holdout's
     tokens = [p[0] for p in plan["forget"]] + held if "forget" in tasks else False
-    s = score(model, feats, int(cfg["batch_size"]), prepared.tokenizer.pad_token_id, tokens=tokens)
+    s = score(model, feats, int(cfg["batch_size"]), prepared.tokenizer.pad_token_id, tokens=tokens, share_prefixes=True)
     logs = {t: _task_log(t, plan[t], s) for t in tasks}
     if "forget" in tasks:
         ans = [p[0] for p in plan["forget"]]
