@@ -23,6 +23,9 @@ Target: ours >= 3x open-unlearning's (issue 24).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import logging
 import math
 import sys
 import tempfile
@@ -151,6 +154,7 @@ def open_unlearning_runner(stack: ExitStack, model, prepared, cfg) -> Callable[[
     """A call of open-unlearning's evaluator, or None (the reason printed) when it cannot run."""
     from tests import ou_reference as ref
 
+    logging.getLogger("metrics").setLevel(logging.ERROR)  # its notes on the missing retain logs, every call
     reason = ref.unavailable_reason()
     if reason is not None:
         print(f"open-unlearning's evaluator skipped: {reason}")
@@ -160,7 +164,12 @@ def open_unlearning_runner(stack: ExitStack, model, prepared, cfg) -> Callable[[
     kw = dict(forget_split=split, holdout_split="holdout" + split[len("forget"):], batch_size=int(cfg.batch_size),
               generation_batch_size=int(cfg.generation.batch_size))
     args, folder = template_args(prepared.template), Path(prepared.data.path)
-    return lambda: ref.ou_tofu_eval(ou, model, prepared.tokenizer, args, folder, **kw)
+
+    def run():
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            return ref.ou_tofu_eval(ou, model, prepared.tokenizer, args, folder, **kw)  # quiet: progress bars, prints
+
+    return run
 
 
 def max_difference(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> tuple[float, str]:

@@ -71,13 +71,13 @@ def score(
         units = prefix_units(features, batch_size)
         part = current_shard(shard)
         width = max(map(_forwards, units)) if part is not None and part.synced else 0
-        pieces = map_units(units, shard, lambda mine: [r for u in _score_shared(model, features, mine, pad_id,
-                                                                                 bool(tokens), want, width) for r in u])
-    else:
+        pieces = map_units(units, shard, lambda mine: _score_shared(model, features, mine, pad_id, bool(tokens),
+                                                                     want, width))
+    else:  # a unit per batch
         pieces = map_batches(features, batch_size, shard,
-                             lambda batches: _score(model, features, batches, pad_id, bool(tokens), want))
-    for piece in pieces:
-        for idx, sums, counts, arrays in piece:
+                             lambda batches: [[r] for r in _score(model, features, batches, pad_id, bool(tokens), want)])
+    for unit in (u for piece in pieces for u in piece):
+        for idx, sums, counts, arrays in unit:
             out.sums[idx], out.counts[idx] = sums, counts
             for key, (rows, values) in arrays.items():
                 target = getattr(out, key)

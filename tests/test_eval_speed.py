@@ -93,10 +93,9 @@ def test_batched_rouge_with_the_stemmer_is_rouge_score():
                                   [rouge_l(g, p, kind="f1", stemmer=False) for g, p in zip(gts, gens)])
 
 
-def test_shared_prefixes_score_as_the_plain_pass():
-    """Texts sharing their unscored prefix (one prompt, several answers), run as a prefix pass and
-    continuations against its KV cache: the plain pass's numbers up to float32 rounding, the same
-    token counts, argmax hits and array lengths."""
+def _questions_with_answers() -> list[dict[str, list[int]]]:
+    """Four prompts (two of one length) with four answers each, TOFU-style (EOS appended with
+    attention 0), and one text with nothing to share."""
     import torch
 
     g = torch.Generator().manual_seed(0)
@@ -108,7 +107,14 @@ def test_shared_prefixes_score_as_the_plain_pass():
             ids = p + answer + [2]
             feats.append({"input_ids": ids, "attention_mask": [1] * (len(ids) - 1) + [0],
                           "labels": [-100] * len(p) + answer + [2]})
-    feats.append({"input_ids": [1, 5, 6], "attention_mask": [1, 1, 1], "labels": [-100, 5, 6]})  # nothing to share
+    return feats + [{"input_ids": [1, 5, 6], "attention_mask": [1, 1, 1], "labels": [-100, 5, 6]}]
+
+
+def test_shared_prefixes_score_as_the_plain_pass():
+    """Texts sharing their unscored prefix (one prompt, several answers), run as a prefix pass and
+    continuations against its KV cache: the plain pass's numbers up to float32 rounding, the same
+    token counts, argmax hits and array lengths."""
+    feats = _questions_with_answers()
     model = tiny_llama(seed=1)
     plain = score(model, feats, 5, 0, tokens=True)
     shared = score(model, feats, 5, 0, tokens=True, share_prefixes=True)
@@ -123,6 +129,31 @@ def test_shared_prefixes_score_as_the_plain_pass():
     assert all(len({len(p) for p in u.prefixes}) == 1 and len(u.prefixes) <= 5 for u in units)
     assert all(len(b) <= 5 for u in units for b in u.batches)
     assert [prefix_length(f) for f in feats[:4]] == [4] * 4  # the prompt less its last token
+
+
+def test_shared_prefixes_split_across_processes_as_one_process_runs_them(monkeypatch):
+    """Each process runs whole units, those of a 1-process run (so the same numbers); under FSDP
+    (synced) every process runs as many forward passes."""
+    from unlearn.distributed import Shard
+
+    feats, model = _questions_with_answers(), tiny_llama(seed=1)
+    one = score(model, feats, 3, 0, tokens=True, share_prefixes=True)
+    units = prefix_units(feats, 3)
+    width = max((len(u.prefixes[0]) > 0) + len(u.batches) for u in units)
+    assert len(units) >= 3 and len({len(u.batches) for u in units}) > 1  # uneven units: padding matters
+    calls = []
+    model.register_forward_pre_hook(lambda *_: calls.append(1))
+    monkeypatch.setattr(Shard, "gather", lambda self, obj: [obj])  # this process's results only
+    filled = np.zeros(len(feats), dtype=bool)
+    for index in (0, 1):
+        calls.clear()
+        part = score(model, feats, 3, 0, tokens=True, share_prefixes=True, shard=Shard(index, 2, synced=True))
+        assert len(calls) == -(-len(units) // 2) * width
+        mine = part.counts > 0
+        np.testing.assert_array_equal(part.sums[mine], one.sums[mine])  # bit for bit
+        assert all(np.array_equal(part.logp[i], one.logp[i]) for i in np.flatnonzero(mine))
+        filled |= mine
+    assert filled.all()
 
 
 def _same(ours, theirs, where) -> None:

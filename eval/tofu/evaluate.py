@@ -42,7 +42,7 @@ from eval.tofu.logs import per_item_truth_ratios
 
 logger = logging.getLogger(__name__)
 
-EVAL_VERSION = 6  # part of the cached reference evals' key: bump when what is computed changes
+EVAL_VERSION = 7  # part of the cached reference evals' key: bump when what is computed changes
 TASKS = ("forget", "retain", "ra", "wf")
 # task -> (TOFU file name pattern, the truth ratio's base answer key)  (TOFU eval_everything.yaml)
 TASK_SOURCES = {
