@@ -105,8 +105,8 @@ def map_units(units: Sequence[Any], shard, run: Callable[[list[Any]], list[Any]]
 
 @dataclass(frozen=True)
 class PrefixUnit:
-    """Prefixes of one length, run together, and the batches of (feature index, prefix row) that
-    continue them."""
+    """Prefixes run together (left-padded to the longest), and the batches of (feature index,
+    prefix row) that continue them."""
 
     prefixes: list[tuple[int, ...]]
     batches: list[list[tuple[int, int]]]
@@ -122,25 +122,26 @@ def prefix_length(feature: Feature) -> int:
 
 
 def prefix_units(features: Sequence[Feature], batch_size: int) -> list[PrefixUnit]:
-    """The plan of a prefix-sharing pass: distinct prefixes grouped by length (so none is padded),
-    ``batch_size`` of them per unit, their texts in length-sorted batches of ``batch_size``."""
+    """The plan of a prefix-sharing pass: the distinct prefixes sorted by length, ``batch_size`` of
+    them per unit, their texts in length-sorted batches of ``batch_size``. Texts with nothing to
+    share (an empty prefix) form units of their own."""
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, f in enumerate(features):
         groups.setdefault(tuple(f["input_ids"][: prefix_length(f)]), []).append(i)
     longest = {k: max(len(features[i]["input_ids"]) for i in v) for k, v in groups.items()}
     units = []
-    for _, same in groupby(sorted(groups, key=lambda k: (len(k), longest[k], k)), key=len):
+    for _, same in groupby(sorted(groups, key=lambda k: (len(k), longest[k], k)), key=lambda k: len(k) > 0):
         same = list(same)
         for j in range(0, len(same), batch_size):
             prefixes = same[j : j + batch_size]
             rows = sorted(((i, r) for r, k in enumerate(prefixes) for i in groups[k]),
-                          key=lambda m: (len(features[m[0]]["input_ids"]), m[0]))
+                          key=lambda m: (len(features[m[0]]["input_ids"]) - len(prefixes[m[1]]), m[0]))
             units.append(PrefixUnit(prefixes, [rows[a : a + batch_size] for a in range(0, len(rows), batch_size)]))
     return units
 
 
 def _forwards(unit: PrefixUnit) -> int:
-    return (len(unit.prefixes[0]) > 0) + len(unit.batches)
+    return (len(unit.prefixes[-1]) > 0) + len(unit.batches)
 
 
 @torch.inference_mode()
@@ -171,26 +172,32 @@ def _score_shared(model: torch.nn.Module, features: Sequence[Feature], units: Se
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    kw = _cache_keyword(model)
+    params = _forward_parameters(model)
+    kw = "cache" if "cache" in params else "past_key_values"  # transformers >= 5 renamed it
     out = []
     for unit in units:
-        n_prefix = len(unit.prefixes[0])
-        cache = None
-        if n_prefix:
+        lengths = torch.tensor([len(p) for p in unit.prefixes], device=device)
+        width_p = int(lengths.max())
+        cache, prefix_att = None, None
+        if width_p:
+            ids = torch.tensor([[pad_id] * (width_p - len(p)) + list(p) for p in unit.prefixes], device=device)
+            prefix_att = (torch.arange(width_p, device=device) >= (width_p - lengths)[:, None]).long()
             cache = DynamicCache()
-            model(input_ids=torch.tensor(unit.prefixes, device=device), use_cache=True, **{kw: cache})
+            model(input_ids=ids, attention_mask=prefix_att, position_ids=(prefix_att.cumsum(-1) - 1).clamp_min(0),
+                  use_cache=True, **{kw: cache}, **({"logits_to_keep": 1} if "logits_to_keep" in params else {}))
         batches = unit.batches + [unit.batches[-1]] * max(0, width - _forwards(unit))
         results = []
         for rows in batches:
-            idx = [i for i, _ in rows]
-            batch = {k: v.to(device) for k, v in collate([_tail(features[i], n_prefix) for i in idx], pad_id).items()}
+            idx, owner = [i for i, _ in rows], torch.tensor([r for _, r in rows], device=device)
+            batch = {k: v.to(device) for k, v in collate([_tail(features[i], len(unit.prefixes[r])) for i, r in rows],
+                                                        pad_id).items()}
             att, extra = batch["attention_mask"], {}
             if cache is not None:
                 mine = copy.deepcopy(cache)
-                mine.reorder_cache(torch.tensor([r for _, r in rows], device=device))
-                att = torch.cat([att.new_ones(len(idx), n_prefix), att], 1)
+                mine.reorder_cache(owner)
+                att = torch.cat([prefix_att[owner], att], 1)
                 extra = {kw: mine, "use_cache": True}
-            positions = n_prefix + torch.arange(batch["input_ids"].shape[1], device=device).expand(len(idx), -1)
+            positions = lengths[owner][:, None] + torch.arange(batch["input_ids"].shape[1], device=device)
             logits = model(input_ids=batch["input_ids"], attention_mask=att, position_ids=positions, **extra).logits
             results.append(_batch_scores(logits, batch["labels"], idx, tokens, want))
         out.append(results[: len(unit.batches)])
@@ -202,15 +209,14 @@ def _tail(feature: Feature, start: int) -> Feature:
     return {k: v[start:] for k, v in feature.items()}
 
 
-def _cache_keyword(model: torch.nn.Module) -> str:
-    """The forward argument that takes a KV cache: ``cache`` (transformers >= 5.x) or
-    ``past_key_values``; read from the wrapped model's signature (DDP / FSDP / PEFT wrappers)."""
+def _forward_parameters(model: torch.nn.Module) -> set[str]:
+    """The named arguments of the model's forward, read through DDP / FSDP / PEFT wrappers."""
     inner = model
     while hasattr(inner, "module"):
         inner = inner.module
     if hasattr(inner, "get_base_model"):
         inner = inner.get_base_model()
-    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+    return set(inspect.signature(inner.forward).parameters)
 
 
 def _batch_scores(logits: torch.Tensor, labels: torch.Tensor, idx: list[int], tokens: bool,

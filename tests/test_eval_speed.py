@@ -126,7 +126,8 @@ def test_shared_prefixes_score_as_the_plain_pass():
     assert all(np.array_equal(a, b) for a, b in zip(shared.correct, plain.correct))
     units = prefix_units(feats, 5)
     assert sorted(i for u in units for b in u.batches for i, _ in b) == list(range(len(feats)))
-    assert all(len({len(p) for p in u.prefixes}) == 1 and len(u.prefixes) <= 5 for u in units)
+    assert all(len(u.prefixes) <= 5 and u.prefixes == sorted(u.prefixes, key=len) for u in units)
+    assert len({len(p) for p in units[-1].prefixes}) > 1  # prefixes of several lengths, left-padded
     assert all(len(b) <= 5 for u in units for b in u.batches)
     assert [prefix_length(f) for f in feats[:4]] == [4] * 4  # the prompt less its last token
 
