@@ -7,12 +7,13 @@ on request the per-token arrays (exact memorization, extraction strength, Min-k%
 Min-k%++). Items are scored in length-sorted batches (little padding) under inference mode.
 
 ``share_prefixes``: texts that begin with the same unscored tokens (a TOFU question's answer,
-paraphrase and perturbed answers share its prompt) run that prefix once. The prefixes of one
-length form a unit: one forward pass over them fills a KV cache, then the texts' remaining tokens
-(from the prompt's last token on, whose logits score the first answer token) run in batches of
-``batch_size`` against that cache, each row's cache rows selected. Every number is the plain
-pass's up to float32 rounding (the attention is summed in two pieces; bench/eval_speed.py measures
-it); on the embedded TOFU world it halves the tokens run.
+paraphrase and perturbed answers share its prompt) run that prefix once. Up to ``batch_size``
+distinct prefixes (sorted by length, left-padded) form a unit: one forward pass over them fills a
+KV cache, then the texts' remaining tokens run in batches of ``batch_size`` against it, from the
+prompt's last token (whose logits score the first answer token) to the last token but one (whose
+logits score nothing). Every number is the plain pass's up to float32 rounding (the attention is
+summed in two pieces; ``bench/eval_speed.py`` measures it); on the embedded TOFU world it runs half
+the tokens.
 
 Under several processes (``shard``, or inside :func:`unlearn.distributed.sharded_eval`) each
 process scores every W-th batch (unit) of the length-sorted items (the very batches of a 1-process
@@ -159,7 +160,7 @@ def _score(
         idx = list(idx)
         batch = {k: v.to(device) for k, v in collate([features[j] for j in idx], pad_id).items()}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        out.append(_batch_scores(logits, batch["labels"], idx, tokens, want))
+        out.append(_batch_scores(logits[:, :-1], batch["labels"][:, 1:], idx, tokens, want))
     model.train(was_training)
     return out
 
@@ -189,8 +190,8 @@ def _score_shared(model: torch.nn.Module, features: Sequence[Feature], units: Se
         results = []
         for rows in batches:
             idx, owner = [i for i, _ in rows], torch.tensor([r for _, r in rows], device=device)
-            batch = {k: v.to(device) for k, v in collate([_tail(features[i], len(unit.prefixes[r])) for i, r in rows],
-                                                        pad_id).items()}
+            batch = {k: v.to(device) for k, v in collate(
+                [_continuation(features[i], len(unit.prefixes[r])) for i, r in rows], pad_id).items()}
             att, extra = batch["attention_mask"], {}
             if cache is not None:
                 mine = copy.deepcopy(cache)
@@ -205,8 +206,12 @@ def _score_shared(model: torch.nn.Module, features: Sequence[Feature], units: Se
     return out
 
 
-def _tail(feature: Feature, start: int) -> Feature:
-    return {k: v[start:] for k, v in feature.items()}
+def _continuation(feature: Feature, start: int) -> Feature:
+    """What runs after a shared prefix of ``start`` tokens: the tokens from there on but the last
+    (whose logits would score nothing), with the labels their logits score (already shifted)."""
+    end = max(len(feature["input_ids"]) - 1, start + 1)
+    return {"input_ids": feature["input_ids"][start:end], "attention_mask": feature["attention_mask"][start:end],
+            "labels": (list(feature["labels"][start + 1 :]) + [-100])[: end - start]}
 
 
 def _forward_parameters(model: torch.nn.Module) -> set[str]:
@@ -221,9 +226,9 @@ def _forward_parameters(model: torch.nn.Module) -> set[str]:
 
 def _batch_scores(logits: torch.Tensor, labels: torch.Tensor, idx: list[int], tokens: bool,
                   want: frozenset[int] | None) -> tuple:
-    """One batch's (indices, summed NLLs, counts, per-token arrays) from its logits and labels."""
-    logprobs = F.log_softmax(logits[:, :-1].float(), dim=-1)
-    labels = labels[:, 1:]
+    """One batch's (indices, summed NLLs, counts, per-token arrays) from its logits and the labels
+    they score (aligned: position t's logits score labels[:, t])."""
+    logprobs = F.log_softmax(logits.float(), dim=-1)
     mask = labels != -100
     tok_logp = logprobs.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
     sums = -(tok_logp * mask).sum(-1)

@@ -95,7 +95,7 @@ def test_batched_rouge_with_the_stemmer_is_rouge_score():
 
 def _questions_with_answers() -> list[dict[str, list[int]]]:
     """Four prompts (two of one length) with four answers each, TOFU-style (EOS appended with
-    attention 0), and one text with nothing to share."""
+    attention 0), a text with nothing to share, and two with nothing to score."""
     import torch
 
     g = torch.Generator().manual_seed(0)
@@ -107,7 +107,9 @@ def _questions_with_answers() -> list[dict[str, list[int]]]:
             ids = p + answer + [2]
             feats.append({"input_ids": ids, "attention_mask": [1] * (len(ids) - 1) + [0],
                           "labels": [-100] * len(p) + answer + [2]})
-    return feats + [{"input_ids": [1, 5, 6], "attention_mask": [1, 1, 1], "labels": [-100, 5, 6]}]
+    return feats + [{"input_ids": [1, 5, 6], "attention_mask": [1, 1, 1], "labels": [-100, 5, 6]},
+                    {"input_ids": [1], "attention_mask": [1], "labels": [-100]},
+                    {"input_ids": [1, 7, 8], "attention_mask": [1, 1, 1], "labels": [-100, -100, -100]}]
 
 
 def test_shared_prefixes_score_as_the_plain_pass():
@@ -145,16 +147,17 @@ def test_shared_prefixes_split_across_processes_as_one_process_runs_them(monkeyp
     calls = []
     model.register_forward_pre_hook(lambda *_: calls.append(1))
     monkeypatch.setattr(Shard, "gather", lambda self, obj: [obj])  # this process's results only
-    filled = np.zeros(len(feats), dtype=bool)
+    seen = []
     for index in (0, 1):
         calls.clear()
         part = score(model, feats, 3, 0, tokens=True, share_prefixes=True, shard=Shard(index, 2, synced=True))
         assert len(calls) == -(-len(units) // 2) * width
-        mine = part.counts > 0
+        mine = [i for u in units[index::2] for b in u.batches for i, _ in b]
         np.testing.assert_array_equal(part.sums[mine], one.sums[mine])  # bit for bit
-        assert all(np.array_equal(part.logp[i], one.logp[i]) for i in np.flatnonzero(mine))
-        filled |= mine
-    assert filled.all()
+        np.testing.assert_array_equal(part.counts[mine], one.counts[mine])
+        assert all(np.array_equal(part.logp[i], one.logp[i]) for i in mine)
+        seen += mine
+    assert sorted(seen) == list(range(len(feats)))
 
 
 def _same(ours, theirs, where) -> None:
