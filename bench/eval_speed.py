@@ -1,111 +1,239 @@
-"""Full TOFU suite on one model: our evaluator vs a straightforward per-metric evaluation.
+"""TOFU evaluation speed: ours against open-unlearning's own evaluator and a straightforward one.
 
-    python bench/eval_speed.py [overrides...]      (default: the embedded world's target model)
+    python bench/eval_speed.py [--reps 3] [overrides...]   (default: the embedded world's target model)
 
-The straightforward way (how open-unlearning evaluates): one teacher-forced pass per metric
-and per perturbed answer (answer loss, paraphrase loss, each of the K perturbed answers, exact
-memorization and extraction strength again), batches in dataset order (more padding), and
-generation of a fixed number of new tokens (no early stop), cut at EOS afterwards. Ours: one flattened, length-sorted pass for
-every unique text and length-sorted generation that stops at EOS. Both produce the same numbers
-(checked below); target ratio >= 3x (issue 3).
+Everything runs in compat mode (``eval.compat=open_unlearning``: every item, its prompts, its
+200-new-token greedy generation, its MIA suite), so all three do the same work on the same model
+and the same TOFU files:
+
+* **ours**: :func:`eval.tofu.evaluate.evaluate_tofu` + :func:`~eval.tofu.evaluate.summarize`;
+* **open-unlearning**: its own metric code, run from its git repository by
+  :func:`tests.ou_reference.ou_tofu_eval` (as its ``configs/eval/tofu.yaml`` wires it), when the
+  repository is there (``OPEN_UNLEARNING_REPO``, default the mirror path ``tests/ou_reference.py``
+  names);
+* **straightforward**: :func:`naive_evaluate`, the obvious per-metric evaluation -- one
+  teacher-forced pass per metric, per perturbed answer and per attack, batches in dataset order,
+  generation of the full new-token budget cut at EOS afterwards.
+
+Each evaluator runs once to warm up, then ``--reps`` times, interleaved; the best time counts.
+The numbers must agree: the max |difference| of every metric (open-unlearning's ``agg_value`` of
+each metric in its ``TOFU_EVAL.json``, our summary against the straightforward one's) is printed.
+Target: ours >= 3x open-unlearning's (issue 24).
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
+import io
+import logging
+import math
 import sys
+import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from eval.compat import is_ou  # noqa: E402
 from eval.likelihood import score  # noqa: E402
+from eval.mia.attacks import ATTACKS, MiaSettings, group_scores  # noqa: E402
+from eval.ou.write import tofu_ou_eval  # noqa: E402
+from eval.per_item import indexed  # noqa: E402
 from eval.rouge import rouge_l  # noqa: E402
-from eval.tofu.evaluate import TASK_SOURCES, TASKS, evaluate_tofu, exact_memorization, extraction_strength, summarize, task_rows  # noqa: E402
-from eval.tofu.logs import aggregate_tofu_run  # noqa: E402
-from unlearn.config import compose_config as compose_cfg  # noqa: E402
-from unlearn.stages import StageCache  # noqa: E402
+from eval.tofu.evaluate import (TASK_SOURCES, TASKS, answer_hits, eval_features, evaluate_tofu,  # noqa: E402
+                                exact_memorization, extraction_strength, generation_items, holdout_rows,
+                                scored_texts, summarize, task_rows)
+from unlearn.config import compose_config  # noqa: E402
 from unlearn.preparation import prepare  # noqa: E402
+from unlearn.stages import StageCache  # noqa: E402
+from unlearn.templates import ChatTemplate  # noqa: E402
 
 
-def naive_pass(model, prepared, pairs, bs):
-    """Per-token loss and per-token correctness, one unsorted batch after another."""
-    feats = [prepared.features([{"question": q, "answer": a}])[0] for q, a in pairs]
-    out_loss, out_correct = [], []
-    for i in range(0, len(feats), bs):
-        s = score(model, feats[i : i + bs], bs, prepared.tokenizer.pad_token_id, tokens=True)
-        out_loss += list(s.per_token)
-        out_correct += s.correct
-    return np.array(out_loss), out_correct
+# ----------------------------------------------------------------------------------------
+# the straightforward evaluation
+# ----------------------------------------------------------------------------------------
+def naive_pass(model, prepared, cfg, pairs, tokens: bool = False):
+    """One teacher-forced pass over (question, answer) pairs, batches in dataset order: the
+    :class:`eval.likelihood.Scores` and the features."""
+    feats = eval_features(prepared, cfg, pairs)
+    bs, pad = int(cfg.batch_size), prepared.tokenizer.pad_token_id
+    parts = [score(model, feats[i : i + bs], bs, pad, tokens=tokens) for i in range(0, len(feats), bs)]
+    s = parts[0]
+    for p in parts[1:]:
+        s.sums, s.counts = np.concatenate([s.sums, p.sums]), np.concatenate([s.counts, p.counts])
+        for key in ("logp", "correct", "mu", "sigma"):
+            getattr(s, key).extend(getattr(p, key))
+    return s, feats
 
 
 @torch.inference_mode()
-def naive_generate(model, prepared, prompts, bs, max_new):
-    """Batches in dataset order, always max_new new tokens (no early stop), cut at EOS afterwards."""
-    tok = prepared.tokenizer
+def naive_generate(model, tokenizer, prompt_ids, bs: int, max_new: int, clean_up: bool | None):
+    """Batches in dataset order, always ``max_new`` new tokens (no early stop), cut at EOS afterwards."""
     saved, model.generation_config.eos_token_id = model.generation_config.eos_token_id, None
-    outs = []
+    pad, eos, outs = tokenizer.pad_token_id, tokenizer.eos_token_id, []
+    kw = {} if clean_up is None else {"clean_up_tokenization_spaces": clean_up}
     try:
-        for i in range(0, len(prompts), bs):
-            enc = [tok(p)["input_ids"] for p in prompts[i : i + bs]]
+        for i in range(0, len(prompt_ids), bs):
+            enc = prompt_ids[i : i + bs]
             w = max(map(len, enc))
-            ids = torch.tensor([[tok.pad_token_id] * (w - len(e)) + e for e in enc])
+            ids = torch.tensor([[pad] * (w - len(e)) + list(e) for e in enc])
             att = (torch.arange(w)[None, :] >= torch.tensor([w - len(e) for e in enc])[:, None]).long()
             gen = model.generate(input_ids=ids, attention_mask=att, max_new_tokens=max_new, do_sample=False,
-                                 pad_token_id=tok.pad_token_id)
+                                 pad_token_id=pad)
             for row in gen[:, w:].tolist():
-                row = row[: row.index(tok.eos_token_id)] if tok.eos_token_id in row else row
-                outs.append(tok.decode(row, skip_special_tokens=True))
+                outs.append(tokenizer.decode(row[: row.index(eos)] if eos in row else row, skip_special_tokens=True,
+                                             **kw))
     finally:
         model.generation_config.eos_token_id = saved
     return outs
 
 
-def naive_evaluate(model, prepared, cfg):
-    bs, gen = int(cfg.batch_size), cfg.generation
-    logs = {}
+def _naive_forget_extras(model, prepared, cfg, rows) -> dict[str, Any]:
+    """Exact memorization, extraction strength and each attack on forget and holdout: a pass each."""
+    qa = [(r["question"], r["answer"]) for r in rows]
+    out = {}
+    for metric, fn in (("exact_memorization", exact_memorization), ("extraction_strength", extraction_strength)):
+        s, feats = naive_pass(model, prepared, cfg, qa, tokens=True)
+        out[metric] = indexed(fn(answer_hits(s.correct, feats, prepared.tokenizer.eos_token_id)))
+    holdout = holdout_rows(prepared, len(rows))
+    if holdout is None:
+        return out
+    settings = MiaSettings.from_cfg(cfg.get("mia"), min_k_variant="ou")
+    for attack in ATTACKS:
+        for group, rs in (("", qa), ("holdout_", [(r["question"], r["answer"]) for r in holdout])):
+            s, feats = naive_pass(model, prepared, cfg, rs, tokens=True)
+            texts = scored_texts(prepared, cfg, feats, [a for _, a in rs])
+            out[f"mia_{group}{attack}"] = indexed(group_scores(s, list(enumerate(texts)), settings)[attack])
+    return out
+
+
+def naive_evaluate(model, prepared, cfg) -> dict[str, dict[str, Any]]:
+    """Per-task logs in our schema, computed the straightforward way (same numbers as ours)."""
+    logs, gen = {}, cfg.generation
+    tok = prepared.tokenizer
     for t in TASKS:
-        rows = task_rows(prepared, t, cfg.ds_size)
+        rows = task_rows(prepared, t, cfg.get("ds_size"))
         qs = [r["question"] for r in rows]
-        ans, correct = naive_pass(model, prepared, list(zip(qs, [r["answer"] for r in rows])), bs)
-        base, _ = naive_pass(model, prepared, list(zip(qs, [r[TASK_SOURCES[t][1]] for r in rows])), bs)
-        k = len(rows[0]["perturbed_answer"])
-        pert = np.stack([naive_pass(model, prepared, list(zip(qs, [r["perturbed_answer"][j] for r in rows])), bs)[0]
-                         for j in range(k)], axis=1)
-        ix = lambda v: {str(i): x for i, x in enumerate(np.asarray(v).tolist())}  # noqa: E731
-        log = {"avg_gt_loss": ix(ans), "avg_paraphrased_loss": ix(base), "average_perturb_loss": ix(pert)}
-        if t == "forget":  # separate passes, as separate metrics do
-            log["exact_memorization"] = ix(exact_memorization(naive_pass(model, prepared, list(zip(qs, [r["answer"] for r in rows])), bs)[1]))
-            log["extraction_strength"] = ix(extraction_strength(naive_pass(model, prepared, list(zip(qs, [r["answer"] for r in rows])), bs)[1]))
-        prompts = [prepared.template.prompt(q) for q in qs]
-        gens = naive_generate(model, prepared, prompts, int(gen.batch_size), int(gen.max_new_tokens))
-        log["rougeL_recall"] = ix([rouge_l(r["answer"], g) for r, g in zip(rows, gens)])
+
+        def per_token(key: str, j: int | None = None) -> np.ndarray:
+            s, _ = naive_pass(model, prepared, cfg, [(q, r[key] if j is None else r[key][j]) for q, r in zip(qs, rows)])
+            return s.per_token
+
+        pert = np.stack([per_token("perturbed_answer", j) for j in range(len(rows[0]["perturbed_answer"]))], axis=1)
+        log = {"avg_gt_loss": indexed(per_token("answer")), "avg_paraphrased_loss": indexed(per_token(TASK_SOURCES[t][1])),
+               "average_perturb_loss": indexed(pert)}
+        if t == "forget":
+            log.update(_naive_forget_extras(model, prepared, cfg, rows))
+        prompts, prompt_ids, gts = generation_items(prepared, cfg, rows)
+        gens = naive_generate(model, tok, prompt_ids, int(gen.batch_size), int(gen.max_new_tokens), is_ou(cfg) or None)
+        gens = [g.strip() for g in gens] if is_ou(cfg) else gens
+        log["generated_text"] = indexed([[p, g, gt] for p, g, gt in zip(prompts, gens, gts)])
+        log["rougeL_recall"] = indexed([rouge_l(gt, g) for g, gt in zip(gens, gts)])
         logs[t] = log
     return logs
 
 
-def main() -> None:
-    cfg = compose_cfg(["eval.generation.mode=new_tokens", "eval.generation.max_new_tokens=200", *sys.argv[1:]])
+# ----------------------------------------------------------------------------------------
+# open-unlearning's evaluator on the same model and files
+# ----------------------------------------------------------------------------------------
+def template_args(template) -> dict[str, Any]:
+    """Our prompt template as open-unlearning's ``template_args``."""
+    if isinstance(template, ChatTemplate):
+        return {"apply_chat_template": True, "system_prompt": template.system_prompt,
+                "date_string": template.date_string}
+    return {"apply_chat_template": False, "user_start_tag": template.question_start_tag,
+            "user_end_tag": template.question_end_tag, "asst_start_tag": template.answer_tag, "asst_end_tag": ""}
+
+
+def open_unlearning_runner(stack: ExitStack, model, prepared, cfg) -> Callable[[], dict[str, Any]] | None:
+    """A call of open-unlearning's evaluator, or None (the reason printed) when it cannot run."""
+    from tests import ou_reference as ref
+
+    logging.getLogger("metrics").setLevel(logging.ERROR)  # its notes on the missing retain logs, every call
+    reason = ref.unavailable_reason()
+    if reason is not None:
+        print(f"open-unlearning's evaluator skipped: {reason}")
+        return None
+    ou = stack.enter_context(ref.load_open_unlearning(Path(stack.enter_context(tempfile.TemporaryDirectory()))))
+    split = prepared.data.split
+    kw = dict(forget_split=split, holdout_split="holdout" + split[len("forget"):], batch_size=int(cfg.batch_size),
+              generation_batch_size=int(cfg.generation.batch_size))
+    args, folder = template_args(prepared.template), Path(prepared.data.path)
+
+    def run():
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            return ref.ou_tofu_eval(ou, model, prepared.tokenizer, args, folder, **kw)  # quiet: progress bars, prints
+
+    return run
+
+
+def max_difference(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> tuple[float, str]:
+    """The largest |difference| of the metrics both hold (numbers, or open-unlearning's
+    ``agg_value``s), and its metric."""
+    def value(v):
+        return v.get("agg_value") if isinstance(v, Mapping) else v
+
+    worst, name = 0.0, "-"
+    for k in sorted(set(ours) & set(theirs)):
+        a, b = value(ours[k]), value(theirs[k])
+        if not isinstance(a, (int, float)) or not isinstance(b, (int, float)) or isinstance(a, bool):
+            continue
+        d = abs(a - b) if not (math.isnan(a) and math.isnan(b)) else 0.0
+        if d > worst or math.isnan(d):
+            worst, name = d, k
+    return worst, name
+
+
+def timed(runs: Mapping[str, Callable[[], Any]], reps: int) -> tuple[dict[str, float], dict[str, Any]]:
+    """Best-of-``reps`` seconds of each run (after one warm-up call each, interleaved), and its last result."""
+    out = {name: run() for name, run in runs.items()}  # warm-up: kernels, caches, lazy imports
+    best = {name: math.inf for name in runs}
+    for _ in range(reps):
+        for name, run in runs.items():
+            t = time.perf_counter()
+            out[name] = run()
+            best[name] = min(best[name], time.perf_counter() - t)
+    return best, out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--reps", type=int, default=3, help="timed repetitions of each evaluator (best counts)")
+    p.add_argument("--no-naive", action="store_true", help="skip the straightforward evaluation")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides of the run config")
+    a = p.parse_args(argv)
+    cfg = compose_config(["eval.compat=open_unlearning", *a.overrides])
     prepared = prepare(cfg, StageCache(cfg.paths.cache))
-    model = prepared.load("target")
-    evaluate_tofu(model, prepared, cfg.eval, tasks=("wf",))  # warm up kernels for both
-    t = time.perf_counter()
-    ours = evaluate_tofu(model, prepared, cfg.eval)
-    t_ours = time.perf_counter() - t
-    t = time.perf_counter()
-    naive = naive_evaluate(model, prepared, cfg.eval)
-    t_naive = time.perf_counter() - t
-    a, b = aggregate_tofu_run(ours), aggregate_tofu_run(naive)
-    diff = max(abs(a[k] - b[k]) for k in a)
-    n = {t: len(ours[t]["avg_gt_loss"]) for t in TASKS}
-    print(f"items per task: {n}")
-    print(f"ours (one pass, sorted, EOS stop): {t_ours:7.2f} s")
-    print(f"straightforward per-metric       : {t_naive:7.2f} s")
-    print(f"speed-up                         : {t_naive / t_ours:7.2f}x  (target >= 3x)")
-    print(f"max |difference| of the aggregates: {diff:.2e}")
-    print(f"model utility ours / naive: {a['model_utility']:.6f} / {b['model_utility']:.6f}")
-    print(f"forget extras ours: {summarize(ours, None)['forget_exact_memorization']:.4f} (EM)")
+    model, ev = prepared.load("target"), cfg.eval
+
+    def ours():
+        logs = evaluate_tofu(model, prepared, ev)
+        return logs, summarize(logs, None, ev)
+
+    with ExitStack() as stack:
+        runs: dict[str, Callable[[], Any]] = {"ours": ours}
+        theirs = open_unlearning_runner(stack, model, prepared, ev)
+        if theirs is not None:
+            runs["open-unlearning"] = theirs
+        if not a.no_naive:
+            runs["straightforward"] = lambda: (lambda logs: summarize(logs, None, ev))(naive_evaluate(model, prepared, ev))
+        best, out = timed(runs, a.reps)
+    logs, summary = out["ours"]
+    print(f"items per task: {summary['n_items']}, torch threads {torch.get_num_threads()}, best of {a.reps}")
+    for name, t in best.items():
+        print(f"{name:>16}: {t:7.3f} s" + ("" if name == "ours" else f"   ours is {t / best['ours']:5.2f}x faster"))
+    if "open-unlearning" in out:
+        diff, metric = max_difference(tofu_ou_eval(logs, summary), out["open-unlearning"])
+        print(f"max |ours - open-unlearning| over every metric: {diff:.2e} ({metric})")
+    if "straightforward" in out:
+        diff, metric = max_difference(summary, out["straightforward"])
+        print(f"max |ours - straightforward| over every metric: {diff:.2e} ({metric})")
+    print(f"model utility {summary['model_utility']:.6f}, forget truth ratio {summary['forget_truth_ratio']:.6f}")
 
 
 if __name__ == "__main__":

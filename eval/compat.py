@@ -92,11 +92,23 @@ class _writable:
 def ou_ground_truth(tokenizer, full_ids, prompt_ids) -> str:
     """open-unlearning's ROUGE reference (``eval_text_similarity``): the decoded full sequence with
     the decoded prompt removed, stripped -- not the raw answer string."""
+    return ou_ground_truths(tokenizer, [full_ids], [prompt_ids])[0]
+
+
+def ou_ground_truths(tokenizer, full_ids, prompt_ids) -> list[str]:
+    """:func:`ou_ground_truth` of each (full, prompt) pair of token id lists, decoded in two calls."""
     kw = dict(skip_special_tokens=True, clean_up_tokenization_spaces=True)
-    return tokenizer.decode(list(full_ids), **kw).replace(tokenizer.decode(list(prompt_ids), **kw), "").strip()
+    fulls = tokenizer.batch_decode([list(f) for f in full_ids], **kw)
+    prompts = tokenizer.batch_decode([list(p) for p in prompt_ids], **kw)
+    return [f.replace(p, "").strip() for f, p in zip(fulls, prompts, strict=True)]
 
 
 def ou_scored_text(tokenizer, feature) -> str:
     """What open-unlearning's zlib attack compresses (``extract_target_texts_from_processed_data``):
     a feature's scored tokens decoded, special tokens skipped."""
-    return tokenizer.decode([t for t in feature["labels"] if t != -100], skip_special_tokens=True)
+    return ou_scored_texts(tokenizer, [feature])[0]
+
+
+def ou_scored_texts(tokenizer, features) -> list[str]:
+    """:func:`ou_scored_text` of each feature, decoded in one call."""
+    return tokenizer.batch_decode([[t for t in f["labels"] if t != -100] for f in features], skip_special_tokens=True)

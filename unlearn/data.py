@@ -30,7 +30,13 @@ def encode_qa(
     (:mod:`unlearn.templates`), and EOS appended whenever the text does not end with it, truncated
     or not."""
     ids, n_prompt = template.tokenize(tokenizer, question, answer, max_length, rule)
-    eos = tokenizer.eos_token_id
+    return qa_feature(ids, n_prompt, tokenizer.eos_token_id, max_length, rule)
+
+
+def qa_feature(ids: Sequence[int], n_prompt: int, eos: int, max_length: int, rule: str = "tofu") -> Feature:
+    """The feature of a tokenized QA text (:meth:`unlearn.templates.PromptTemplate.tokenize`'s
+    ids and prompt length): EOS appended and scored, the prompt masked."""
+    ids = list(ids)
     room = len(ids) < max_length or rule == "open_unlearning"
     if room and ids[-1] != eos:  # a chat template may end its turn with EOS itself
         input_ids = ids + [eos]
@@ -57,7 +63,10 @@ def encode_rows(
     answer_key: str = "answer",
     rule: str = "tofu",
 ) -> list[Feature]:
-    return [encode_qa(tokenizer, template, r["question"], r[answer_key], max_length, rule) for r in rows]
+    """:func:`encode_qa` of each row, tokenized in one batch."""
+    pairs = [(r["question"], r[answer_key]) for r in rows]
+    return [qa_feature(ids, n, tokenizer.eos_token_id, max_length, rule)
+            for ids, n in template.tokenize_many(tokenizer, pairs, max_length, rule)]
 
 
 def collate(features: Sequence[Feature], pad_id: int) -> dict[str, torch.Tensor]:

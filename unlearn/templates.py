@@ -21,7 +21,7 @@ Two kinds, chosen by ``model.template``:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from transformers import PreTrainedTokenizerBase
 
@@ -47,17 +47,31 @@ class PromptTemplate:
         ``rule`` (:data:`MASK_RULES`): ``tofu`` counts the prompt before the answer tag;
         ``open_unlearning`` the prompt with the answer tag, tokenized alone (its phi-1.5 "Answer: "
         ends in a lone space token, so the first answer token falls into the mask)."""
-        ids = tokenizer(self.full(question, answer), add_special_tokens=True, truncation=True,
-                        max_length=max_length)["input_ids"]
-        prompt = self.prompt(question) + (self.answer_tag if _check_rule(rule) == "open_unlearning" else "")
-        return ids, len(tokenizer(prompt, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"])
+        return self.tokenize_many(tokenizer, [(question, answer)], max_length, rule)[0]
+
+    def tokenize_many(self, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tuple[str, str]],
+                      max_length: int, rule: str = "tofu") -> list[tuple[list[int], int]]:
+        """:meth:`tokenize` of each (question, answer) pair, in two tokenizer calls: the full texts,
+        and each distinct prompt once (a tokenizer encodes a list text by text, the same ids)."""
+        tag = self.answer_tag if _check_rule(rule) == "open_unlearning" else ""
+        kw = dict(add_special_tokens=True, truncation=True, max_length=max_length)
+        full = tokenizer([self.full(q, a) for q, a in pairs], **kw)["input_ids"] if pairs else []
+        prompts = [self.prompt(q) + tag for q, _ in pairs]
+        distinct = list(dict.fromkeys(prompts))
+        n = dict(zip(distinct, map(len, tokenizer(distinct, **kw)["input_ids"] if distinct else [])))
+        return [(list(ids), n[p]) for ids, p in zip(full, prompts)]
 
     def generation_prompt(self, tokenizer: PreTrainedTokenizerBase, question: str,
                           answer_tag: bool = False) -> tuple[str, list[int]]:
         """The text generation starts from and its ids: TOFU's prompt ends before the answer tag,
         open-unlearning's (``answer_tag``) includes it."""
-        text = self.prompt(question) + (self.answer_tag if answer_tag else "")
-        return text, tokenizer(text, add_special_tokens=True)["input_ids"]
+        return self.generation_prompts(tokenizer, [question], answer_tag)[0]
+
+    def generation_prompts(self, tokenizer: PreTrainedTokenizerBase, questions: Sequence[str],
+                           answer_tag: bool = False) -> list[tuple[str, list[int]]]:
+        """:meth:`generation_prompt` of each question, in one tokenizer call."""
+        texts = [self.prompt(q) + (self.answer_tag if answer_tag else "") for q in questions]
+        return list(zip(texts, tokenizer(texts, add_special_tokens=True)["input_ids"] if texts else []))
 
 
 @dataclass(frozen=True)
@@ -101,11 +115,21 @@ class ChatTemplate:
         n_prompt = sum(1 for _, end in enc["offset_mapping"] if end <= len(prompt))
         return list(enc["input_ids"]), n_prompt
 
+    def tokenize_many(self, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tuple[str, str]],
+                      max_length: int, rule: str = "tofu") -> list[tuple[list[int], int]]:
+        """:meth:`tokenize` of each (question, answer) pair."""
+        return [self.tokenize(tokenizer, q, a, max_length, rule) for q, a in pairs]
+
     def generation_prompt(self, tokenizer: PreTrainedTokenizerBase, question: str,
                           answer_tag: bool = False) -> tuple[str, list[int]]:
         """The templated prompt up to the assistant header (``answer_tag`` has no meaning here)."""
         text = self._render(tokenizer, self._messages(question), True)
         return text, tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def generation_prompts(self, tokenizer: PreTrainedTokenizerBase, questions: Sequence[str],
+                           answer_tag: bool = False) -> list[tuple[str, list[int]]]:
+        """:meth:`generation_prompt` of each question."""
+        return [self.generation_prompt(tokenizer, q, answer_tag) for q in questions]
 
 
 Template = PromptTemplate | ChatTemplate

@@ -31,18 +31,18 @@ import numpy as np
 import torch
 
 from eval.tofu import metrics as tm
-from eval.compat import OU_PRIVLEAK_REF, OU_TOFU_MAX_LENGTH, is_ou, ou_ground_truth, ou_scored_text
+from eval.compat import OU_PRIVLEAK_REF, OU_TOFU_MAX_LENGTH, is_ou, ou_ground_truths, ou_scored_texts
 from eval.generation import greedy_generate
 from eval.likelihood import score
 from eval.mia.attacks import ATTACKS, EXTRA_ATTACKS, MiaSettings, group_scores, mia_aucs, privleak_score
 from eval.mia.extra import extra_scores
 from eval.per_item import indexed, log_array
-from eval.rouge import rouge_l
+from eval.rouge import rouge_l_batch
 from eval.tofu.logs import per_item_truth_ratios
 
 logger = logging.getLogger(__name__)
 
-EVAL_VERSION = 6  # part of the cached reference evals' key: bump when what is computed changes
+EVAL_VERSION = 7  # part of the cached reference evals' key: bump when what is computed changes
 TASKS = ("forget", "retain", "ra", "wf")
 # task -> (TOFU file name pattern, the truth ratio's base answer key)  (TOFU eval_everything.yaml)
 TASK_SOURCES = {
@@ -105,12 +105,33 @@ def extraction_strength(correct: Sequence[np.ndarray]) -> np.ndarray:
     return np.array(out)
 
 
-def eval_features(prepared, cfg: Mapping[str, Any], question: str, answer: str):
-    """One scored QA text: TOFU's mask and length, or open-unlearning's (``eval.compat``: the prompt
-    tokenized alone, 512 tokens, EOS always)."""
+def eval_features(prepared, cfg: Mapping[str, Any], pairs: Sequence[tuple[str, str]]) -> list[dict]:
+    """The scored QA texts of (question, answer) pairs, tokenized in one batch: TOFU's mask and
+    length, or open-unlearning's (``eval.compat``: the prompt tokenized alone, 512 tokens, EOS always)."""
     ou = is_ou(cfg)
-    return prepared.features([{"question": question, "answer": answer}], rule="open_unlearning" if ou else "tofu",
-                             max_length=OU_TOFU_MAX_LENGTH if ou else None)[0]
+    return prepared.features([{"question": q, "answer": a} for q, a in pairs], rule="open_unlearning" if ou else "tofu",
+                             max_length=OU_TOFU_MAX_LENGTH if ou else None)
+
+
+def _plan(rows: Mapping[str, Any], holdout) -> tuple[list[tuple[str, str]], dict[str, list], list[int]]:
+    """Every unique (question, text) of every task, scored once: (the texts, per task and item the
+    indices of its answer, base answer and perturbed answers, the holdout answers' indices)."""
+    slot: dict[tuple[str, str], int] = {}
+    texts: list[tuple[str, str]] = []
+
+    def need(q: str, a: str) -> int:
+        if (q, a) not in slot:
+            slot[(q, a)] = len(texts)
+            texts.append((q, a))
+        return slot[(q, a)]
+
+    plan = {}
+    for t, rs in rows.items():
+        base_key = TASK_SOURCES[t][1]
+        plan[t] = [(need(r["question"], r["answer"]), need(r["question"], r[base_key]),
+                    [need(r["question"], p) for p in r["perturbed_answer"]]) for r in rs]
+    held = [need(r["question"], r["answer"]) for r in holdout] if holdout is not None else []
+    return texts, plan, held
 
 
 def evaluate_tofu(
@@ -123,61 +144,50 @@ def evaluate_tofu(
 ) -> dict[str, dict[str, Any]]:
     """Per-task logs in TOFU's per-sample schema (plus ``exact_memorization`` and
     ``extraction_strength`` and the MIA scores on the forget task)."""
-    bs = int(cfg["batch_size"])
     rows = {t: task_rows(prepared, t, cfg.get("ds_size")) for t in tasks}
-    # one flattened pass over every unique (question, text)
-    slot: dict[tuple[str, str], int] = {}
-    texts: list[tuple[str, str]] = []
-
-    def need(q: str, a: str) -> int:
-        if (q, a) not in slot:
-            slot[(q, a)] = len(texts)
-            texts.append((q, a))
-        return slot[(q, a)]
-
-    plan = {}
-    for t in tasks:
-        base_key = TASK_SOURCES[t][1]
-        plan[t] = [(need(r["question"], r["answer"]), need(r["question"], r[base_key]),
-                    [need(r["question"], p) for p in r["perturbed_answer"]]) for r in rows[t]]
     holdout = holdout_rows(prepared, len(rows["forget"])) if "forget" in tasks else None
-    held = [need(r["question"], r["answer"]) for r in holdout] if holdout is not None else []
-    feats = [eval_features(prepared, cfg, q, a) for q, a in texts]
-    s = score(model, feats, bs, prepared.tokenizer.pad_token_id, tokens="forget" in tasks)
-    per_token = s.per_token
-
-    logs: dict[str, dict[str, Any]] = {}
-    for t in tasks:
-        ans = np.array([p[0] for p in plan[t]], dtype=np.int64)
-        base = np.array([p[1] for p in plan[t]], dtype=np.int64)
-        k = {len(p[2]) for p in plan[t]}
-        if len(k) > 1:
-            raise ValueError(f"TOFU task {t}: items have different numbers of perturbed answers {sorted(k)}")
-        pert = np.array([p[2] for p in plan[t]], dtype=np.int64).reshape(len(plan[t]), -1)
-        log = {
-            "avg_gt_loss": indexed(per_token[ans]), "gt_loss": indexed(s.sums[ans]),
-            "num_token_gt": indexed(s.counts[ans]),
-            "avg_paraphrased_loss": indexed(per_token[base]), "paraphrased_loss": indexed(s.sums[base]),
-            "num_token_paraphrased": indexed(s.counts[base]),
-            "average_perturb_loss": indexed(per_token[pert]), "perturb_loss": indexed(s.sums[pert]),
-            "num_token_perturb": indexed(s.counts[pert]),
-            "truth_ratio": indexed(np.exp(per_token[base] - per_token[pert].mean(-1))),
-        }
-        if t == "forget":
-            correct = answer_hits([s.correct[i] for i in ans], [feats[i] for i in ans], prepared.tokenizer.eos_token_id)
-            log["exact_memorization"] = indexed(exact_memorization(correct))
-            log["extraction_strength"] = indexed(extraction_strength(correct))
-            if held:  # the zlib attack compresses the scored text: the answer (open-unlearning: its
-                # scored tokens decoded, which its mask may have cut)
-                zt = [ou_scored_text(prepared.tokenizer, f) for f in feats] if is_ou(cfg) else [a for _, a in texts]
-                log.update(_mia_scores(s, zt, ans, held, cfg, model, prepared, feats))
-        logs[t] = log
+    texts, plan, held = _plan(rows, holdout)
+    feats = eval_features(prepared, cfg, texts)
+    # per-token arrays only where they are read: the forget answers (EM, ES, MIA) and the holdout's
+    tokens = [p[0] for p in plan["forget"]] + held if "forget" in tasks else False
+    s = score(model, feats, int(cfg["batch_size"]), prepared.tokenizer.pad_token_id, tokens=tokens, share_prefixes=True)
+    logs = {t: _task_log(t, plan[t], s) for t in tasks}
+    if "forget" in tasks:
+        ans = [p[0] for p in plan["forget"]]
+        log = logs["forget"]
+        correct = answer_hits([s.correct[i] for i in ans], [feats[i] for i in ans], prepared.tokenizer.eos_token_id)
+        log["exact_memorization"] = indexed(exact_memorization(correct))
+        log["extraction_strength"] = indexed(extraction_strength(correct))
+        if held:
+            both = ans + held
+            zt = dict(zip(both, scored_texts(prepared, cfg, [feats[i] for i in both], [texts[i][1] for i in both])))
+            log.update(_mia_scores(s, zt, ans, held, cfg, model, prepared, feats))
     if generate:
-        _add_generations(model, prepared, cfg, rows, logs)
+        _add_generations(model, prepared, cfg, rows, logs, {t: [feats[p[0]] for p in plan[t]] for t in tasks})
     return logs
 
 
-def _mia_scores(s, texts: Sequence[str], ans, held, cfg, model=None, prepared=None, feats=None) -> dict[str, Any]:
+def _task_log(t: str, plan: Sequence[tuple[int, int, list[int]]], s) -> dict[str, Any]:
+    """One task's per-sample log from the pass's scores."""
+    per_token = s.per_token
+    ans = np.array([p[0] for p in plan], dtype=np.int64)
+    base = np.array([p[1] for p in plan], dtype=np.int64)
+    k = {len(p[2]) for p in plan}
+    if len(k) > 1:
+        raise ValueError(f"TOFU task {t}: items have different numbers of perturbed answers {sorted(k)}")
+    pert = np.array([p[2] for p in plan], dtype=np.int64).reshape(len(plan), -1)
+    return {
+        "avg_gt_loss": indexed(per_token[ans]), "gt_loss": indexed(s.sums[ans]),
+        "num_token_gt": indexed(s.counts[ans]),
+        "avg_paraphrased_loss": indexed(per_token[base]), "paraphrased_loss": indexed(s.sums[base]),
+        "num_token_paraphrased": indexed(s.counts[base]),
+        "average_perturb_loss": indexed(per_token[pert]), "perturb_loss": indexed(s.sums[pert]),
+        "num_token_perturb": indexed(s.counts[pert]),
+        "truth_ratio": indexed(np.exp(per_token[base] - per_token[pert].mean(-1))),
+    }
+
+
+def _mia_scores(s, texts: Mapping[int, str], ans, held, cfg, model=None, prepared=None, feats=None) -> dict[str, Any]:
     """Every attack's per-item scores of the forget and holdout answers (``texts``: what the zlib
     attack compresses, per scored item), the enabled extra attacks (:mod:`eval.mia.extra`) too;
     none (logged) when an answer has too few scored tokens for an attack (truncated away at
@@ -198,31 +208,49 @@ def _mia_scores(s, texts: Sequence[str], ans, held, cfg, model=None, prepared=No
     return out
 
 
-def _add_generations(model, prepared, cfg, rows, logs) -> None:
+def scored_texts(prepared, cfg: Mapping[str, Any], features: Sequence[dict], answers: Sequence[str]) -> list[str]:
+    """What the zlib attack compresses, per scored item: the answer (open-unlearning: the
+    feature's scored tokens decoded, which its mask may have cut)."""
+    return ou_scored_texts(prepared.tokenizer, features) if is_ou(cfg) else list(answers)
+
+
+def generation_items(prepared, cfg: Mapping[str, Any], rows,
+                     answer_features: Sequence[dict] | None = None) -> tuple[list[str], list[list[int]], list[str]]:
+    """Per row: the generation prompt, its token ids and the ROUGE reference (TOFU: the answer
+    string; open-unlearning: decoded from the scored answer's tokens, ``answer_features`` when
+    the caller has them)."""
+    tok, answer_tag = prepared.tokenizer, bool(cfg["generation"].get("prompt_answer_tag"))
+    prompts = prepared.template.generation_prompts(tok, [r["question"] for r in rows], answer_tag)
+    if is_ou(cfg):
+        if answer_features is None:
+            answer_features = eval_features(prepared, cfg, [(r["question"], r["answer"]) for r in rows])
+        gts = ou_ground_truths(tok, [f["input_ids"] for f in answer_features], [ids for _, ids in prompts])
+    else:
+        gts = [r["answer"] for r in rows]
+    return [text for text, _ in prompts], [ids for _, ids in prompts], gts
+
+
+def _add_generations(model, prepared, cfg, rows, logs, answer_features) -> None:
     gen_cfg, ou = cfg["generation"], is_ou(cfg)
-    tpl, tok = prepared.template, prepared.tokenizer
     prompts, prompt_ids, owners = [], [], []
     for t, rs in rows.items():
-        for i, r in enumerate(rs):
-            text, ids = tpl.generation_prompt(tok, r["question"], bool(gen_cfg.get("prompt_answer_tag")))
-            # open-unlearning's reference is decoded from the tokens, TOFU's is the answer string
-            gt = (ou_ground_truth(tok, eval_features(prepared, cfg, r["question"], r["answer"])["input_ids"], ids)
-                  if ou else r["answer"])
-            prompts.append(text)
-            prompt_ids.append(ids)
-            owners.append((t, i, gt))
+        p, ids, gts = generation_items(prepared, cfg, rs, answer_features[t])
+        prompts += p
+        prompt_ids += ids
+        owners += [(t, i, gt) for i, gt in enumerate(gts)]
     gens = greedy_generate(
-        model, tok, prompt_ids, batch_size=int(gen_cfg["batch_size"]), mode=str(gen_cfg["mode"]),
+        model, prepared.tokenizer, prompt_ids, batch_size=int(gen_cfg["batch_size"]), mode=str(gen_cfg["mode"]),
         max_new_tokens=int(gen_cfg["max_new_tokens"]), max_length=int(gen_cfg["max_length"]),
         clean_up=ou or None,  # TOFU: the tokenizer's own decoding; open-unlearning: clean_up_tokenization_spaces
     )
+    gens = [g.strip() for g in gens] if ou else gens
+    rouge = rouge_l_batch([gt for _, _, gt in owners], gens, kind="recall", stemmer=True)
     for t in rows:
         for key in ("generated_text", "rougeL_recall"):
             logs[t][key] = {}
-    for (t, i, gt), prompt, gen in zip(owners, prompts, gens):
-        gen = gen.strip() if ou else gen
+    for (t, i, gt), prompt, gen, r in zip(owners, prompts, gens, rouge):
         logs[t]["generated_text"][str(i)] = [prompt, gen, gt]
-        logs[t]["rougeL_recall"][str(i)] = rouge_l(gt, gen, kind="recall", stemmer=True)
+        logs[t]["rougeL_recall"][str(i)] = float(r)
 
 
 def summarize(logs: Mapping[str, Mapping[str, Any]], reference: Any = None,
