@@ -19,14 +19,21 @@ Each evaluator runs once to warm up, then ``--reps`` times, interleaved; the bes
 The numbers must agree: the max |difference| of every metric (open-unlearning's ``agg_value`` of
 each metric in its ``TOFU_EVAL.json``, our summary against the straightforward one's) is printed.
 Target: ours >= 3x open-unlearning's (issue 24).
+
+``--profile`` then runs each evaluator once under :mod:`cProfile` and splits its time into
+generation (``GenerationMixin.generate``), set-up (tokenizing and loading the data: the tokenizer's
+calls, ``datasets.load_dataset``) and the rest, scoring (teacher-forced passes and the metrics'
+arithmetic). Profiled seconds run slower than the timed ones; the shares are what count.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import cProfile
 import io
 import logging
 import math
+import pstats
 import sys
 import tempfile
 import time
@@ -201,10 +208,49 @@ def timed(runs: Mapping[str, Callable[[], Any]], reps: int) -> tuple[dict[str, f
     return best, out
 
 
+# (file suffix, function name) of each phase's entry points; a phase's time is their cumulative time
+PHASES = {
+    "generation": (("generation/utils.py", "generate"),),
+    "set-up": (("tokenization_utils_base.py", "__call__"), ("tokenization_utils_base.py", "apply_chat_template"),
+               ("datasets/load.py", "load_dataset")),
+}
+
+
+def profile(run: Callable[[], Any]) -> dict[str, float]:
+    """Seconds of one profiled call of ``run`` per phase (:data:`PHASES`, then ``scoring``: the rest).
+
+    A phase's entry points that call each other (a tokenizer call inside ``apply_chat_template``)
+    are counted once: cumulative time already holds the inner call."""
+    prof = cProfile.Profile()
+    prof.enable()
+    run()
+    prof.disable()
+    stats = pstats.Stats(prof).stats  # (file, line, name) -> (calls, ncalls, tottime, cumtime, callers)
+    total = sum(tt for _, _, tt, _, _ in stats.values())
+    out = {}
+    for phase, entries in PHASES.items():
+        keys = {k for k in stats if any(k[0].endswith(f) and k[2] == n for f, n in entries)}
+        # drop an entry point whose every caller is itself an entry point of the phase (counted there)
+        outer = [k for k in keys if not set(stats[k][4]) or not set(stats[k][4]) <= keys]
+        out[phase] = sum(stats[k][3] for k in outer)
+    out["scoring"] = total - sum(out.values())
+    out["total"] = total
+    return out
+
+
+def print_profile(runs: Mapping[str, Callable[[], Any]]) -> None:
+    print("\nwhere the time goes (one cProfile'd call each; seconds, share of the call):")
+    for name, run in runs.items():
+        p = profile(run)
+        parts = ", ".join(f"{k} {p[k]:.2f} s ({p[k] / p['total']:.0%})" for k in ("generation", "set-up", "scoring"))
+        print(f"{name:>16}: {p['total']:6.2f} s = {parts}")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--reps", type=int, default=3, help="timed repetitions of each evaluator (best counts)")
     p.add_argument("--no-naive", action="store_true", help="skip the straightforward evaluation")
+    p.add_argument("--profile", action="store_true", help="then split each evaluator's time into phases")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of the run config")
     a = p.parse_args(argv)
     cfg = compose_config(["eval.compat=open_unlearning", *a.overrides])
@@ -223,8 +269,14 @@ def main(argv: list[str] | None = None) -> None:
         if not a.no_naive:
             runs["straightforward"] = lambda: (lambda logs: summarize(logs, None, ev))(naive_evaluate(model, prepared, ev))
         best, out = timed(runs, a.reps)
+        report(best, out, a.reps)
+        if a.profile:
+            print_profile(runs)
+
+
+def report(best: Mapping[str, float], out: Mapping[str, Any], reps: int) -> None:
     logs, summary = out["ours"]
-    print(f"items per task: {summary['n_items']}, torch threads {torch.get_num_threads()}, best of {a.reps}")
+    print(f"items per task: {summary['n_items']}, torch threads {torch.get_num_threads()}, best of {reps}")
     for name, t in best.items():
         print(f"{name:>16}: {t:7.3f} s" + ("" if name == "ours" else f"   ours is {t / best['ours']:5.2f}x faster"))
     if "open-unlearning" in out:
@@ -234,7 +286,6 @@ def main(argv: list[str] | None = None) -> None:
         diff, metric = max_difference(summary, out["straightforward"])
         print(f"max |ours - straightforward| over every metric: {diff:.2e} ({metric})")
     print(f"model utility {summary['model_utility']:.6f}, forget truth ratio {summary['forget_truth_ratio']:.6f}")
-
 
 if __name__ == "__main__":
     main()
