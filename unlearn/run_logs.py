@@ -54,8 +54,9 @@ def detach_log_file(handler: logging.Handler | None) -> None:
         handler.close()
 
 
-def log_file_only(run_dir: Path | None, text: str) -> None:
-    """Into ``run.log`` and not onto the terminal (a traceback: the terminal gets one line)."""
+def log_file_only(run_dir: Path | None, text: str, level: int = logging.ERROR) -> None:
+    """Into ``run.log`` and not onto the terminal (a traceback: the terminal gets one line; the
+    record's path: the terminal's report names it once)."""
     if run_dir is None:
         return
     logger = logging.getLogger("unlearn.trace")
@@ -64,7 +65,7 @@ def log_file_only(run_dir: Path | None, text: str) -> None:
     handler.setFormatter(logging.Formatter(FORMAT))
     logger.addHandler(handler)
     try:
-        logger.error(text)
+        logger.log(level, text)
     finally:
         logger.removeHandler(handler)
         handler.close()

@@ -277,7 +277,7 @@ def close_record(r: Run, t_start: float, record_path: Path) -> None:
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     if r.main:
         write_record(r.run_dir, record, record_path.name)
-        log.info("record: %s", record_path)
+        log_file_only(r.run_dir, f"record: {record_path}", logging.INFO)
         if record["status"] in ("ok", "diverged") and r.resume is not None:
             r.resume.clear()  # the record is complete: nothing left to resume
 
