@@ -47,5 +47,28 @@ def debug_cfg(tmp_path):
 
 @pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory):
-    """One stage cache for the whole session, so the debug world and models are built once."""
+    """One stage cache for the whole session, so the debug world and models are built once: under
+    ``pytest -n N`` one for all N processes (the stage cache's file locks let one build while the
+    others wait, as in a parallel sweep)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        path = tmp_path_factory.getbasetemp().parent / "cache"
+        path.mkdir(exist_ok=True)
+        return path
     return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def warm_cache(shared_cache, tmp_path):
+    """A stage cache of this test's own holding a copy of the session's built debug stages (the
+    world, tokenizer and models, not the reference evaluations): a test of what a cache reuses and
+    rebuilds starts from the models it would otherwise build first."""
+    import shutil
+
+    from unlearn.preparation import prepare
+    from unlearn.stages import StageCache
+
+    built = prepare(compose_cfg(["debug=tiny", f"paths.root={tmp_path / 'outputs'}"]), StageCache(shared_cache)).stages
+    cache = tmp_path / "cache"
+    for art in built.values():  # the default debug stages only (others built in the session stay out)
+        shutil.copytree(art.path, cache / art.stage / art.path.name)
+    return cache

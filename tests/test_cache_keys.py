@@ -66,8 +66,8 @@ def test_fingerprint_reads_content_size_and_time(tmp_path):
     assert fingerprint("meta-llama/Llama-2-7b-hf") is None and fingerprint(None) is None
 
 
-def test_a_bf16_run_does_not_reuse_the_fp32_evaluations(debug_cfg, tmp_path):
-    cache = tmp_path / "cache"
+def test_a_bf16_run_does_not_reuse_the_fp32_evaluations(debug_cfg, tmp_path, warm_cache):
+    cache = warm_cache  # the debug models, no reference evaluation yet
 
     def evaluations():
         return sorted(p.name for p in (cache / "eval_target").iterdir() if not p.name.startswith((".", "_")) and p.is_dir())

@@ -114,11 +114,11 @@ def test_gen_official_is_lr_parabolas_order(tmp_path, debug_cfg):
 
 
 @pytest.fixture(scope="module")
-def debug_world(tmp_path_factory):
-    """The debug world (built once for the module): its prepared stages and unlearning data."""
+def debug_world(tmp_path_factory, shared_cache):
+    """The debug world (the session's): its prepared stages and unlearning data."""
     from tests.conftest import compose_cfg
 
-    cfg = compose_cfg(["debug=tiny", f"paths.root={tmp_path_factory.mktemp('genprec')}"])
+    cfg = compose_cfg(["debug=tiny", f"paths.root={tmp_path_factory.mktemp('genprec')}", f"paths.cache={shared_cache}"])
     bench = get_benchmark(str(cfg.dataset.benchmark))
     prepared = bench.prepare(cfg, StageCache(cfg.paths.cache))
     _, _, forget, retain = bench.unlearning_data(prepared)

@@ -78,13 +78,14 @@ def test_record_of_another_config_is_kept_aside_and_the_job_runs_again(cfg, tmp_
     assert kept["started"] == first["started"] and kept["config"]["method"]["lr"] != 2e-4
 
 
-def test_stages_are_reused_and_rebuilt_when_their_config_changes(debug_cfg, tmp_path):
-    cache = tmp_path / "cache"
-    a = run(debug_cfg(f"paths.cache={cache}", "method.max_steps=1"), run_dir=tmp_path / "a")
-    assert not any(s["reused"] for s in a["stages"].values())
-    b = run(debug_cfg(f"paths.cache={cache}", "method.max_steps=1", "method=gdiff"), run_dir=tmp_path / "b")
+def test_stages_are_reused_and_rebuilt_when_their_config_changes(debug_cfg, tmp_path, warm_cache):
+    # warm_cache: a copy of the session's debug stages in a folder of their own; keys are content, not paths
+    a = run(debug_cfg(f"paths.cache={warm_cache}", "method.max_steps=1"), run_dir=tmp_path / "a")
+    assert all(s["reused"] for s in a["stages"].values())
+    b = run(debug_cfg(f"paths.cache={warm_cache}", "method.max_steps=1", "method=gdiff"), run_dir=tmp_path / "b")
     assert all(s["reused"] for s in b["stages"].values())
-    c = run(debug_cfg(f"paths.cache={cache}", "method.max_steps=1", "model.finetune.epochs=1"), run_dir=tmp_path / "c")
+    assert {k: s["key"] for k, s in b["stages"].items()} == {k: s["key"] for k, s in a["stages"].items()}
+    c = run(debug_cfg(f"paths.cache={warm_cache}", "method.max_steps=1", "model.finetune.epochs=1"), run_dir=tmp_path / "c")
     assert c["stages"]["world"]["reused"] and c["stages"]["base"]["reused"]
     assert not c["stages"]["target"]["reused"] and not c["stages"]["retain"]["reused"]
     assert c["stages"]["target"]["key"] != a["stages"]["target"]["key"]
