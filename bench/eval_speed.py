@@ -287,5 +287,6 @@ def report(best: Mapping[str, float], out: Mapping[str, Any], reps: int) -> None
         print(f"max |ours - straightforward| over every metric: {diff:.2e} ({metric})")
     print(f"model utility {summary['model_utility']:.6f}, forget truth ratio {summary['forget_truth_ratio']:.6f}")
 
+
 if __name__ == "__main__":
     main()
