@@ -140,7 +140,8 @@ def test_the_model_tokenizer_and_random_states_are_as_before(world, tmp_path, ca
         out, err = capfd.readouterr()
         assert out == "" and err == "", (out, err)  # lm-eval's logging and progress bars: the run log
         logged = (tmp_path / "run.log").read_text()
-        assert "[lm_eval.printed][INFO] - Running loglikelihood requests: 100%" in logged  # its progress bar, done
+        assert "[lm_eval.printed][INFO] - Running loglikelihood requests: 100%" in logged  # its progress bar, done,
+        assert "Running loglikelihood requests:   0%" not in logged  # not each update
         assert "[lm_eval.models.huggingface][WARNING]" in logged  # and its own logging
     finally:
         model.eval()

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import io
 import logging
 import random
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -17,10 +17,11 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from eval.lm_eval.output import library_output
 from eval.lm_eval.results import task_results, top_level
+from eval.lm_eval.tasks import write_task
 
 log = logging.getLogger(__name__)
-LIBRARY_LOGGERS = ("lm_eval", "lm-eval")  # its logger's name from 0.4.8 on, and before
 
 
 def run_tasks(model: torch.nn.Module, tokenizer, tasks: Sequence[str | dict[str, Any]], *,
@@ -38,10 +39,14 @@ def run_tasks(model: torch.nn.Module, tokenizer, tasks: Sequence[str | dict[str,
     from lm_eval.models.huggingface import HFLM
 
     t = time.perf_counter()
-    with untouched(model), library_output():
+    with untouched(model), library_output(), tempfile.TemporaryDirectory(prefix="lm_eval_tasks_") as given:
+        # a task config goes in as a YAML file of a folder lm-eval searches: lm-eval 0.4.10 and
+        # 0.4.11 fail on configs passed as dicts, and every version reads a folder
+        names = [write_task(task, given).stem if isinstance(task, dict) else task for task in tasks]
+        folders = [given] + ([str(include_path)] if include_path is not None else [])
         lm = HFLM(pretrained=model, tokenizer=unshared(tokenizer), batch_size=int(batch_size))
         out = lm_eval.simple_evaluate(
-            model=lm, tasks=list(tasks), task_manager=task_manager(tasks, include_path), num_fewshot=num_fewshot,
+            model=lm, tasks=names, task_manager=task_manager(names, folders), num_fewshot=num_fewshot,
             limit=limit, log_samples=True,
             bootstrap_iters=0)  # no bootstrap for the standard errors, which nothing here reads
     results = task_results(out)
@@ -52,16 +57,15 @@ def run_tasks(model: torch.nn.Module, tokenizer, tasks: Sequence[str | dict[str,
     return results
 
 
-def task_manager(tasks: Sequence[str | dict[str, Any]], include_path: str | Path | None):
-    """A TaskManager over ``include_path``; over lm-eval's own tasks too only when a name asks for
-    one (indexing its thousands of YAML files takes seconds)."""
+def task_manager(names: Sequence[str], folders: list[str]):
+    """A TaskManager over ``folders``; over lm-eval's own tasks too only when a name asks for one
+    (indexing its thousands of YAML files takes seconds)."""
     from lm_eval.tasks import TaskManager
 
-    path = None if include_path is None else str(include_path)
-    local = TaskManager(include_path=path, include_defaults=False)
-    if all(isinstance(t, dict) or t in local.all_tasks for t in tasks):
+    local = TaskManager(include_path=folders, include_defaults=False)
+    if all(name in local.all_tasks for name in names):
         return local
-    return TaskManager(include_path=path)
+    return TaskManager(include_path=folders)
 
 
 def unshared(tokenizer):
@@ -85,33 +89,3 @@ def untouched(model: torch.nn.Module) -> Iterator[None]:
             m.training = mode
         random.setstate(states[0])
         np.random.set_state(states[1])
-
-
-@contextlib.contextmanager
-def library_output() -> Iterator[None]:
-    """lm-eval's log records, and what it prints (progress bars, notes), into the run log -- the
-    root logger's log files -- and not onto the terminal. Without a log file (a script, a notebook)
-    its warnings go where the root logger sends them and its prints nowhere."""
-    files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
-    saved = []
-    for name in LIBRARY_LOGGERS:
-        logger = logging.getLogger(name)
-        saved.append((logger, logger.handlers[:], logger.propagate, logger.level))
-        logger.handlers, logger.propagate = list(files), not files
-        logger.setLevel(logging.INFO if files else logging.WARNING)
-    printed = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
-            yield
-    finally:
-        printed_log = logging.getLogger(f"{LIBRARY_LOGGERS[0]}.printed")  # goes to lm_eval's handlers: the files
-        for line in printed_lines(printed.getvalue()):
-            printed_log.info(line)
-        for logger, handlers, propagate, level in saved:
-            logger.handlers, logger.propagate = handlers, propagate
-            logger.setLevel(level)
-
-
-def printed_lines(text: str) -> list[str]:
-    """Printed text as log lines: a progress bar's last state (what follows its last carriage return)."""
-    return [last for line in text.splitlines() if (last := line.split("\r")[-1].strip())]

@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from eval.lm_eval.harness import library_output
+from eval.lm_eval.output import library_output
 
 STYLES = ("letter", "cloze")
 LETTERS = ("A", "B", "C", "D")
