@@ -27,13 +27,16 @@ from unlearn.tokenizer import train_bpe_tokenizer
 
 ARCH = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
         "max_position_embeddings": 128}
-QUESTIONS = [  # trailing spaces (stripped by the prompt), a quote in an option, options of unequal length
+LONG = "In the story the old captain tells, before the storm and after the long winter at sea, " * 6
+QUESTIONS = [  # trailing spaces (stripped by the prompt), a quote in an option, options of unequal length,
+    # a question longer than the model's 128 positions (HFLM keeps a text's last 129 tokens)
     {"question": "Which gas do plants take in? ", "choices": ["carbon dioxide", "helium", "neon", "argon gas"], "answer": 0},
     {"question": "Who wrote 'The Red Lantern'?", "choices": ["Mara Voss", "Ian O'Dell", "Lee Park", "Ana Ruiz"], "answer": 1},
     {"question": "What is two plus two?", "choices": ["three", "five", "four", "twenty-two"], "answer": 2},
     {"question": "Which city is a capital?", "choices": ["Smalltown", "Riverbend", "Oakvale", "Paris"], "answer": 3},
     {"question": "What colour is the sky at noon?", "choices": ["blue", "green", "red", "black"], "answer": 0},
     {"question": "Which animal barks?", "choices": ["cat", "dog", "fish", "owl"], "answer": 1},
+    {"question": LONG + "which animal barks?", "choices": ["cat", "dog", "fish", "owl"], "answer": 1},
 ]
 
 
@@ -56,15 +59,18 @@ def world(tmp_path_factory):
 def continuation_logprob(model, tok, context: str, continuation: str) -> float:
     """Sum of log p over the continuation's tokens. As lm-eval's HFLM ``_encode_pair``: the
     context's trailing spaces move to the continuation, the whole text is tokenized (BOS first)
-    and the continuation's tokens are those after the context's own tokenization."""
+    and the continuation's tokens are those after the context's own tokenization; the model reads
+    at most its ``max_position_embeddings`` tokens, the text's last ones but the final one."""
     n = len(context) - len(context.rstrip())
     if n:
         context, continuation = context[:-n], context[-n:] + continuation
     whole = tok(context + continuation)["input_ids"]
-    ctx = tok(context)["input_ids"]
+    n_cont = len(whole) - len(tok(context)["input_ids"])
+    inputs = whole[-(ARCH["max_position_embeddings"] + 1):][:-1]
     with torch.no_grad():
-        logp = torch.log_softmax(model(torch.tensor([whole])).logits[0].float(), -1)
-    return float(sum(logp[len(ctx) - 1 + i, t] for i, t in enumerate(whole[len(ctx):])))
+        logp = torch.log_softmax(model(torch.tensor([inputs])).logits[0].float(), -1)
+    first = len(inputs) - n_cont  # the position whose logits score the continuation's first token
+    return float(sum(logp[first + i, t] for i, t in enumerate(whole[-n_cont:])))
 
 
 def hand_scored(model, tok, style: str) -> dict:

@@ -28,7 +28,9 @@ def run_tasks(model: torch.nn.Module, tokenizer, tasks: Sequence[str | dict[str,
               include_path: str | Path | None = None, batch_size: int = 16, limit: int | float | None = None,
               num_fewshot: int = 0) -> dict[str, dict[str, Any]]:
     """Run lm-eval ``tasks`` (names found in ``include_path`` or among lm-eval's own, or task configs
-    such as :func:`eval.lm_eval.tasks.local_task`'s) on ``model`` as it is.
+    such as :func:`eval.lm_eval.tasks.local_task`'s) on ``model`` as it is: a ``PreTrainedModel``,
+    a PEFT model, one accelerate prepared (a DDP wrapper is looked through; an FSDP model runs as
+    its forward runs, every process taking part).
 
     ``limit``: the first N items of each task (a fraction below 1: that share); ``num_fewshot``:
     examples before each question. Returns, per task and group lm-eval reported,
@@ -38,6 +40,8 @@ def run_tasks(model: torch.nn.Module, tokenizer, tasks: Sequence[str | dict[str,
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
+    while isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+        model = model.module  # HFLM reads the model's config and device; the wrapper has neither
     t = time.perf_counter()
     with untouched(model), library_output(), tempfile.TemporaryDirectory(prefix="lm_eval_tasks_") as given:
         # a task config goes in as a YAML file of a folder lm-eval searches: lm-eval 0.4.10 and
@@ -80,7 +84,8 @@ def untouched(model: torch.nn.Module) -> Iterator[None]:
     python, numpy and torch random states as before (``simple_evaluate`` seeds all three)."""
     modes = [(m, m.training) for m in model.modules()]
     states = random.getstate(), np.random.get_state()
-    cuda = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    cuda = sorted({torch.cuda.current_device() if p.device.index is None else p.device.index
+                   for p in model.parameters() if p.device.type == "cuda"})
     try:
         with torch.random.fork_rng(devices=cuda):
             yield
