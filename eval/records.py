@@ -22,7 +22,7 @@ FAILED_RECORD_NAME = "record.failed.json"
 RECORD_VERSION = 2  # 2: metrics.<model> = {summary, logs}
 STATUSES = ("ok", "diverged", "failed", "interrupted")
 PACKAGES = ("torch", "transformers", "accelerate", "datasets", "tokenizers", "hydra-core", "omegaconf",
-            "scipy", "numpy", "pandas", "rouge-score", "nltk")
+            "scipy", "numpy", "pandas", "rouge-score", "nltk", "lm-eval")
 
 
 def jsonable(obj: Any) -> Any:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from eval.lm_eval.step import columns as lm_eval_columns
 from eval.records import FAILED_RECORD_NAME, RECORD_NAME
 from unlearn.benchmarks import get_benchmark
 from unlearn.callbacks import STEP_LOG
@@ -24,7 +25,9 @@ def summary_table(record: dict[str, Any]) -> str:
     cheap subset has no value), so that a reader never takes one for the other."""
     import pandas as pd
 
-    cols = get_benchmark(record["config"]["dataset"]["benchmark"]).table_columns
+    summaries = [m["summary"] for m in record.get("metrics", {}).values()]
+    cols = get_benchmark(record["config"]["dataset"]["benchmark"]).table_columns + lm_eval_columns(
+        k for s in summaries for k in s)  # the lm-eval tasks' accuracies (eval.lm_eval.tasks), when run
     sel = record.get("selection")
     final = f"unlearned (final, step {(record.get('unlearn') or {}).get('steps')})" if sel else "unlearned"
     final = record["evaluated"]["name"] if "evaluated" in record else final

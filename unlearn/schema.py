@@ -72,6 +72,15 @@ RANGES: dict[str, tuple[Any, str]] = {
     "eval.mia.gradnorm_p": (lambda v: _num(v) and v in _mia().GRADNORM_P, "1, 2 or inf"),
     "eval.mia.gradnorm_batch_size": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
     "eval.mia.gradnorm_per_sample": (lambda v: v in _mia().PER_SAMPLE, "vmap or loop"),
+    # eval/lm_eval/tasks.py checks the task names themselves (unlearn/validation.py)
+    "eval.lm_eval.tasks": (lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v),
+                           "a list of lm-eval task names"),
+    "eval.lm_eval.include_path": (lambda v: v is None or (isinstance(v, str) and bool(v)),
+                                  "null or a folder of lm-eval task YAMLs"),
+    "eval.lm_eval.batch_size": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "eval.lm_eval.num_fewshot": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
+    "eval.lm_eval.limit": (lambda v: v is None or (_int(v) and v >= 1) or (isinstance(v, float) and 0 < v < 1),
+                           "null (every item), an integer >= 1 or a fraction in (0, 1)"),
 }
 
 

@@ -34,7 +34,8 @@ _ROOT = Path(__file__).resolve().parent.parent
 STAGE_CODE = ("unlearn/train.py", "unlearn/tokenizer.py", "unlearn/models.py", "unlearn/data.py",
               "unlearn/templates.py", "unlearn/losses.py", "unlearn/preparation.py", "unlearn/worlds/*.py",
               "unlearn/benchmarks/*.py", "eval/likelihood.py", "eval/generation.py", "eval/per_item.py",
-              "eval/rouge.py", "eval/tofu/evaluate.py", "eval/muse/evaluate.py", "eval/mia/*.py")
+              "eval/rouge.py", "eval/tofu/evaluate.py", "eval/muse/evaluate.py", "eval/mia/*.py",
+              "eval/lm_eval/*.py")
 
 
 def code_fingerprint(patterns=STAGE_CODE, root: Path = _ROOT, exclude: tuple[str, ...] = ()) -> str:

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from eval.compat import check_compat
+from eval.lm_eval import step as lm_eval_step
 from eval.select import parse_criterion
 from unlearn.callbacks import resolve_callback
 from unlearn.batching import batch_plan, check_step_rule
@@ -56,10 +57,14 @@ def check_schema(cfg: DictConfig, overrides: dict[str, Any] | None = None) -> No
 
 
 def check_evaluation(cfg: DictConfig, extra_sources: Sequence[Source] = ()) -> None:
-    """What every run that evaluates reads besides the method: ``eval.compat``, the callbacks, the
-    tracker, and every model and data location (the config's and ``extra_sources``, e.g. the
+    """What every run that evaluates reads besides the method: ``eval.compat``, ``eval.lm_eval``'s
+    tasks, the callbacks, the tracker, and every model and data location (the config's and ``extra_sources``, e.g. the
     checkpoint ``python -m eval.evaluate`` scores)."""
     check_compat(str(cfg.dataset.benchmark), cfg.eval)
+    try:
+        lm_eval_step.check(cfg.eval)  # the task names (and their folder); lm-eval imported only when there are some
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     for name in cfg.get("callbacks") or ():
         resolve_callback(str(name))  # an unknown name lists the registered ones
     try:

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from eval.compat import OU_EPS
+from eval.lm_eval.step import split
 from eval.mia.scores import mia_auc
 from eval.ou.read import EVAL_FILES, MIA_METRICS
 from eval.per_item import log_array
@@ -117,9 +118,10 @@ def muse_ou_eval(logs: Mapping[str, Any], summary: Mapping[str, Any]) -> dict[st
 
 
 def write_ou_logs(folder: str | Path, benchmark: str, logs: Mapping[str, Any], summary: Mapping[str, Any]) -> Path:
-    """One model's logs and summary written as open-unlearning's eval and summary files."""
+    """One model's logs and summary written as open-unlearning's eval and summary files (its
+    benchmark's logs: the lm-eval results, which open-unlearning's files have no place for, stay out)."""
     convert = {"tofu": tofu_ou_eval, "muse": muse_ou_eval}[benchmark]
-    return write_ou_eval(folder, benchmark, convert(logs, summary))
+    return write_ou_eval(folder, benchmark, convert(split(logs)[0], summary))
 
 
 def write_ou_eval(folder: str | Path, benchmark: str, ou: Mapping[str, Any]) -> Path:

@@ -9,6 +9,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from eval.directions import DIRECTION
+from eval.lm_eval.step import columns as lm_eval_columns
 from eval.report.compare import paired_markdown, paired_table
 from eval.report.figures import VARIANTS_KEY, write_figures
 from eval.report.style import Styles, variant_ids
@@ -33,7 +34,8 @@ def report(runs: str | Path, out: str | Path, sweep: str | None = None,
         df = df[df.apply(lambda r: _matches(r, grid, excluded), axis=1)]
     rep = spec.get("report", {})
     bench = rep.get("benchmark") or (df["benchmark"].dropna().iloc[0] if "benchmark" in df and df["benchmark"].notna().any() else "tofu")
-    metrics = list(rep.get("metrics", DEFAULT_METRICS.get(bench, DEFAULT_METRICS["tofu"])))
+    # the benchmark's columns, then those of the lm-eval tasks the runs ran (eval.lm_eval.tasks)
+    metrics = list(rep.get("metrics", DEFAULT_METRICS.get(bench, DEFAULT_METRICS["tofu"]) + lm_eval_columns(df.columns)))
     rows = list(rep.get("rows", ["method", "scheduler", "variant"]))
     columns = rep.get("columns", "split")
     out = Path(out)

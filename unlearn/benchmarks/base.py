@@ -7,6 +7,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from eval.compat import apply_compat
+from eval.lm_eval import step as lm_eval_step
 from unlearn.registry import Registry
 
 BENCHMARKS: Registry[type["Benchmark"]] = Registry("benchmark")
@@ -17,7 +18,9 @@ class Benchmark:
     :meth:`evaluate`, :meth:`reference`, :meth:`summarize`) put ``eval.compat``'s settings in place
     first (:func:`eval.compat.apply_compat`, idempotent): a config composed without passing through
     ``run()`` evaluates as a run evaluates it, never with one mode's masks and the other's
-    generation settings. A benchmark implements their underscored twins."""
+    generation settings. A benchmark implements their underscored twins; the lm-eval tasks of
+    ``eval.lm_eval`` (:mod:`eval.lm_eval.step`) join its key, its full evaluation and its summary
+    here, the same for every benchmark."""
     name = ""
     table_columns: list[str] = []
 
@@ -55,18 +58,22 @@ class Benchmark:
 
     def eval_spec(self, cfg: DictConfig) -> dict[str, Any]:
         """The eval settings that change results (part of the cached reference evals' key)."""
-        return self._eval_spec(apply_compat(cfg))
+        cfg = apply_compat(cfg)
+        return {**self._eval_spec(cfg), **lm_eval_step.spec(cfg.eval)}
 
     def evaluate(self, model, prepared, cfg: DictConfig, *, cheap: bool = False) -> dict[str, Any]:
-        """Per-example logs of one model; ``cheap``: the trajectory subset."""
-        return self._evaluate(model, prepared, apply_compat(cfg), cheap=cheap)
+        """Per-example logs of one model; ``cheap``: the trajectory subset (no lm-eval tasks)."""
+        cfg = apply_compat(cfg)
+        logs = self._evaluate(model, prepared, cfg, cheap=cheap)
+        return logs if cheap else {**logs, **lm_eval_step.evaluate(model, prepared.tokenizer, cfg.eval)}
 
     def reference(self, logs: dict[str, Any], cfg: DictConfig) -> tuple[Any, str | None]:
         """What the metrics of every model are measured against, and a description of it."""
         return self._reference(logs, apply_compat(cfg))
 
     def summarize(self, logs: dict[str, Any], reference: Any, cfg: DictConfig) -> dict[str, Any]:
-        return self._summarize(logs, reference, apply_compat(cfg))
+        own, harness = lm_eval_step.split(logs)
+        return {**self._summarize(own, reference, apply_compat(cfg)), **lm_eval_step.summary(harness)}
 
     def _eval_spec(self, cfg: DictConfig) -> dict[str, Any]:
         raise NotImplementedError

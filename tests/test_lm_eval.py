@@ -1,0 +1,274 @@
+"""lm-evaluation-harness on our model objects (eval/lm_eval): its per-choice log-likelihoods and
+accuracies equal a scorer written here from plain forward passes, in both prompt styles; the model
+and tokenizer come back unchanged and lm-eval's output stays off the terminal; a TOFU run's record
+and report carry the tasks' accuracies; bad task names and question files stop with one line,
+before any work; an empty task list never imports lm-eval."""
+import copy
+import json
+import logging
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from eval.lm_eval import local_task, read_questions, run_tasks, write_task
+from eval.lm_eval import step, tasks as lm_tasks
+from eval.records import load_record
+from eval.report.build import report
+from unlearn.benchmarks import get_benchmark
+from unlearn.config import compose_config
+from unlearn.models import build_tiny_llama
+from unlearn.pipeline import OU_LOGS, run
+from unlearn.run_logs import FORMAT
+from unlearn.tokenizer import train_bpe_tokenizer
+
+ARCH = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+        "max_position_embeddings": 128}
+QUESTIONS = [  # trailing spaces (stripped by the prompt), a quote in an option, options of unequal length
+    {"question": "Which gas do plants take in? ", "choices": ["carbon dioxide", "helium", "neon", "argon gas"], "answer": 0},
+    {"question": "Who wrote 'The Red Lantern'?", "choices": ["Mara Voss", "Ian O'Dell", "Lee Park", "Ana Ruiz"], "answer": 1},
+    {"question": "What is two plus two?", "choices": ["three", "five", "four", "twenty-two"], "answer": 2},
+    {"question": "Which city is a capital?", "choices": ["Smalltown", "Riverbend", "Oakvale", "Paris"], "answer": 3},
+    {"question": "What colour is the sky at noon?", "choices": ["blue", "green", "red", "black"], "answer": 0},
+    {"question": "Which animal barks?", "choices": ["cat", "dog", "fish", "owl"], "answer": 1},
+]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A question file, a BPE tokenizer trained on it and a random tiny Llama (seconds)."""
+    root = tmp_path_factory.mktemp("lm_eval")
+    data = root / "questions.jsonl"
+    data.write_text("".join(json.dumps({**q, "subject": "general_knowledge"}) + "\n" for q in QUESTIONS))
+    texts = [q["question"] + " " + " ".join(q["choices"]) for q in QUESTIONS] * 20
+    tok = train_bpe_tokenizer(texts + ["Question: Answer: A. B. C. D."] * 20, 300, root / "tok")
+    model = build_tiny_llama(ARCH, tok, seed=0)
+    model.eval()
+    return {"root": root, "data": data, "tok": tok, "model": model}
+
+
+# ------------------------------------------------------------------------------------------------
+# an independent scorer: plain forward passes, the harness's prompts written out by hand
+# ------------------------------------------------------------------------------------------------
+def continuation_logprob(model, tok, context: str, continuation: str) -> float:
+    """Sum of log p over the continuation's tokens. As lm-eval's HFLM ``_encode_pair``: the
+    context's trailing spaces move to the continuation, the whole text is tokenized (BOS first)
+    and the continuation's tokens are those after the context's own tokenization."""
+    n = len(context) - len(context.rstrip())
+    if n:
+        context, continuation = context[:-n], context[-n:] + continuation
+    whole = tok(context + continuation)["input_ids"]
+    ctx = tok(context)["input_ids"]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([whole])).logits[0].float(), -1)
+    return float(sum(logp[len(ctx) - 1 + i, t] for i, t in enumerate(whole[len(ctx):])))
+
+
+def hand_scored(model, tok, style: str) -> dict:
+    lls, preds, accs, norms = [], [], [], []
+    for q in QUESTIONS:
+        c = q["choices"]
+        if style == "letter":  # lm_eval/tasks/wmdp/_default_template_yaml
+            prompt = f"{q['question'].strip()}\nA. {c[0]}\nB. {c[1]}\nC. {c[2]}\nD. {c[3]}\nAnswer:"
+            options = ["A", "B", "C", "D"]
+        else:  # lm_eval/tasks/mmlu/continuation
+            prompt, options = f"Question: {q['question'].strip()}\nAnswer:", c
+        ll = [continuation_logprob(model, tok, prompt, " " + o) for o in options]  # target_delimiter " "
+        lls.append(ll)
+        preds.append(int(np.argmax(ll)))
+        accs.append(float(preds[-1] == q["answer"]))
+        norms.append(float(np.argmax(np.array(ll) / [len(o) for o in options]) == q["answer"]))
+    return {"lls": lls, "pred": preds, "acc": float(np.mean(accs)), "acc_norm": float(np.mean(norms))}
+
+
+def ordered(per_item: dict) -> list:
+    return [per_item[k] for k in sorted(per_item, key=int)]
+
+
+@pytest.fixture(scope="module")
+def harness(world):
+    """Both styles in one lm-eval call."""
+    ts = [local_task("qa_letter", world["data"], "letter"), local_task("qa_cloze", world["data"], "cloze")]
+    return run_tasks(world["model"], world["tok"], ts, batch_size=4)
+
+
+@pytest.mark.parametrize("style", ["letter", "cloze"])
+def test_the_harness_scores_as_plain_forward_passes(world, harness, style):
+    res = harness[f"qa_{style}"]
+    mine = hand_scored(world["model"], world["tok"], style)
+    items = res["items"]
+    assert res["n"] == len(QUESTIONS) and ordered(items["doc_id"]) == list(range(len(QUESTIONS)))
+    np.testing.assert_allclose(ordered(items["loglikelihoods"]), mine["lls"], rtol=1e-5, atol=1e-4)
+    assert ordered(items["pred"]) == mine["pred"]
+    assert ordered(items["gold"]) == [q["answer"] for q in QUESTIONS]
+    assert res["metrics"]["acc"] == pytest.approx(mine["acc"])
+    assert np.mean(ordered(items["acc"])) == pytest.approx(mine["acc"])
+    if style == "cloze":
+        assert res["metrics"]["acc_norm"] == pytest.approx(mine["acc_norm"])
+    else:
+        assert set(res["metrics"]) == {"acc"}  # WMDP's and MMLU's metric list
+
+
+def test_the_model_tokenizer_and_random_states_are_as_before(world, tmp_path, capfd):
+    model, tok = world["model"], world["tok"]
+    model.train()
+    model.model.layers[0].eval()  # a mixed state comes back mixed
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    modes = [m.training for m in model.modules()]
+    rng = torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
+    padless = copy.deepcopy(tok)
+    padless.pad_token = None  # HFLM would give it one
+    log_file = logging.FileHandler(tmp_path / "run.log")  # what a run attaches (unlearn/run_logs.py)
+    log_file.setFormatter(logging.Formatter(FORMAT))
+    logging.getLogger().addHandler(log_file)
+    try:
+        res = run_tasks(model, padless, [local_task("qa", world["data"], "cloze")], batch_size=2, limit=3)
+    finally:
+        logging.getLogger().removeHandler(log_file)
+        log_file.close()
+    try:
+        assert res["qa"]["n"] == 3  # limit: the first 3 items
+        assert [m.training for m in model.modules()] == modes
+        assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+        assert model.lm_head.weight is model.model.embed_tokens.weight  # still tied
+        assert torch.equal(torch.get_rng_state(), rng[0]) and random.getstate() == rng[1]
+        assert np.array_equal(np.random.get_state()[1], rng[2])
+        assert padless.pad_token is None and len(padless) == len(tok)
+        out, err = capfd.readouterr()
+        assert out == "" and err == "", (out, err)  # lm-eval's logging and progress bars: the run log
+        logged = (tmp_path / "run.log").read_text()
+        assert "[lm_eval.printed][INFO] - Running loglikelihood requests: 100%" in logged  # its progress bar, done,
+        assert "Running loglikelihood requests:   0%" not in logged  # not each update
+        assert "[lm_eval.models.huggingface][WARNING]" in logged  # and its own logging
+    finally:
+        model.eval()
+
+
+# ------------------------------------------------------------------------------------------------
+# task files and names
+# ------------------------------------------------------------------------------------------------
+def test_a_task_yaml_is_found_through_include_path_and_scores_the_same(world, harness, tmp_path):
+    task = local_task("qa_letter", world["data"], "letter")
+    path = write_task(task, tmp_path / "tasks")
+    assert path.name == "qa_letter.yaml"
+    res = run_tasks(world["model"], world["tok"], ["qa_letter"], include_path=tmp_path / "tasks", batch_size=4)
+    assert res["qa_letter"]["items"]["loglikelihoods"] == harness["qa_letter"]["items"]["loglikelihoods"]
+    assert lm_tasks.data_files(tmp_path / "tasks", ["qa_letter"]) == [world["data"].absolute()]
+
+
+@pytest.mark.parametrize("item, problem", [
+    ({"question": "q", "choices": ["a", "b", "c"], "answer": 0}, "the letter style has 4 options (A-D), this item 3"),
+    ({"question": "q", "choices": ["a", "b", "c", "d"], "answer": 4}, "answer must be an index into its 4 choices, got 4"),
+    ({"question": "q", "choices": ["a", "b", "c", "d"]}, "no answer (WMDP's fields: question, choices, answer)"),
+    ({"question": "q", "choices": "abcd", "answer": 0}, "choices must be a list of at least 2 strings"),
+])
+def test_a_bad_question_file_is_one_line_naming_the_item(tmp_path, item, problem):
+    f = tmp_path / "q.jsonl"
+    f.write_text(json.dumps(QUESTIONS[0]) + "\n" + json.dumps(item) + "\n")
+    with pytest.raises(ValueError) as e:
+        local_task("t", f, "letter")
+    assert str(e.value).startswith(f"question file {f}, item 1: {problem}") and "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="unknown prompt style 'mcq'; valid: letter, cloze"):
+        local_task("t", f, "mcq")
+
+
+def test_a_question_file_is_json_lines_or_a_json_array(world, tmp_path):
+    array = tmp_path / "questions.json"
+    array.write_text(json.dumps(QUESTIONS))
+    lines = read_questions(world["data"], "letter")
+    assert read_questions(array) == [{k: v for k, v in q.items() if k != "subject"} for q in lines] == QUESTIONS
+
+
+def test_an_unknown_task_lists_the_local_ones(world, tmp_path, monkeypatch):
+    write_task(local_task("bio_forget", world["data"]), tmp_path / "tasks")
+    write_task(local_task("general", world["data"], "cloze"), tmp_path / "tasks")
+    monkeypatch.setattr(lm_tasks, "builtin_names", lambda: ["mmlu", "wmdp_bio"])  # lm-eval's index: seconds
+    lm_tasks.check_tasks(["general", "wmdp_bio"], tmp_path / "tasks")
+    with pytest.raises(ValueError) as e:
+        lm_tasks.check_tasks(["general", "bio_forgett"], tmp_path / "tasks")
+    assert str(e.value) == (f"unknown lm-eval task 'bio_forgett' (did you mean 'bio_forget'?); tasks in "
+                            f"eval.lm_eval.include_path={tmp_path / 'tasks'}: bio_forget, general; "
+                            "lm-eval's own tasks: lm-eval ls tasks")
+    with pytest.raises(ValueError, match="eval.lm_eval.include_path=/no/such is not a folder"):
+        lm_tasks.check_tasks(["general"], "/no/such")
+
+
+def test_a_bad_task_name_fails_the_run_before_any_work(world, tmp_path, monkeypatch):
+    write_task(local_task("general", world["data"], "cloze"), tmp_path / "tasks")
+    monkeypatch.setattr(lm_tasks, "builtin_names", lambda: ["mmlu"])
+    cache = tmp_path / "cache"
+    rec = run(compose_config(["debug=tiny", f"paths.root={tmp_path / 'out'}", f"paths.cache={cache}",
+                              "eval.lm_eval.tasks=[generl]", f"eval.lm_eval.include_path={tmp_path / 'tasks'}"]),
+              run_dir=tmp_path / "run")
+    assert rec["status"] == "failed" and rec["error"]["type"] == "ConfigError"
+    assert rec["error"]["message"].startswith("unknown lm-eval task 'generl' (did you mean 'general'?)")
+    assert not cache.exists()  # no world, no model: nothing was built
+
+
+@pytest.mark.slow
+def test_a_misspelt_lm_eval_task_is_named_among_its_own():
+    """lm-eval's own index (thousands of task files)."""
+    lm_tasks.check_tasks(["wmdp_bio"], None)
+    with pytest.raises(ValueError, match="unknown lm-eval task 'wmdp_bioo' \\(did you mean 'wmdp_bio'\\?\\); no "):
+        lm_tasks.check_tasks(["wmdp_bioo"], None)
+
+
+def test_the_eval_spec_keys_the_tasks_and_their_files(world, tmp_path):
+    bench = get_benchmark("tofu")
+    base = compose_config(["debug=tiny"])
+    assert "lm_eval" not in bench.eval_spec(base)  # no task: every other run keeps its cache keys
+    data = tmp_path / "q.jsonl"
+    data.write_text(world["data"].read_text())
+    write_task(local_task("general", data, "cloze"), tmp_path / "tasks")
+    with_tasks = compose_config(["debug=tiny", "eval.lm_eval.tasks=[general]", f"eval.lm_eval.include_path={tmp_path / 'tasks'}"])
+    first = bench.eval_spec(with_tasks)["lm_eval"]
+    assert first["tasks"] == ["general"] and first["lm_eval"] and str(data) in first["data_files"]
+    data.write_text(json.dumps(QUESTIONS[0]) + "\n")  # other questions: another key
+    assert bench.eval_spec(with_tasks)["lm_eval"]["data_files"] != first["data_files"]
+
+
+def test_no_task_no_lm_eval_import():
+    code = ("import sys; from unlearn.config import compose_config; from unlearn.benchmarks import get_benchmark; "
+            "from unlearn.validation import check_evaluation; import unlearn.pipeline, eval.report.build; "
+            "cfg = compose_config(['debug=tiny']); check_evaluation(cfg); get_benchmark('tofu').eval_spec(cfg); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'lm_eval'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_the_summary_holds_what_was_asked_for_not_a_groups_subtasks():
+    results = {"mmlu": {"metrics": {"acc": 0.3}, "subtasks": ["mmlu_stem"]},
+               "mmlu_stem": {"metrics": {"acc": 0.2}, "subtasks": ["mmlu_anatomy"]},
+               "mmlu_anatomy": {"metrics": {"acc": 0.1}, "n": 3, "items": {}},
+               "bio_forget": {"metrics": {"acc": 0.25, "acc_norm": 0.5}, "n": 8, "items": {}}}
+    assert step.summary(results) == {"lm_eval/mmlu/acc": 0.3, "lm_eval/bio_forget/acc": 0.25,
+                                     "lm_eval/bio_forget/acc_norm": 0.5}
+    logs = {"forget": {"x": 1}, "lm_eval": results}
+    assert step.split(logs) == ({"forget": {"x": 1}}, results)
+    assert step.columns(["forget_quality", "lm_eval/b/acc", "lm_eval/a/acc"]) == ["lm_eval/a/acc", "lm_eval/b/acc"]
+
+
+# ------------------------------------------------------------------------------------------------
+# in a TOFU run
+# ------------------------------------------------------------------------------------------------
+def test_a_tofu_run_records_and_reports_the_tasks_accuracy(world, shared_cache, tmp_path):
+    write_task(local_task("general", world["data"], "cloze"), tmp_path / "tasks")
+    cfg = compose_config(["debug=tiny", f"paths.root={tmp_path / 'out'}", f"paths.cache={shared_cache}",
+                          "method.max_steps=2", "save_checkpoint=false", "eval.ou_logs=true",
+                          "eval.lm_eval.tasks=[general]", f"eval.lm_eval.include_path={tmp_path / 'tasks'}"])
+    rec = run(cfg, run_dir=tmp_path / "runs" / "tofu_synth" / "forget10" / "ngdiff-gen" / "default" / "seed0")
+    assert rec["status"] == "ok", rec.get("error")
+    for model in ("target", "retain", "unlearned"):
+        m = rec["metrics"][model]
+        assert 0 <= m["summary"]["lm_eval/general/acc"] <= 1 and "lm_eval/general/acc_norm" in m["summary"]
+        assert "model_utility" in m["summary"] and "forget_quality" in m["summary"]  # TOFU's own, beside
+        items = m["logs"]["lm_eval"]["general"]["items"]
+        assert len(items["loglikelihoods"]) == len(QUESTIONS)
+        assert m["summary"]["lm_eval/general/acc"] == pytest.approx(np.mean(ordered(items["acc"])))
+    assert (tmp_path / "runs" / "tofu_synth" / "forget10" / "ngdiff-gen" / "default" / "seed0" / OU_LOGS).is_dir()
+    assert load_record(rec["run_dir"])["environment"]["packages"]["lm-eval"]
+    table = report(tmp_path / "runs", tmp_path / "report")["table"]
+    assert any(c.startswith("lm_eval/general/acc ") for c in table.columns), list(table.columns)
