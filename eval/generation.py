@@ -13,12 +13,14 @@ order; every process returns all of them.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
-from transformers import PreTrainedTokenizerBase
 
 from unlearn.distributed import current_shard
+
+if TYPE_CHECKING:  # annotations only: transformers takes seconds to import
+    from transformers import PreTrainedTokenizerBase
 
 MODES = ("total_length", "new_tokens")
 

@@ -61,9 +61,10 @@ def rate_warning(start: float, rates: Iterable[tuple[int | None, Any]]) -> dict[
 
 
 def utility_warning(unlearned: Mapping[str, Any], target: Mapping[str, Any], metric: str,
-                    parts: Sequence[str] = ()) -> dict[str, Any] | None:
+                    parts: Sequence[str] = (), who: str = "the unlearned model") -> dict[str, Any] | None:
     """A warning when the unlearned model's ``metric`` is below :data:`UTILITY_FRACTION` of the
-    target's; the parts (of a combined metric) below that fraction of theirs are named, lowest first."""
+    target's; the parts (of a combined metric) below that fraction of theirs are named, lowest first.
+    ``who``: the model the message names."""
     u, t = unlearned.get(metric), target.get(metric)
     if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (u, t)) or t <= 0:
         return None
@@ -75,7 +76,7 @@ def utility_warning(unlearned: Mapping[str, Any], target: Mapping[str, Any], met
     why = ("; the parts that fell most: " + ", ".join(f"{p} {unlearned[p]:.3g} (target {target[p]:.3g})"
                                                       for _, p in fell[:3]) if fell else "")
     return {"kind": "utility_collapse", "metric": metric, "unlearned": u, "target": t, "parts": [p for _, p in fell],
-            "message": f"the unlearned model's {metric} is {u:.3g}, below {UTILITY_FRACTION:g} x the target's "
+            "message": f"{who}'s {metric} is {u:.3g}, below {UTILITY_FRACTION:g} x the target's "
                        f"({t:.3g}){why}"}
 
 
@@ -93,9 +94,12 @@ def read_steps(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def record_warnings(record: Mapping[str, Any], steps: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+def record_warnings(record: Mapping[str, Any], steps: Sequence[Mapping[str, Any]] = (),
+                    selected: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Every warning a record (and its step log's rows) deserves, in :data:`UTILITY`'s and the
-    module docstring's order; none for a run without an unlearned model's numbers or GeN."""
+    module docstring's order; none for a run without an unlearned model's numbers or GeN.
+    ``selected``: the numbers of the trajectory step ``eval.select`` chose (``record["selection"]
+    ["metrics"]``), whose utility is checked instead of the final model's."""
     out = []
     cfg = record.get("config") or {}
     rates = [(row.get("step"), row["gen_eta"]) for row in steps if "gen_eta" in row]
@@ -108,8 +112,9 @@ def record_warnings(record: Mapping[str, Any], steps: Sequence[Mapping[str, Any]
     metrics = record.get("metrics") or {}
     metric, parts = UTILITY.get((cfg.get("dataset") or {}).get("benchmark"), (None, ()))
     if metric and "unlearned" in metrics and "target" in metrics:
-        w = utility_warning(metrics["unlearned"].get("summary") or {}, metrics["target"].get("summary") or {},
-                            metric, parts)
+        unlearned = selected if selected else metrics["unlearned"].get("summary") or {}
+        who = f"the selected model (step {selected.get('step')})" if selected else "the unlearned model"
+        w = utility_warning(unlearned, metrics["target"].get("summary") or {}, metric, parts, who)
         if w:
             out.append(w)
     return out

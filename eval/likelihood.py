@@ -31,7 +31,6 @@ from typing import Any, Callable, Collection, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import DynamicCache
 
 from unlearn.data import Feature, collate
 from unlearn.distributed import current_shard
@@ -173,6 +172,8 @@ def _score_shared(model: torch.nn.Module, features: Sequence[Feature], units: Se
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+    from transformers import DynamicCache  # here, not at import: transformers takes seconds to import
+
     params = _forward_parameters(model)
     kw = "cache" if "cache" in params else "past_key_values"  # transformers >= 5 renamed it
     out = []

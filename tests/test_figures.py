@@ -147,6 +147,27 @@ def test_the_utility_warning_fires_below_half_the_targets_and_names_what_fell():
     assert record_warnings(rec) == []
 
 
+def test_a_selected_rows_utility_warning_is_about_the_selected_step(tmp_path):
+    """``--selected`` shows the chosen step's numbers: its warning checks that model, not the final one."""
+    from eval.records import write_record
+    from eval.report.tables import record_rows
+
+    target = {"knowmem_r": 98.0}
+    rec = {"status": "ok", "seed": 0, "config": {"method": {"name": "ga", "lr": 1e-3}, "dataset": {"benchmark": "muse"}},
+           "metrics": {"unlearned": {"summary": {"knowmem_r": 20.0}}, "target": {"summary": target}},
+           "selection": {"step": 4, "metrics": {"step": 4, "knowmem_r": 90.0}}}
+    rec["warnings"] = record_warnings(rec)  # what the run stored: the final model collapsed
+    write_record(tmp_path, rec)
+    final, = [r for r in record_rows(tmp_path / "record.json") if r["model_role"] == "unlearned"]
+    chosen, = [r for r in record_rows(tmp_path / "record.json", selected=True) if r["model_role"] == "unlearned"]
+    assert final["warnings"] == "utility_collapse" and "the unlearned model's knowmem_r is 20" in final["warning_messages"]
+    assert chosen["warnings"] == "" and chosen["selected_step"] == 4
+    rec["selection"]["metrics"]["knowmem_r"] = 30.0  # the chosen step collapsed too: said of that step
+    write_record(tmp_path, rec)
+    chosen, = [r for r in record_rows(tmp_path / "record.json", selected=True) if r["model_role"] == "unlearned"]
+    assert "the selected model (step 4)'s knowmem_r is 30" in chosen["warning_messages"]
+
+
 def test_reports_count_and_list_the_warnings(tmp_path, capsys):
     root = tmp_path / "runs"
     write_run(root, "ngdiff", 0, 0.9, 0.1, steps=_gen_steps(1e-4, 70))  # collapsed, the rate moved 70x

@@ -221,6 +221,20 @@ def test_gen_rate_figure_from_step_logs(tmp_path):
     assert tmp_path / "out" / "gen_rates.png" in res["files"]
 
 
+def test_table_rows_follow_the_short_variant_ids(tmp_path):
+    """Ids go by how many overrides a variant has, then by text; the rows follow the ids, not the
+    override strings ('method.lr=1e-3,scheduler.cap=2' sorts before 'method.lr=3e-4')."""
+    root = tmp_path / "runs"
+    for variant in ("method.lr=1e-3,scheduler.cap=2", "method.lr=3e-4", "method.lr=1e-3"):
+        write_record(root, "ngdiff", "forget10", 0, fq=0.1, mu=0.4, variant=variant)
+    res = report(root, tmp_path / "rep")
+    t = res["table"]
+    assert list(t[t["method"].str.contains("ngdiff")]["variant"]) == ["v1", "v2", "v3"]
+    assert res["variant_ids"] == {"method.lr=1e-3": "v1", "method.lr=3e-4": "v2", "method.lr=1e-3,scheduler.cap=2": "v3"}
+    md = (tmp_path / "rep" / "table.md").read_text()
+    assert md.index("| v1 |") < md.index("| v2 |") < md.index("| v3 |")
+
+
 def test_a_scheduler_preset_is_its_own_row_and_directory(tmp_path):
     root = tmp_path / "runs"
     write_record(root, "ngdiff", "forget05", 100, fq=0.2, mu=0.4, scheduler="gen_calib")

@@ -110,6 +110,21 @@ def test_the_terminal_gets_one_line_and_the_record_says_failed(tmp_path):
     assert "step log" not in out
 
 
+HEAVY = ("transformers", "datasets", "scipy", "peft", "pandas", "matplotlib")
+
+
+def test_a_config_error_imports_no_heavy_library(tmp_path):
+    """A config error is rejected before the libraries the work needs are imported (seconds each)."""
+    code = ("import runpy, sys\n"
+            "sys.argv = ['run.py', 'debug=tiny', '+method.lrr=1e-3']\n"
+            "try:\n    runpy.run_path('run.py', run_name='__main__')\n"
+            "except SystemExit as e:\n    print('exit', e.code)\n"
+            f"print('heavy', sorted(m for m in {HEAVY!r} if m in sys.modules))\n")
+    env = {**os.environ, "UNLEARN_OUTPUTS": str(tmp_path / "out")}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert "exit 1" in proc.stdout and "heavy []" in proc.stdout, proc.stdout + proc.stderr
+
+
 @pytest.mark.slow
 def test_ctrl_c_ends_with_one_line_and_an_interrupted_record(tmp_path):
     proc = subprocess.Popen([sys.executable, "run.py", "debug=tiny", "method.epochs=3000", "scheduler=constant"],

@@ -8,12 +8,14 @@ padding does), so the shifted loss scores EOS from the last answer token.
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import torch
-from transformers import PreTrainedTokenizerBase
 
 from unlearn.templates import Template
+
+if TYPE_CHECKING:  # annotations only: importing transformers takes seconds a config error should not wait
+    from transformers import PreTrainedTokenizerBase
 
 Feature = dict[str, list[int]]
 

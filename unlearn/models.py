@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+
+if TYPE_CHECKING:  # transformers is imported where a model or tokenizer is made: seconds a config error skips
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -18,6 +20,8 @@ def torch_dtype(name: str) -> torch.dtype:
 
 
 def build_tiny_llama(arch: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, seed: int) -> LlamaForCausalLM:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=int(arch["hidden_size"]),
@@ -37,6 +41,8 @@ def build_tiny_llama(arch: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase
 
 def load_causal_lm(path: str | Path, dtype: str = "float32", attn_implementation: str | None = None,
                    revision: str | None = None) -> torch.nn.Module:
+    from transformers import AutoModelForCausalLM
+
     kwargs: dict[str, Any] = {"dtype": torch_dtype(dtype)}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
@@ -52,6 +58,8 @@ def load_causal_lm(path: str | Path, dtype: str = "float32", attn_implementation
 
 
 def load_tokenizer(path: str | Path, revision: str | None = None) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
     tok = AutoTokenizer.from_pretrained(str(path), **({"revision": revision} if revision else {}))
     if tok.pad_token is None:  # Llama-2 / phi ship no pad token; TOFU pads with EOS
         tok.pad_token = tok.eos_token

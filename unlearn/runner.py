@@ -107,7 +107,6 @@ def execute(flow: Flow, cfg: DictConfig, run_dir: str | Path | None = None, call
             overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one config as ``flow``; ``callbacks``: yours, called after the built-in ones;
     ``overrides``: the command line's (:func:`unlearn.run_logs.job_overrides`), Hydra's by default."""
-    quiet_libraries()
     run_dir = resolve_run_dir(run_dir)
     acc = dist_utils.make_accelerator(**accelerator_kwargs(cfg.get("logger"), run_dir))
     if acc.is_main_process:
@@ -188,6 +187,7 @@ def attempt(r: Run, start: Start, flow: Flow, callbacks: Sequence[Callback]) -> 
     try:
         if start.invalid is not None:
             raise start.invalid
+        quiet_libraries()  # imports transformers and datasets: only once the config is known valid
         r.record["status"] = flow.phases(r, callbacks)
         return False
     except Exception as e:  # recorded, not lost: the record says what failed and where

@@ -21,9 +21,10 @@ Two kinds, chosen by ``model.template``:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from transformers import PreTrainedTokenizerBase
+if TYPE_CHECKING:  # annotations only: transformers takes seconds to import
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ import zlib
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 __all__ = [
     "MIN_K_VARIANTS",
@@ -181,6 +180,8 @@ def mia_auc(scores_forget: Any, scores_holdout: Any, orientation: str = "muse") 
     pos = _scores(scores_holdout, "scores_holdout")
     if orientation == "muse":
         neg, pos = -neg, -pos
+    from scipy import stats  # here: scipy.stats takes seconds to import
+
     ranks = stats.rankdata(np.concatenate([pos, neg]))  # average ranks: ties count 1/2
     n_pos, n_neg = pos.size, neg.size
     return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

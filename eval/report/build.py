@@ -75,10 +75,10 @@ def tables(df: pd.DataFrame, out: Path, layout: tuple[list[str], list[str], str 
     """The aggregate and the displayed table, written with its numbers, ``runs.csv`` and, under
     ``table.md``, the runs' warnings and the key of the short variant ids the table and figures use."""
     metrics, rows, columns = layout
-    agg = aggregate(df, metrics, rows, columns)
+    ids = result["variant_ids"] = variant_ids(df[df["model_role"] == "unlearned"], styles)
+    agg = in_id_order(aggregate(df, metrics, rows, columns), ids, rows, columns)
     refs = reference_rows(df, metrics, columns)
     table = paper_table(agg, refs, metrics, columns, rows)
-    ids = result["variant_ids"] = variant_ids(df[df["model_role"] == "unlearned"], styles)
     if "variant" in rows:
         table["variant"] = [ids.get(v, v) for v in table["variant"]]
     result["warnings"] = warnings_note(df, ids)
@@ -88,6 +88,17 @@ def tables(df: pd.DataFrame, out: Path, layout: tuple[list[str], list[str], str 
     df.drop(columns=["variant_items"]).to_csv(out / "runs.csv", index=False)
     result["files"].append(out / "runs.csv")
     return agg, table
+
+
+def in_id_order(agg: pd.DataFrame, ids: Mapping[str, str], rows: list[str], columns: str | None) -> pd.DataFrame:
+    """The aggregate's lines with the variants in the order of their short ids (v1, v2, ..., v10 after
+    v9), not of their override strings."""
+    if "variant" not in rows or agg.empty:
+        return agg
+    keys = ["_id" if r == "variant" else r for r in rows] + ([columns] if columns else [])
+    number = agg["variant"].map(lambda v: int((ids.get(v) or "v0")[1:]) if isinstance(v, str) else 0)
+    return (agg.assign(_id=number).sort_values(keys, kind="stable", na_position="last")
+            .drop(columns="_id").reset_index(drop=True))
 
 
 def main(argv: list[str] | None = None) -> None:

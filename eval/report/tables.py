@@ -50,11 +50,12 @@ def variant_items_of(rec: Mapping[str, Any], variant: str) -> tuple[tuple[str, s
     return tuple(sorted((k, v) for k, v in pairs if k not in excluded))
 
 
-def _warnings(path: Path, rec: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The record's warnings; a record written before runs kept them gets them computed here."""
-    if "warnings" in rec:
+def _warnings(path: Path, rec: Mapping[str, Any], chosen: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The record's warnings; a record written before runs kept them gets them computed here, and
+    so does a row of the selected step (``chosen``): its utility is checked, not the final model's."""
+    if "warnings" in rec and not chosen:
         return list(rec["warnings"] or [])
-    return record_warnings(rec, read_steps(path.parent / (rec.get("logs") or {}).get("steps", "steps.jsonl")))
+    return record_warnings(rec, read_steps(path.parent / (rec.get("logs") or {}).get("steps", "steps.jsonl")), chosen)
 
 
 def record_rows(path: Path, selected: bool = False) -> list[dict[str, Any]]:
@@ -90,7 +91,7 @@ def record_rows(path: Path, selected: bool = False) -> list[dict[str, Any]]:
         row = {**base, "model_role": role}
         m = {"summary": chosen} if role == "unlearned" and chosen else metrics.get(role)
         if role == "unlearned":
-            warnings = _warnings(path, rec)
+            warnings = _warnings(path, rec, chosen)
             row["warnings"] = "; ".join(w["kind"] for w in warnings)
             row["warning_messages"] = " | ".join(w["message"] for w in warnings)
         if role == "unlearned" and chosen:
@@ -206,7 +207,7 @@ def paper_table(agg: pd.DataFrame, refs: pd.DataFrame, metrics: list[str], colum
     rows = list(rows)
     splits = sorted(agg[columns].dropna().unique()) if columns and columns in agg else [None]
     body = []
-    for key, g in agg.groupby(rows, dropna=False, sort=True):
+    for key, g in agg.groupby(rows, dropna=False, sort=False):  # the aggregate's order (eval.report.build.in_id_order)
         key = key if isinstance(key, tuple) else (key,)
         line = {r: ("" if (isinstance(v, float) and math.isnan(v)) else v) for r, v in zip(rows, key)}
         for s in splits:

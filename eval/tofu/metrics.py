@@ -24,7 +24,6 @@ from __future__ import annotations
 from typing import Mapping
 
 import numpy as np
-from scipy import stats
 
 from eval.compat import OU_EPS
 
@@ -205,6 +204,8 @@ def forget_quality(tr_model, tr_retain) -> tuple[float, float]:
     """
     a = _vector(tr_model, "tr_model")
     b = _vector(tr_retain, "tr_retain")
+    from scipy import stats  # here, not at import: scipy.stats takes seconds a config error should not wait
+
     res = stats.ks_2samp(a, b, alternative="two-sided", method="exact")
     return float(res.pvalue), float(res.statistic)
 
@@ -236,4 +237,6 @@ def model_utility(values: Mapping[str, float]) -> float:
     if (vals == 0).any():
         # hmean's value for a zero entry; returning directly avoids a divide warning.
         return 0.0
+    from scipy import stats
+
     return float(stats.hmean(vals))

@@ -1,5 +1,5 @@
 """The interface every benchmark implements (:class:`Benchmark`) and the registry they join
-(:data:`BENCHMARKS`); :mod:`unlearn.benchmarks` imports the benchmarks so that they are registered."""
+(:data:`BENCHMARKS`); :func:`unlearn.benchmarks.get_benchmark` imports a benchmark's module when it is first asked for."""
 from __future__ import annotations
 
 from typing import Any
