@@ -11,6 +11,9 @@ Imports go one way, down this list (``tests/test_layout.py`` checks that no impo
   moved far), for the run's record and for reports.
 * ``eval.tofu``, ``eval.muse`` -- one package per benchmark: its metrics and its evaluator. Neither
   imports the other.
+* ``eval.lm_eval`` -- lm-evaluation-harness tasks run on the model in hand (``eval.lm_eval.tasks``),
+  added to every benchmark's evaluation by :class:`unlearn.benchmarks.base.Benchmark`; it imports
+  only the shared modules below, and lm-eval itself only when there are tasks.
 * shared, imported by both benchmarks and never importing them: ``eval.mia`` (the membership
   attacks, their scores, AUC and PrivLeak), ``eval.ou.read``, ``likelihood``, ``generation``,
   ``rouge``, ``per_item`` (the per-sample log layout), ``compat``, ``records``, ``select``,
