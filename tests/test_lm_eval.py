@@ -6,6 +6,7 @@ before any work; an empty task list never imports lm-eval."""
 import copy
 import json
 import logging
+import os
 import random
 import subprocess
 import sys
@@ -118,7 +119,7 @@ def test_the_harness_scores_as_plain_forward_passes(world, harness, style):
         assert set(res["metrics"]) == {"acc"}  # WMDP's and MMLU's metric list
 
 
-def test_the_model_tokenizer_and_random_states_are_as_before(world, tmp_path, capfd):
+def test_the_model_tokenizer_and_random_states_are_as_before(world, tmp_path, capfd, monkeypatch):
     model, tok = world["model"], world["tok"]
     model.train()
     model.model.layers[0].eval()  # a mixed state comes back mixed
@@ -127,6 +128,7 @@ def test_the_model_tokenizer_and_random_states_are_as_before(world, tmp_path, ca
     rng = torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
     padless = copy.deepcopy(tok)
     padless.pad_token = None  # HFLM would give it one
+    monkeypatch.setenv("LOCAL_RANK", "1")  # the second process of a torchrun launch answers too
     log_file = logging.FileHandler(tmp_path / "run.log")  # what a run attaches (unlearn/run_logs.py)
     log_file.setFormatter(logging.Formatter(FORMAT))
     logging.getLogger().addHandler(log_file)
@@ -137,6 +139,7 @@ def test_the_model_tokenizer_and_random_states_are_as_before(world, tmp_path, ca
         log_file.close()
     try:
         assert res["qa"]["n"] == 3  # limit: the first 3 items
+        assert os.environ["LOCAL_RANK"] == "1"
         assert [m.training for m in model.modules()] == modes
         assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
         assert model.lm_head.weight is model.model.embed_tokens.weight  # still tied

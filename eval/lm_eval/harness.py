@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import os
 import random
 import tempfile
 import time
@@ -43,7 +44,8 @@ def run_tasks(model: torch.nn.Module, tokenizer, tasks: Sequence[str | dict[str,
     while isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
         model = model.module  # HFLM reads the model's config and device; the wrapper has neither
     t = time.perf_counter()
-    with untouched(model), library_output(), tempfile.TemporaryDirectory(prefix="lm_eval_tasks_") as given:
+    with (untouched(model), library_output(), every_process_answered(),
+          tempfile.TemporaryDirectory(prefix="lm_eval_tasks_") as given):
         # a task config goes in as a YAML file of a folder lm-eval searches: lm-eval 0.4.10 and
         # 0.4.11 fail on configs passed as dicts, and every version reads a folder
         names = [write_task(task, given).stem if isinstance(task, dict) else task for task in tasks]
@@ -76,6 +78,22 @@ def unshared(tokenizer):
     """The tokenizer HFLM may change: it gives one without a pad token a pad token in place
     (``configure_pad_token``), so such a tokenizer goes in as a copy."""
     return copy.deepcopy(tokenizer) if tokenizer.pad_token is None else tokenizer
+
+
+@contextlib.contextmanager
+def every_process_answered() -> Iterator[None]:
+    """``LOCAL_RANK`` reads 0 during the call: ``simple_evaluate`` (0.4.12 on) returns its results
+    only where it is 0, a tensor-parallel launcher's rule, whereas HFLM given a model object scores
+    every item in every process (its rank is 0 in each) and each process here needs the results."""
+    saved = os.environ.get("LOCAL_RANK")
+    os.environ["LOCAL_RANK"] = "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("LOCAL_RANK", None)
+        else:
+            os.environ["LOCAL_RANK"] = saved
 
 
 @contextlib.contextmanager
