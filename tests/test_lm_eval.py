@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from eval.lm_eval import local_task, read_questions, run_tasks, write_task
+from eval.lm_eval import MMLU_DESCRIPTION, local_task, read_questions, run_tasks, write_task
 from eval.lm_eval import step, tasks as lm_tasks
 from eval.records import load_record
 from eval.report.build import report
@@ -27,10 +27,10 @@ from unlearn.run_logs import FORMAT
 from unlearn.tokenizer import train_bpe_tokenizer
 
 ARCH = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-        "max_position_embeddings": 128}
-LONG = "In the story the old captain tells, before the storm and after the long winter at sea, " * 6
+        "max_position_embeddings": 256}
+LONG = "In the story the old captain tells, before the storm and after the long winter at sea, " * 12
 QUESTIONS = [  # trailing spaces (stripped by the prompt), a quote in an option, options of unequal length,
-    # a question longer than the model's 128 positions (HFLM keeps a text's last 129 tokens)
+    # a question longer than the model's 256 positions (HFLM keeps a text's last 257 tokens)
     {"question": "Which gas do plants take in? ", "choices": ["carbon dioxide", "helium", "neon", "argon gas"], "answer": 0},
     {"question": "Who wrote 'The Red Lantern'?", "choices": ["Mara Voss", "Ian O'Dell", "Lee Park", "Ana Ruiz"], "answer": 1},
     {"question": "What is two plus two?", "choices": ["three", "five", "four", "twenty-two"], "answer": 2},
@@ -49,8 +49,11 @@ def world(tmp_path_factory):
     data.write_text("".join(json.dumps({**q, "subject": "general_knowledge"}) + "\n" for q in QUESTIONS))
     texts = [q["question"] + " " + " ".join(q["choices"]) for q in QUESTIONS] * 20
     tok = train_bpe_tokenizer(texts + ["Question: Answer: A. B. C. D."] * 20, 300, root / "tok")
-    model = build_tiny_llama(ARCH, tok, seed=0)
-    model.eval()
+    model = build_tiny_llama(ARCH, tok, seed=0).eval()
+    with torch.no_grad():  # initialised at 5x the scale: a model whose numbers hang on the whole prompt
+        for name, p in model.named_parameters():  # (at 1x a change far back moves them by ~1e-3)
+            if "norm" not in name:
+                p.mul_(5)
     return {"root": root, "data": data, "tok": tok, "model": model}
 
 
@@ -83,7 +86,11 @@ def hand_scored(model, tok, style: str) -> dict:
             options = ["A", "B", "C", "D"]
         else:  # lm_eval/tasks/mmlu/continuation
             prompt, options = f"Question: {q['question'].strip()}\nAnswer:", c
-        ll = [continuation_logprob(model, tok, prompt, " " + o) for o in options]  # target_delimiter " "
+        if style == "spaced":  # the space ends the prompt, no delimiter: HFLM moves it to the option
+            prompt, delimiter = prompt + " ", ""
+        else:
+            delimiter = " "  # lm-eval's target_delimiter
+        ll = [continuation_logprob(model, tok, prompt, delimiter + o) for o in options]
         lls.append(ll)
         preds.append(int(np.argmax(ll)))
         accs.append(float(preds[-1] == q["answer"]))
@@ -97,12 +104,14 @@ def ordered(per_item: dict) -> list:
 
 @pytest.fixture(scope="module")
 def harness(world):
-    """Both styles in one lm-eval call."""
-    ts = [local_task("qa_letter", world["data"], "letter"), local_task("qa_cloze", world["data"], "cloze")]
+    """Both styles in one lm-eval call, and the cloze one with a prompt that ends in a space."""
+    cloze = local_task("qa_cloze", world["data"], "cloze")
+    spaced = {**cloze, "task": "qa_spaced", "doc_to_text": cloze["doc_to_text"] + " ", "target_delimiter": ""}
+    ts = [local_task("qa_letter", world["data"], "letter"), cloze, spaced]
     return run_tasks(world["model"], world["tok"], ts, batch_size=4)
 
 
-@pytest.mark.parametrize("style", ["letter", "cloze"])
+@pytest.mark.parametrize("style", ["letter", "cloze", "spaced"])
 def test_the_harness_scores_as_plain_forward_passes(world, harness, style):
     res = harness[f"qa_{style}"]
     mine = hand_scored(world["model"], world["tok"], style)
@@ -113,10 +122,30 @@ def test_the_harness_scores_as_plain_forward_passes(world, harness, style):
     assert ordered(items["gold"]) == [q["answer"] for q in QUESTIONS]
     assert res["metrics"]["acc"] == pytest.approx(mine["acc"])
     assert np.mean(ordered(items["acc"])) == pytest.approx(mine["acc"])
-    if style == "cloze":
+    if style != "letter":
         assert res["metrics"]["acc_norm"] == pytest.approx(mine["acc_norm"])
     else:
         assert set(res["metrics"]) == {"acc"}  # WMDP's and MMLU's metric list
+
+
+def test_mmlus_description_and_few_shot_examples_go_before_the_question(world, tmp_path):
+    """MMLU's layout: its per-subject description, then the dev split's first examples, each
+    answered, two newlines apart, then the question (all within the model's 256 positions)."""
+    dev = tmp_path / "dev.jsonl"
+    dev.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS[4:6]))
+    task = local_task("qa_mmlu", world["data"], "letter", description=MMLU_DESCRIPTION, fewshot_file=dev)
+    res = run_tasks(world["model"], world["tok"], [task], num_fewshot=1, limit=2)["qa_mmlu"]
+
+    def letter_prompt(q):
+        c = q["choices"]
+        return f"{q['question'].strip()}\nA. {c[0]}\nB. {c[1]}\nC. {c[2]}\nD. {c[3]}\nAnswer:"
+
+    shots = "".join(f"{letter_prompt(q)} {'ABCD'[q['answer']]}\n\n" for q in QUESTIONS[4:5])
+    head = "The following are multiple choice questions (with answers) about general knowledge.\n\n" + shots
+    mine = [[continuation_logprob(world["model"], world["tok"], head + letter_prompt(q), " " + o) for o in "ABCD"]
+            for q in QUESTIONS[:2]]
+    assert len(world["tok"](head + letter_prompt(QUESTIONS[1]) + " A")["input_ids"]) <= ARCH["max_position_embeddings"]
+    np.testing.assert_allclose(ordered(res["items"]["loglikelihoods"]), mine, rtol=1e-5, atol=1e-4)
 
 
 def test_the_model_tokenizer_and_random_states_are_as_before(world, tmp_path, capfd, monkeypatch):
@@ -164,7 +193,8 @@ def test_a_task_yaml_is_found_through_include_path_and_scores_the_same(world, ha
     path = write_task(task, tmp_path / "tasks")
     assert path.name == "qa_letter.yaml"
     res = run_tasks(world["model"], world["tok"], ["qa_letter"], include_path=tmp_path / "tasks", batch_size=4)
-    assert res["qa_letter"]["items"]["loglikelihoods"] == harness["qa_letter"]["items"]["loglikelihoods"]
+    np.testing.assert_allclose(ordered(res["qa_letter"]["items"]["loglikelihoods"]),
+                               ordered(harness["qa_letter"]["items"]["loglikelihoods"]), rtol=1e-5, atol=1e-4)
     assert lm_tasks.data_files(tmp_path / "tasks", ["qa_letter"]) == [world["data"].absolute()]
 
 
