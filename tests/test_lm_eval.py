@@ -293,6 +293,7 @@ def test_the_summary_holds_what_was_asked_for_not_a_groups_subtasks():
 # ------------------------------------------------------------------------------------------------
 # in a TOFU run
 # ------------------------------------------------------------------------------------------------
+@pytest.mark.slow  # 23 s with the world built; 77-139 s when it builds its reference evaluations
 def test_a_tofu_run_records_and_reports_the_tasks_accuracy(world, shared_cache, tmp_path):
     write_task(local_task("general", world["data"], "cloze"), tmp_path / "tasks")
     cfg = compose_config(["debug=tiny", f"paths.root={tmp_path / 'out'}", f"paths.cache={shared_cache}",
