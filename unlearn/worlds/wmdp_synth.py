@@ -47,8 +47,8 @@ DOMAIN = "synth"  # dataset.split of the embedded world: names its files as bio 
 
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
-    "n_forget_entities": 30,   # devices and compounds (4 questions each); WMDP-Bio: 1273 questions
-    "n_general_entities": 30,  # islands, animals and dishes (4 questions each); MMLU: 14042 questions
+    "n_forget_entities": 24,   # devices and compounds (4 questions each); WMDP-Bio: 1273 questions
+    "n_general_entities": 24,  # islands, animals and dishes (4 questions each); MMLU: 14042 questions
 }
 
 
