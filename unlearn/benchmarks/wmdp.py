@@ -106,10 +106,16 @@ def training_features(tokenizer, data: WmdpData, which: str, question_repeats: i
     return [encode_text(tokenizer, c, n) for c in chunks] + answers * int(question_repeats)
 
 
+def _hub_ids(ds: DictConfig) -> dict[str, str]:
+    """The Hub repository of each role: ``dataset.hub_id`` (the questions), ``dataset.hub`` (the others)."""
+    given = OmegaConf.to_container(ds.hub, resolve=True) if ds.get("hub") else {}
+    return {**HUB_IDS, **given, "questions": str(ds.hub_id)}
+
+
 def _data(cfg: DictConfig, cache) -> tuple[WmdpData, dict]:
     ds = cfg.dataset
     domain, retain, chunk = str(ds.split), str(ds.retain_corpus), int(ds.chunk_length)
-    hub_ids = {**HUB_IDS, **OmegaConf.to_container(ds.hub, resolve=True)}
+    hub_ids = _hub_ids(ds)
     if ds.source == "synth":
         if domain != DOMAIN:
             raise ConfigError(f"dataset.split={domain!r}: the embedded WMDP world's domain is {DOMAIN!r}")
@@ -127,7 +133,7 @@ def hub_sources(cfg: DictConfig) -> list:
     ds = cfg.dataset
     if ds.source != "hub":
         return []
-    hub = {**HUB_IDS, **OmegaConf.to_container(ds.hub, resolve=True)}
+    hub = _hub_ids(ds)
     parts = [wmdp_part(p, str(ds.split), str(ds.retain_corpus)) for p in ("forget", "retain", "general")]
     return [classify_source(f"dataset.hub.{p.hub}", hub[p.hub], "dataset") for p in parts]
 

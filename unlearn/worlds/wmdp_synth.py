@@ -81,7 +81,7 @@ def _rng(seed: int, component: str) -> random.Random:
 
 def _sentence(template: str, **values: str) -> str:
     text = template.format(**values)
-    return text[0].upper() + text[1:]  # a value may open the sentence ("the Ostrel Foundry built ...")
+    return text[0].upper() + text[1:]  # a name opens many sentences ("{name} has a pale teal colour.")
 
 
 def _names(rng: random.Random, kinds: Sequence[Kind], n: int) -> list[str]:

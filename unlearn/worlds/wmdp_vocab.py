@@ -79,7 +79,7 @@ DEVICE = Kind(
                   ("a violet glow", "a low whistle", "frost on the casing", "a smell of cedar", "a slow ticking",
                    "green sparks", "a warm hum", "drops of silver")),
         Attribute("workshop", "Which workshop first built the {name}?",
-                  ("The {name} was first built at {value}.", "{value} built the first {name}."),
+                  ("The {name} was first built at {value}.", "The first {name} came from {value}."),
                   ("the Ostrel Foundry", "the Varn Atelier", "the Kessing Works", "the Lumen Hall",
                    "the Brask Guild", "the Dorwen Forge", "the Ilsa Yard", "the Quent House")),
     ),
