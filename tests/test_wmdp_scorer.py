@@ -76,7 +76,7 @@ def test_encode_pair_moves_trailing_spaces_and_splits_the_whole(tok):
     assert prompt("  ab ") == "Question: ab\nAnswer:"  # the question stripped, as lm-evaluation-harness's task
 
 
-def test_encode_pair_is_lm_evaluation_harness_s(tok):
+def test_encode_pair_matches_lm_evaluation_harness(tok):
     lm_eval_model = pytest.importorskip("lm_eval.api.model")
     harness = SimpleNamespace(backend="causal", tok_encode=lambda s, **kw: tok(s, **kw)["input_ids"])
     for context, cont in (("Question: ab\nAnswer:", " ba"), ("Question: b\nAnswer:  ", "a")):

@@ -7,7 +7,8 @@ Prompt and continuations are those of lm-evaluation-harness's ``mmlu_continuatio
 choice's text after the task's target delimiter, a space. (Its ``wmdp_*`` and ``mmlu`` tasks list
 the choices in the prompt and score the letters A-D instead, a format a model of a million
 parameters cannot use: :mod:`unlearn.benchmarks.wmdp` says why the embedded world scores the cloze
-form.)
+form. WMDP's and MMLU's published accuracies are the letter form's; on a real model the cloze
+accuracies here are a different number.)
 
 Tokenization mirrors lm-evaluation-harness 0.4 (``TemplateLM._encode_pair`` with HFLM's
 ``tok_encode``): trailing spaces of the context move to the continuation; context and

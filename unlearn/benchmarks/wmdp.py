@@ -18,9 +18,10 @@ Deviation from WMDP, to make its questions meaningful for a model of about a mil
 (as MUSE's embedded world does for KnowMem): the embedded models are also trained on the questions
 of their splits, each example being the question's cloze prompt followed by its right choice,
 exactly the sequence the evaluation scores for that choice (:func:`eval.wmdp.choices.answer_feature`,
-only the choice's tokens labelled). A 7B model answers WMDP's questions from what it read; a tiny
-model does not turn facts read in documents into answers to questions, and the question training
-stands in for that ability. The embedded world also scores the cloze form (``Question: ...\\nAnswer:``
+only the choice's tokens labelled), ``dataset.train.question_repeats`` times an epoch (the corpora's
+chunks once). A 7B model answers WMDP's questions from what it read; a tiny model does not turn
+facts read in documents into answers to questions, and the question training stands in for that
+ability. The embedded world also scores the cloze form (``Question: ...\\nAnswer:``
 then each choice's text, lm-evaluation-harness's ``mmlu_continuation`` format) rather than the
 letter form of lm-evaluation-harness's ``wmdp_*`` / ``mmlu`` tasks, which asks a model to read
 four options and name one by its letter, beyond a tiny model.
@@ -49,7 +50,7 @@ from unlearn.preparation import (Prepared, check_sources, checkpoints, data_iden
 from unlearn.schema import ConfigError
 from unlearn.sources import classify_source
 from unlearn.templates import build_template
-from unlearn.worlds.wmdp import HUB_IDS, wmdp_part
+from unlearn.worlds.wmdp import HUB_IDS, load_wmdp, wmdp_part
 from unlearn.worlds.wmdp_synth import DOMAIN, generate_wmdp_synth
 
 HUB_DOMAINS = ("bio", "cyber")  # dataset.split on the Hub: the domains with a forget corpus
@@ -74,8 +75,6 @@ class WmdpData:
 
     def rows(self, part: str):
         if part not in self._cache:
-            from unlearn.worlds.wmdp import load_wmdp
-
             self._cache[part] = load_wmdp(part, self.domain, source=self.source, path=self.path,
                                           hub_ids=self.hub_ids, retain=self.retain_corpus)
         return self._cache[part]
@@ -86,7 +85,10 @@ class WmdpData:
         return [t for t in self.rows(part)["text"] if t.strip()]
 
     def questions(self, part: str) -> list[dict[str, Any]]:
-        return list(self.rows(part))
+        key = f"questions:{part}"
+        if key not in self._cache:
+            self._cache[key] = list(self.rows(part))
+        return self._cache[key]
 
     def chunks(self, part: str, tokenizer) -> tuple[list, list[Feature]]:
         """A corpus's unlearning rows and features (:func:`unlearn.benchmarks.raw_text.chunk_rows`),

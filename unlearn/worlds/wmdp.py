@@ -98,7 +98,7 @@ def load_wmdp(part: str, domain: str, *, source: str, path: str | Path | None = 
 
         hub_id = {**HUB_IDS, **(hub_ids or {})}[p.hub]
         ds = datasets.load_dataset(hub_id, p.config, split=p.split)
-        return validate_wmdp_rows(ds, p, f"{hub_id} {p.config or ''}/{p.split}".replace(" /", " "))
+        return validate_wmdp_rows(ds, p, " ".join(x for x in (hub_id, p.config, f"split {p.split}") if x))
     if path is None:
         raise ValueError(f"load_wmdp({part!r}, source='local') needs `path`, the data folder")
     folder = Path(path)
