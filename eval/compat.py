@@ -20,7 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 
 OPEN_UNLEARNING = "open_unlearning"
 #: eval.compat values per benchmark: its reference code's rules (the default) or open-unlearning's
-COMPAT = {"tofu": ("tofu", OPEN_UNLEARNING), "muse": ("muse", OPEN_UNLEARNING)}
+#  (WMDP has its own convention only, so far: open-unlearning evaluates it with lm-evaluation-harness)
+COMPAT = {"tofu": ("tofu", OPEN_UNLEARNING), "muse": ("muse", OPEN_UNLEARNING), "wmdp": ("wmdp",)}
 
 OU_TOFU_MAX_LENGTH = 512    # configs/data/datasets/TOFU_QA_*.yaml max_length
 OU_KNOWMEM_MAX_LENGTH = 512  # configs/data/datasets/MUSE_*_knowmem.yaml max_length (the prompt is cut to it)

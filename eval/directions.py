@@ -7,6 +7,7 @@ DIRECTION = {
     "forget_prob": "min", "retain_prob": "max", "retain_rouge": "max", "retain_truth_ratio": "max",
     "forget_exact_memorization": "min", "forget_extraction_strength": "min",
     "verbmem_f": "min", "knowmem_f": "min", "knowmem_r": "max", "privleak": "zero",
+    "forget_acc": "min", "general_acc": "max",  # WMDP: forget_acc's floor is chance, 0.25
 }
 ARROW = {"max": "↑", "min": "↓", "zero": "→0"}
 
@@ -14,7 +15,8 @@ ARROW = {"max": "↑", "min": "↓", "zero": "→0"}
 AXIS_NAMES = {"model_utility": "model utility", "model_utility_no_rouge": "model utility (likelihoods only)",
               "forget_quality": "forget quality", "forget_prob": "forget probability", "forget_rouge": "forget ROUGE-L",
               "forget_truth_ratio": "forget truth ratio", "knowmem_r": "KnowMem on D_r", "knowmem_f": "KnowMem on D_f",
-              "verbmem_f": "VerbMem on D_f", "privleak": "PrivLeak"}
+              "verbmem_f": "VerbMem on D_f", "privleak": "PrivLeak", "forget_acc": "WMDP accuracy",
+              "general_acc": "MMLU accuracy"}
 
 
 def axis_label(metric: str, log: bool = False) -> str:

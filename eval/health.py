@@ -25,9 +25,10 @@ from eval.tofu.metrics import MODEL_UTILITY_KEYS
 RATE_FACTOR = 10.0  # more than this many times from its start, either way
 UTILITY_FRACTION = 0.5  # below this fraction of the target's utility
 # benchmark -> (its utility metric, the numbers that metric combines): TOFU's model utility is the
-# harmonic mean of nine (METRICS.md §1.7); MUSE reports utility preservation as KnowMem on D_r
+# harmonic mean of nine (METRICS.md §1.7); MUSE reports utility preservation as KnowMem on D_r, WMDP
+# as MMLU accuracy
 UTILITY: dict[str, tuple[str, tuple[str, ...]]] = {"tofu": ("model_utility", MODEL_UTILITY_KEYS),
-                                                     "muse": ("knowmem_r", ())}
+                                                     "muse": ("knowmem_r", ()), "wmdp": ("general_acc", ())}
 
 
 def _finite(x: Any) -> float | None:

@@ -22,6 +22,20 @@ RECIPES = {
     "muse_open_unlearning": ({"lr": 1e-5, "epochs": 10, "batch_size": 4, "effective_batch": 64, "weight_decay": 0.0,
                               "optimizer": "adamw", "step_rule": "full_batches", "max_grad_norm": None},
                              "bf16-mixed", None, {"name": "constant", "warmup_ratio": 0.0, "warmup_epochs": 0}),
+    "wmdp": ({"lr": 5e-5, "epochs": 1, "max_steps": 150, "batch_size": 4, "effective_batch": 4, "weight_decay": 0.0,
+              "optimizer": "adamw", "step_rule": "epochs", "max_grad_norm": None},
+             "bf16-true", None, {"name": "constant", "warmup_ratio": 0.0, "warmup_epochs": 0}),
+    "wmdp_open_unlearning": ({"lr": 5e-5, "epochs": 1, "max_steps": 80, "batch_size": 1, "effective_batch": 16,
+                              "weight_decay": 0.0, "optimizer": "adamw", "step_rule": "full_batches", "max_grad_norm": 1.0},
+                             "bf16-true", None, {"name": "constant", "warmup_ratio": 0.0, "warmup_epochs": 0}),
+}
+# RMU's own values in each WMDP recipe (conf/method_recipe/rmu_<recipe>.yaml): the WMDP authors' run_rmu_zephyr.ipynb
+# and rmu/unlearn.py defaults; open-unlearning's experiment/unlearn/wmdp/default.yaml over trainer/RMU.yaml
+RMU_WMDP = {
+    "wmdp": {"layer": 7, "update_layers": 3, "update_params": r"mlp\.down_proj\..*", "steering_coeff": 6.5,
+             "retain_weight": 1200.0, "forget_weight": 1.0, "positions": "attended", "direction_seed": 42},
+    "wmdp_open_unlearning": {"layer": 7, "update_layers": 3, "update_params": r"mlp\.down_proj\..*",
+                             "steering_coeff": 2.0, "retain_weight": 1.0, "forget_weight": 1.0, "positions": "scored"},
 }
 EXPERIMENTS = {f"tofu_{m}_forget{s}": ("tofu", f"tofu_{m}", f"forget{s}") for m in ("llama2", "phi") for s in ("01", "05", "10")}
 EXPERIMENTS |= {"muse_news": ("muse", "muse_news", "news"), "muse_books": ("muse", "muse_books", "books")}
@@ -49,6 +63,16 @@ def test_every_experiment_is_its_reference_recipe(experiment):
     assert (gen.scheduler.name, gen.method.name, gen.method.lr) == ("gen", "npo", 1e-5)
     variant = f"{recipe}_open_unlearning"
     assert_recipe(compose_cfg([f"experiment={experiment}", f"recipe={variant}"]), variant)
+
+
+@pytest.mark.parametrize("recipe", list(RMU_WMDP))
+def test_wmdp_recipes_are_their_sources(recipe):
+    cfg = compose_cfg(["dataset=wmdp", "model=hf", "model.target=/ckpt", "method=rmu", f"recipe={recipe}"])
+    assert_recipe(cfg, recipe)
+    assert {k: cfg.method[k] for k in RMU_WMDP[recipe]} == RMU_WMDP[recipe]
+    # RMU reads WikiText; open-unlearning the domain's retain corpus, in 512-token chunks
+    assert (cfg.dataset.retain_corpus, cfg.dataset.chunk_length) == (
+        ("wikitext" if recipe == "wmdp" else "corpus"), 512)
 
 
 @pytest.mark.parametrize("n_forget, steps, warmup", [(40, 6, 1), (200, 31, 6), (400, 62, 12)])

@@ -33,7 +33,8 @@ def _save(fig, out: Path, name: str) -> list[Path]:
 
 # the final trade-off plotted per benchmark: (x, y, log y); TOFU's is the paper's FQ-vs-MU plane,
 # MUSE's its utility (KnowMem on D_r) against what is left of the forget set's knowledge
-TRADEOFF = {"tofu": ("model_utility", "forget_quality", True), "muse": ("knowmem_r", "knowmem_f", False)}
+TRADEOFF = {"tofu": ("model_utility", "forget_quality", True), "muse": ("knowmem_r", "knowmem_f", False),
+            "wmdp": ("general_acc", "forget_acc", False)}
 # step-log curves: kind -> (axis label, file name, log axis: True | False | "auto" (log when positive
 # and spanning more than 30x))
 CURVES = {"lr": ("learning rate", "learning_rate", True), "grad_norm": ("task gradient norm", "grad_norms", True),

@@ -15,7 +15,8 @@ from eval.records import RECORD_NAME, RECORD_VERSION, load_record
 from eval.report.sweeps import variant_items, variant_keys_excluded
 
 DEFAULT_METRICS = {"tofu": ["forget_quality", "model_utility", "forget_rouge", "retain_rouge"],
-                   "muse": ["verbmem_f", "knowmem_f", "knowmem_r", "privleak"]}
+                   "muse": ["verbmem_f", "knowmem_f", "knowmem_r", "privleak"],
+                   "wmdp": ["forget_acc", "general_acc"]}
 ID_COLUMNS = ["benchmark", "dataset", "split", "model", "method", "scheduler", "variant", "seed"]
 
 

@@ -1,10 +1,11 @@
-"""Benchmarks: what differs between TOFU and MUSE, behind one small interface.
+"""Benchmarks: what differs between TOFU, MUSE and WMDP, behind one small interface.
 
 The pipeline asks the benchmark of ``cfg.dataset.benchmark`` to prepare the world (data,
 tokenizer, target / retain models), to provide the unlearning data, to evaluate a model into
 per-example logs, to pick the reference its metrics are measured against (TOFU: the retain
-model's forget-set truth ratios; MUSE: the retrain model's MIA AUC) and to summarize logs into
-its table row. Everything else -- the loop, the methods, the schedulers, records -- is shared.
+model's forget-set truth ratios; MUSE: the retrain model's MIA AUC; WMDP: none, its accuracies
+are absolute) and to summarize logs into its table row. Everything else -- the loop, the methods,
+the schedulers, records -- is shared.
 
 A benchmark's module is imported when a run first asks for it (:func:`get_benchmark`): each one
 pulls in transformers and its metrics' libraries (scipy), seconds that a config error, rejected
@@ -19,7 +20,7 @@ from unlearn.benchmarks.base import BENCHMARKS, Benchmark
 __all__ = ["BENCHMARKS", "MODULES", "Benchmark", "get_benchmark"]
 
 # name -> the module that registers it (dataset.benchmark's valid values)
-MODULES = {"tofu": "unlearn.benchmarks.tofu", "muse": "unlearn.benchmarks.muse"}
+MODULES = {"tofu": "unlearn.benchmarks.tofu", "muse": "unlearn.benchmarks.muse", "wmdp": "unlearn.benchmarks.wmdp"}
 
 
 def get_benchmark(name: str) -> Benchmark:

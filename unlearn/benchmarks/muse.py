@@ -37,13 +37,15 @@ the IDK sentence is tokenized as running text after a space, with no EOS (a chun
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from omegaconf import DictConfig
 
 from eval.muse.evaluate import EVAL_VERSION, evaluate_muse, privleak_reference, summarize
 from eval.muse.metrics import knowmem_prompt
 from unlearn.benchmarks.base import BENCHMARKS, Benchmark
+from unlearn.benchmarks.raw_text import (DOC_SEPARATOR, chunk_answer_feature, chunk_rows, prompt_answer_feature,
+                                         text_chunks)
 from unlearn.data import Feature, encode_text
 from unlearn.models import load_tokenizer
 from unlearn.preparation import (Prepared, check_sources, checkpoints, data_identity, model_settings, model_spec,
@@ -52,7 +54,6 @@ from unlearn.templates import build_template
 from unlearn.worlds import MUSE_HUB_IDS, generate_muse_synth, load_muse, validate_muse_rows
 
 CORPORA = tuple(MUSE_HUB_IDS)  # dataset.split: news | books
-DOC_SEPARATOR = "\n\n"  # between the articles of a corpus joined into one text (MUSE reads one .txt file)
 # What each embedded model is trained on: raw splits, and knowmem (QA, in-context examples) pairs.
 TRAINING = {
     "target": {"raw": ("forget", "retain1", "retain2"),
@@ -83,39 +84,6 @@ class MuseData:
         return list(self.rows("raw", split)["text"])
 
 
-class TextRow(dict):
-    """An unlearning row of MUSE: ``{"text": chunk}``. A method that reads TOFU's QA fields from it
-    gets an error that says where its prompt and answer are, not a bare ``KeyError: 'question'``."""
-
-    def __missing__(self, key):
-        raise KeyError(f"MUSE unlearning rows are raw-text chunks ({', '.join(self)}); they have no {key!r}: "
-                       "a method gets a row's (prompt, answer) feature from MethodContext.encode")
-
-
-def text_chunks(tokenizer, texts: Sequence[str], chunk_length: int) -> list[str]:
-    """MUSE's fixed-length chunks of a corpus, as texts: the documents joined and tokenized without
-    special tokens, a cut before every ``chunk_length - 1``-th token (the BOS takes the last place).
-
-    Chunks are sliced from the corpus where the previous chunk's last token ends (so a word's
-    leading space stays with it, as the tokenizer saw it), and together they are exactly the corpus
-    (decoding token slices instead could split a multi-byte character). Re-encoding
-    a chunk (:func:`encode_text`) gives back its tokens except where a cut splits a word, whose
-    pieces may merge differently: a token more or less at a chunk's ends.
-    """
-    if chunk_length < 2:
-        raise ValueError(f"dataset.chunk_length must be >= 2 (BOS + a token), got {chunk_length}")
-    corpus = DOC_SEPARATOR.join(texts)
-    offsets = tokenizer(corpus, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-    cuts = [0] + [offsets[i - 1][1] for i in range(chunk_length - 1, len(offsets), chunk_length - 1)] + [len(corpus)]
-    return [corpus[a:b] for a, b in zip(cuts, cuts[1:]) if b > a]
-
-
-def prompt_answer_feature(prompt: list[int], answer: list[int], max_length: int) -> Feature:
-    """``prompt + answer`` token ids cut to ``max_length``, only the answer scored."""
-    ids = (prompt + answer)[:max_length]
-    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": ([-100] * len(prompt) + answer)[:max_length]}
-
-
 def encode_prompt_answer(tokenizer, prompt: str, answer: str, max_length: int) -> Feature:
     """``BOS + tokens(prompt) + tokens(answer)``, the prompt masked: the answer is scored exactly
     as KnowMem's greedy decoding produces it after the separately tokenized prompt."""
@@ -124,26 +92,6 @@ def encode_prompt_answer(tokenizer, prompt: str, answer: str, max_length: int) -
         raise ValueError(f"a KnowMem training prompt has {len(p)} tokens, more than dataset.chunk_length="
                          f"{max_length}: lower dataset.synth.n_knowmem_icl or raise the chunk length")
     return prompt_answer_feature(p, tokenizer(answer, add_special_tokens=False)["input_ids"], max_length)
-
-
-def split_chunk(tokenizer, text: str, chunk_length: int, prefix_tokens: int) -> tuple[list[int], list[int]]:
-    """A chunk's unlearning-feature ids (:func:`encode_text`) cut into the prompt, BOS and the first
-    ``prefix_tokens`` tokens (at most all but the last: the continuation is never empty), and the
-    continuation, the rest."""
-    ids = encode_text(tokenizer, text, chunk_length)["input_ids"]
-    k = 1 + min(prefix_tokens, len(ids) - 2)
-    return ids[:k], ids[k:]
-
-
-def running_text_ids(tokenizer, text: str) -> list[int]:
-    """``text``'s tokens where it follows a word and a space, however the tokenizer marks a word's
-    leading space: a byte-level BPE on the word's first token; SentencePiece (Llama-2) prefixes every
-    text with one itself, so ``tokenizer(" " + text)`` would get a second, as a token of its own."""
-    anchor = tokenizer("a", add_special_tokens=False)["input_ids"]
-    ids = tokenizer("a " + text, add_special_tokens=False)["input_ids"]
-    if ids[:len(anchor)] != anchor:
-        raise ValueError(f"the tokenizer merges {text!r} into the word before it: cannot tokenize it as running text")
-    return ids[len(anchor):]
 
 
 def training_features(tokenizer, data: MuseData, which: str) -> list[Feature]:
@@ -218,17 +166,14 @@ class Muse(Benchmark):
 
     def unlearning_data(self, prepared):
         data, tok = prepared.data, prepared.tokenizer
-        forget, retain = ([TextRow(text=c) for c in text_chunks(tok, data.texts(s), data.chunk_length)]
-                          for s in UNLEARN_SPLITS)
-        return (forget, retain, [encode_text(tok, r["text"], data.chunk_length) for r in forget],
-                [encode_text(tok, r["text"], data.chunk_length) for r in retain])
+        (forget_rows, forget), (retain_rows, retain) = (chunk_rows(tok, data.texts(s), data.chunk_length)
+                                                        for s in UNLEARN_SPLITS)
+        return forget_rows, retain_rows, forget, retain
 
     def answer_feature(self, prepared, row, answer, prefix_tokens):
         """A chunk's prompt, then its continuation (``answer=None``) or ``answer`` as running text
         (see the module docstring)."""
-        tok, n = prepared.tokenizer, prepared.data.chunk_length
-        prompt, continuation = split_chunk(tok, row["text"], n, prefix_tokens)
-        return prompt_answer_feature(prompt, continuation if answer is None else running_text_ids(tok, answer), n)
+        return chunk_answer_feature(prepared.tokenizer, row, answer, prepared.data.chunk_length, prefix_tokens)
 
     def _eval_spec(self, cfg: DictConfig) -> dict[str, Any]:
         return {"version": EVAL_VERSION,

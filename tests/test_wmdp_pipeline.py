@@ -1,0 +1,119 @@
+"""WMDP end to end: the debug world through the same function run.py calls, the real layouts from a
+local folder with checkpoints, clear failures, and (slow) that the default embedded world is
+learnable: the target knows the forget domain, the retain model answers it at chance."""
+import time
+
+import pytest
+
+from eval.records import load_record
+from eval.wmdp.evaluate import summarize
+from tests.conftest import compose_cfg
+from tests.wmdp_fixture import write_real_layout
+from unlearn.benchmarks import get_benchmark
+from unlearn.models import build_tiny_llama
+from unlearn.pipeline import run
+from unlearn.run_report import summary_table
+from unlearn.stages import StageCache
+from unlearn.tokenizer import train_bpe_tokenizer
+
+WMDP = ("dataset=wmdp_synth",)
+TINY_ARCH = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "max_position_embeddings": 128}
+
+
+@pytest.fixture
+def cfg(debug_cfg, shared_cache):
+    def make(*overrides):
+        return debug_cfg(f"paths.cache={shared_cache}", *WMDP, *overrides)
+    return make
+
+
+def test_debug_wmdp_run(cfg, tmp_path):
+    c = cfg("method=ga", "eval.trajectory_every=2", "method.max_steps=2")
+    assert c.eval.compat == "wmdp"  # dataset=wmdp_synth selects eval=wmdp itself
+    rec = run(c, run_dir=tmp_path / "run")
+    assert rec["status"] == "ok", rec.get("error")
+    on_disk = load_record(tmp_path / "run")
+    assert set(on_disk["metrics"]) == {"target", "retain", "unlearned"}
+    assert set(on_disk["stages"]) == {"world", "tokenizer", "target", "retain"}
+    assert on_disk["reference"].startswith("none")
+    for name, m in on_disk["metrics"].items():
+        assert set(m["logs"]) == {"forget_qa", "general_qa", "loss"}
+        assert summarize(m["logs"]) == m["summary"], name  # every number from the per-question logs alone
+        assert m["summary"]["n_items"]["forget_qa"] == m["summary"]["n_items"]["general_qa"] == 16  # debug sizes
+        assert 0.0 <= m["summary"]["forget_acc"] <= 1.0
+        assert set(m["summary"]["general_acc_by_subject"]) == {"geography", "zoology", "cookery"}
+    question = on_disk["metrics"]["target"]["logs"]["forget_qa"]
+    assert len(question["choice_loglik"]["0"]) == 4 and question["pred"]["0"] in range(4)
+    table = summary_table(on_disk)
+    assert all(c in table for c in ("forget_acc", "general_acc", "loss_forget", "loss_retain"))
+    assert [t["step"] for t in on_disk["trajectory"]] == [0, 2]
+    assert on_disk["trajectory"][0]["forget_acc"] == on_disk["metrics"]["target"]["summary"]["forget_acc"]
+
+
+def test_unlearning_data_is_the_corpora_in_chunks(cfg, shared_cache):
+    c = cfg()
+    bench = get_benchmark("wmdp")
+    prepared = bench.prepare(c, StageCache(shared_cache))
+    forget_rows, retain_rows, forget, retain = bench.unlearning_data(prepared)
+    n = int(c.dataset.chunk_length)
+    assert all(len(f["input_ids"]) <= n and f["labels"][0] == -100 for f in forget + retain)
+    for rows, part in ((forget_rows, "forget"), (retain_rows, "retain")):
+        assert "".join(r["text"] for r in rows) == "\n\n".join(prepared.data.texts(part))  # nothing lost or added
+    idk = bench.answer_feature(prepared, forget_rows[0], "I do not know.", 4)
+    assert idk["labels"].count(-100) == 1 + 4 and idk["input_ids"][:5] == forget[0]["input_ids"][:5]
+
+
+def test_bad_choices_fail_clearly(cfg, debug_cfg, shared_cache, tmp_path):
+    rec = run(debug_cfg(f"paths.cache={shared_cache}", *WMDP, "eval=tofu"), run_dir=tmp_path / "e")
+    assert rec["status"] == "failed" and "eval=wmdp" in rec["error"]["message"]
+    rec = run(cfg("dataset.split=bio"), run_dir=tmp_path / "s")
+    assert rec["status"] == "failed" and "the embedded WMDP world's domain is 'synth'" in rec["error"]["message"]
+    rec = run(cfg("dataset.retain_corpus=books"), run_dir=tmp_path / "r")
+    assert rec["status"] == "failed" and "valid: wikitext, corpus" in rec["error"]["message"]
+    from unlearn.benchmarks.wmdp import _data
+
+    with pytest.raises(ValueError, match="unknown WMDP domain dataset.split='chem'; valid: bio, cyber"):
+        _data(compose_cfg(["dataset=wmdp", "dataset.split=chem", "model=hf", "model.target=x/y"]), None)
+
+
+@pytest.mark.parametrize("split, retain_corpus", [("bio", "wikitext"), ("cyber", "corpus")])
+def test_real_layout_from_a_local_folder(split, retain_corpus, tmp_path):
+    """The published layouts (tests/wmdp_fixture.py) with a random tiny Llama as the model to unlearn
+    and no retain model, as real WMDP runs."""
+    data = write_real_layout(tmp_path / "data")
+    if split == "cyber":  # the fixture's cyber questions: the bio ones under the cyber config
+        (data / "wmdp/wmdp-bio").rename(data / "wmdp/wmdp-cyber")
+    tok = train_bpe_tokenizer(["plain line one two forget document paragraph heading prime number Question Answer"]
+                              * 3, 300, tmp_path / "tok")
+    build_tiny_llama(TINY_ARCH, tok, seed=0).save_pretrained(tmp_path / "target")
+    tok.save_pretrained(tmp_path / "target")
+    rec = run(compose_cfg([f"paths.root={tmp_path}", "dataset=wmdp", "dataset.source=local", f"dataset.path={data}",
+                           f"dataset.split={split}", f"dataset.retain_corpus={retain_corpus}", "dataset.chunk_length=8",
+                           "model=hf", f"model.target={tmp_path / 'target'}", "model.max_length=64", "method=ga",
+                           "method.batch_size=2", "method.max_steps=1"]), run_dir=tmp_path / "r")
+    assert rec["status"] == "ok", rec.get("error")
+    assert rec["stages"] == {} and set(rec["metrics"]) == {"target", "unlearned"}  # WMDP has no retain model
+    n = rec["metrics"]["unlearned"]["summary"]["n_items"]
+    assert n["forget_qa"] == n["general_qa"] == 2
+
+
+@pytest.mark.slow
+def test_default_world_is_learnable(tmp_path):
+    """The default embedded world, built cold (world, tokenizer, target, retain: ~5 min on one core):
+    the target answers the forget questions, the retain model is at chance on them, and both answer
+    the general questions alike."""
+    import torch
+
+    torch.set_num_threads(1)
+    c = compose_cfg([f"paths.root={tmp_path}", *WMDP])
+    bench, t = get_benchmark("wmdp"), time.perf_counter()
+    prepared = bench.prepare(c, StageCache(tmp_path / "cache"))
+    built = time.perf_counter() - t
+    s = {w: bench.summarize(bench.evaluate(prepared.load(w), prepared, c), None, c) for w in ("target", "retain")}
+    print({w: {k: round(s[w][k], 3) for k in ("forget_acc", "general_acc", "loss_forget", "loss_retain")} for w in s},
+          f"cold build {built:.0f} s")
+    assert s["target"]["forget_acc"] >= 0.7
+    assert abs(s["retain"]["forget_acc"] - 0.25) <= 0.12
+    assert abs(s["target"]["general_acc"] - s["retain"]["general_acc"]) <= 0.1
+    assert min(s["target"]["general_acc"], s["retain"]["general_acc"]) >= 0.6
