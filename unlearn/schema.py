@@ -72,6 +72,10 @@ RANGES: dict[str, tuple[Any, str]] = {
     "eval.mia.gradnorm_p": (lambda v: _num(v) and v in _mia().GRADNORM_P, "1, 2 or inf"),
     "eval.mia.gradnorm_batch_size": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
     "eval.mia.gradnorm_per_sample": (lambda v: v in _mia().PER_SAMPLE, "vmap or loop"),
+    "eval.questions": (lambda v: v in ("harness", "scorer"), "harness or scorer (eval/wmdp/evaluate.py SCORERS)"),
+    "eval.tasks.forget": (lambda v: v is None or (isinstance(v, str) and bool(v)), "null or an lm-eval task name"),
+    "eval.tasks.general": (lambda v: v is None or (isinstance(v, str) and bool(v)), "null or an lm-eval task name"),
+    "eval.tasks.include_path": (lambda v: v is None or (isinstance(v, str) and bool(v)), "null or a folder"),
     # eval/lm_eval/tasks.py checks the task names themselves (unlearn/validation.py)
     "eval.lm_eval.tasks": (lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v),
                            "a list of lm-eval task names"),

@@ -193,7 +193,8 @@ class Wmdp(Benchmark):
     def _eval_spec(self, cfg: DictConfig) -> dict[str, Any]:
         return {"version": EVAL_VERSION, "retain_corpus": cfg.dataset.retain_corpus,
                 "chunk_length": cfg.dataset.chunk_length,
-                **{k: cfg.eval.get(k) for k in ("batch_size", "corpus_loss_chunks")}}
+                **{k: cfg.eval.get(k) for k in ("batch_size", "corpus_loss_chunks", "questions")},
+                "tasks": OmegaConf.to_container(cfg.eval.tasks) if cfg.eval.get("tasks") else None}
 
     def _evaluate(self, model, prepared, cfg: DictConfig, *, cheap: bool) -> dict[str, Any]:
         return evaluate_wmdp(model, prepared, cfg.eval, cheap=cheap)
