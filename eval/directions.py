@@ -8,6 +8,7 @@ DIRECTION = {
     "forget_exact_memorization": "min", "forget_extraction_strength": "min",
     "verbmem_f": "min", "knowmem_f": "min", "knowmem_r": "max", "privleak": "zero",
     "forget_acc": "min", "general_acc": "max",  # WMDP: forget_acc's floor is chance, 0.25
+    "loss_forget": "max", "loss_retain": "min",  # MUSE's privleak texts, WMDP's corpora: mean token NLL
 }
 ARROW = {"max": "↑", "min": "↓", "zero": "→0"}
 
