@@ -10,7 +10,7 @@ from eval.lm_eval import local_task, write_task
 from eval.wmdp.choices import question_log
 from eval.wmdp.evaluate import harness_log, summarize
 from unlearn.benchmarks import get_benchmark
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, sampled
 from unlearn.stages import StageCache
 
 
@@ -21,8 +21,8 @@ def prepared(shared_cache, tmp_path_factory):
     return get_benchmark("wmdp").prepare(cfg, StageCache(shared_cache))
 
 
-@pytest.mark.parametrize("which", ["target", "retain"])
-@pytest.mark.parametrize("part", ["questions", "general"])
+@pytest.mark.parametrize("which, part", sampled([("target", "questions"), ("retain", "general"), ("target", "general"),
+                                                 ("retain", "questions")], (("target", "questions"), ("retain", "general"))))
 def test_the_harness_scores_the_questions_as_our_scorer(prepared, which, part):
     model, tok = prepared.load(which), prepared.tokenizer
     rows = prepared.data.questions(part)
