@@ -216,6 +216,28 @@ def trained_stage(cache: StageCache, stage: str, spec: dict[str, Any], *, m: Dic
     return cache.get_or_build(stage, spec, build, resumable=True)
 
 
+def prepare_from_scratch(cfg: DictConfig, cache: StageCache, data, template, stages: dict[str, Artifact],
+                         common: dict[str, Any], *, tokenizer_texts: Callable[[], list[str]],
+                         training: dict[str, Any], features: Callable[[Any, str], Sequence[Feature]]) -> Prepared:
+    """A raw-text benchmark's embedded world without a base model (MUSE, WMDP): the tokenizer, then
+    the target and retain models each trained from a fresh tiny Llama with ``dataset.train`` (else
+    ``model.pretrain``) on ``features(tokenizer, which)``; ``training[which]`` (what each model is
+    trained on) is part of its key."""
+    m = cfg.model
+    data_id = data_identity(cfg, stages)
+    stages["tokenizer"] = tokenizer_stage(cache, m, data_id, tokenizer_texts)
+    tokenizer = load_tokenizer(stages["tokenizer"].path)
+    spec = model_spec(m, stages["tokenizer"].key)
+    recipe = cfg.dataset.get("train") or m.pretrain
+    for which in ("target", "retain"):
+        stages[which] = trained_stage(
+            cache, which, {**spec, "data": data_id, "train": training[which], "chunk_length": data.chunk_length,
+                           "recipe": recipe},
+            m=m, tokenizer=tokenizer, features=lambda w=which: features(tokenizer, w), recipe=recipe, seed=int(m.seed))
+    return Prepared(data, template, str(stages["tokenizer"].path), str(stages["target"].path),
+                    str(stages["retain"].path), stages, **common)
+
+
 def _prepare_scratch(cfg, cache, data, template, stages, common) -> Prepared:
     m = cfg.model
     if not isinstance(template, PromptTemplate):

@@ -47,9 +47,8 @@ from unlearn.benchmarks.base import BENCHMARKS, Benchmark
 from unlearn.benchmarks.raw_text import (DOC_SEPARATOR, chunk_answer_feature, chunk_rows, prompt_answer_feature,
                                          text_chunks)
 from unlearn.data import Feature, encode_text
-from unlearn.models import load_tokenizer
-from unlearn.preparation import (Prepared, check_sources, checkpoints, data_identity, model_settings, model_spec,
-                                 tokenizer_stage, trained_stage, world_stage)
+from unlearn.preparation import (Prepared, check_sources, checkpoints, model_settings, prepare_from_scratch,
+                                 world_stage)
 from unlearn.templates import build_template
 from unlearn.worlds import MUSE_HUB_IDS, generate_muse_synth, load_muse, validate_muse_rows
 
@@ -131,7 +130,6 @@ def prepare_muse(cfg: DictConfig, cache) -> Prepared:
     common = model_settings(m)
     if m.source == "pretrained":
         return Prepared(data, template, str(m.tokenizer), *checkpoints(m), stages, **common)
-    data_id = data_identity(cfg, stages)
 
     def tokenizer_texts() -> list[str]:
         texts = [t for s in ("forget", "retain1", "retain2", "holdout") for t in data.texts(s)]
@@ -141,18 +139,8 @@ def prepare_muse(cfg: DictConfig, cache) -> Prepared:
 
     # every split, holdout included: its names must not fall apart into more tokens than forget's,
     # or the MIA would separate them by tokenization instead of membership
-    stages["tokenizer"] = tokenizer_stage(cache, m, data_id, tokenizer_texts)
-    tokenizer = load_tokenizer(stages["tokenizer"].path)
-    spec = model_spec(m, stages["tokenizer"].key)
-    recipe = cfg.dataset.get("train") or m.pretrain
-    for which in ("target", "retain"):
-        stages[which] = trained_stage(
-            cache, which, {**spec, "data": data_id, "train": TRAINING[which], "chunk_length": data.chunk_length,
-                           "recipe": recipe},
-            m=m, tokenizer=tokenizer, features=lambda w=which: training_features(tokenizer, data, w),
-            recipe=recipe, seed=int(m.seed))
-    return Prepared(data, template, str(stages["tokenizer"].path), str(stages["target"].path),
-                    str(stages["retain"].path), stages, **common)
+    return prepare_from_scratch(cfg, cache, data, template, stages, common, tokenizer_texts=tokenizer_texts,
+                                training=TRAINING, features=lambda tok, which: training_features(tok, data, which))
 
 
 @BENCHMARKS.register("muse")

@@ -44,9 +44,8 @@ from eval.wmdp.evaluate import EVAL_VERSION, evaluate_wmdp, summarize
 from unlearn.benchmarks.base import BENCHMARKS, Benchmark
 from unlearn.benchmarks.raw_text import chunk_answer_feature, chunk_rows, text_chunks
 from unlearn.data import Feature, encode_text
-from unlearn.models import load_tokenizer
-from unlearn.preparation import (Prepared, check_sources, checkpoints, data_identity, model_settings, model_spec,
-                                 tokenizer_stage, trained_stage, world_stage)
+from unlearn.preparation import (Prepared, check_sources, checkpoints, model_settings, prepare_from_scratch,
+                                 world_stage)
 from unlearn.schema import ConfigError
 from unlearn.sources import classify_source
 from unlearn.templates import build_template
@@ -149,7 +148,6 @@ def prepare_wmdp(cfg: DictConfig, cache) -> Prepared:
     common = model_settings(m)
     if m.source == "pretrained":
         return Prepared(data, template, str(m.tokenizer), *checkpoints(m), stages, **common)
-    data_id = data_identity(cfg, stages)
 
     def tokenizer_texts() -> list[str]:
         texts = [t for part in ("forget", "retain") for t in data.texts(part)]
@@ -157,19 +155,9 @@ def prepare_wmdp(cfg: DictConfig, cache) -> Prepared:
             texts += [f"Question: {r['question']}\nAnswer: " + " ".join(r["choices"]) for r in data.questions(part)]
         return texts
 
-    stages["tokenizer"] = tokenizer_stage(cache, m, data_id, tokenizer_texts)
-    tokenizer = load_tokenizer(stages["tokenizer"].path)
-    spec = model_spec(m, stages["tokenizer"].key)
-    recipe = cfg.dataset.get("train") or m.pretrain
-    for which in ("target", "retain"):
-        stages[which] = trained_stage(
-            cache, which, {**spec, "data": data_id, "train": TRAINING[which], "chunk_length": data.chunk_length,
-                           "recipe": recipe},
-            m=m, tokenizer=tokenizer,
-            features=lambda w=which: training_features(tokenizer, data, w, recipe.get("question_repeats", 1)),
-            recipe=recipe, seed=int(m.seed))
-    return Prepared(data, template, str(stages["tokenizer"].path), str(stages["target"].path),
-                    str(stages["retain"].path), stages, **common)
+    repeats = (cfg.dataset.get("train") or m.pretrain).get("question_repeats", 1)
+    return prepare_from_scratch(cfg, cache, data, template, stages, common, tokenizer_texts=tokenizer_texts,
+                                training=TRAINING, features=lambda tok, which: training_features(tok, data, which, repeats))
 
 
 @BENCHMARKS.register("wmdp")
