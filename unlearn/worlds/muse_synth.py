@@ -69,6 +69,7 @@ from unlearn.worlds.muse_vocab import (
     YEARS,
     EventType,
 )
+from unlearn.worlds.settings import integer_settings
 
 GENERATOR = "muse_synth"
 VERSION = 1
@@ -115,16 +116,7 @@ def resolve_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     Keys other than those in :data:`DEFAULTS` are ignored, so a whole ``dataset`` config node can
     be passed in.
     """
-    cfg = {} if cfg is None else cfg
-    out: dict[str, Any] = {}
-    for key, default in DEFAULTS.items():
-        value = cfg.get(key, None)
-        out[key] = default if value is None else value
-        if isinstance(out[key], bool) or not isinstance(out[key], int):
-            raise ValueError(f"muse_synth: `{key}` must be an integer, got {out[key]!r}")
-        minimum = {"seed": None, "n_knowmem_icl": 0, "n_retain_docs": 2}.get(key, 1)
-        if minimum is not None and out[key] < minimum:
-            raise ValueError(f"muse_synth: `{key}` must be >= {minimum}, got {out[key]}")
+    out = integer_settings("muse_synth", cfg, DEFAULTS, {"n_knowmem_icl": 0, "n_retain_docs": 2})
     if out["n_verbmem"] > out["n_forget_docs"]:
         raise ValueError(
             f"muse_synth: n_verbmem={out['n_verbmem']} but there are only "

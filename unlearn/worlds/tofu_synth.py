@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from unlearn.worlds.settings import integer_settings
 from unlearn.worlds.tofu_vocab import (
     ATTRIBUTES,
     CAPITALS,
@@ -87,20 +88,8 @@ def resolve_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     Keys other than those in :data:`DEFAULTS` are ignored, so a whole ``dataset`` config node can
     be passed in.
     """
-    cfg = {} if cfg is None else cfg
-    out: dict[str, Any] = {}
-    for key, default in DEFAULTS.items():
-        value = cfg.get(key, None)
-        out[key] = default if value is None else value
+    out = integer_settings("tofu_synth", cfg, DEFAULTS, {"n_holdout_authors": 0}, other=("forget_percents",))
     out["forget_percents"] = {str(k): v for k, v in dict(out["forget_percents"]).items()}
-    for key in DEFAULTS:
-        if key == "forget_percents":
-            continue
-        if isinstance(out[key], bool) or not isinstance(out[key], int):
-            raise ValueError(f"tofu_synth: `{key}` must be an integer, got {out[key]!r}")
-        minimum = {"seed": None, "n_holdout_authors": 0}.get(key, 1)
-        if minimum is not None and out[key] < minimum:
-            raise ValueError(f"tofu_synth: `{key}` must be >= {minimum}, got {out[key]}")
     if out["qa_per_author"] > len(ATTRIBUTES):
         raise ValueError(
             f"tofu_synth: qa_per_author={out['qa_per_author']} but an author has only "

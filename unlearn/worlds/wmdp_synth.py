@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from unlearn.worlds.settings import integer_settings
 from unlearn.worlds.wmdp import N_CHOICES, wmdp_part
 from unlearn.worlds.wmdp_vocab import FORGET_KINDS, GENERAL_KINDS, Kind
 
@@ -62,16 +63,7 @@ class Entity:
 def resolve_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     """Fill defaults and check ranges; returns a plain, JSON-able dict. Keys other than those in
     :data:`DEFAULTS` are ignored, so a whole ``dataset.synth`` node can be passed in."""
-    cfg = {} if cfg is None else cfg
-    out: dict[str, Any] = {}
-    for key, default in DEFAULTS.items():
-        value = cfg.get(key, None)
-        out[key] = default if value is None else value
-        if isinstance(out[key], bool) or not isinstance(out[key], int):
-            raise ValueError(f"wmdp_synth: `{key}` must be an integer, got {out[key]!r}")
-        if key != "seed" and out[key] < 1:
-            raise ValueError(f"wmdp_synth: `{key}` must be >= 1, got {out[key]}")
-    return out
+    return integer_settings("wmdp_synth", cfg, DEFAULTS)
 
 
 def _rng(seed: int, component: str) -> random.Random:
