@@ -317,6 +317,37 @@ def test_two_process_default_gen_probes_match_one_process(tmp_path):
     assert two["lr"] == pytest.approx(one["lr"], rel=0.02) and one["lr"] != pytest.approx(1e-4, rel=0.1)
 
 
+@pytest.mark.slow  # two processes: the slow tier (CI runs it)
+def test_two_process_wmdp_run_scores_with_the_harness_as_one_process(tmp_path):
+    """WMDP under torchrun, its questions scored by lm-evaluation-harness (the default): every process
+    runs the harness on the whole question set (each needs the numbers), and the two-process record's
+    accuracies and per-choice log-likelihoods -- the target's and retain's, scored there too, and the
+    unlearned model's -- equal a one-process run's, which builds and scores its own world."""
+    env = {"UNLEARN_OUTPUTS": str(tmp_path / "out")}
+    args = ["debug=tiny", "dataset=wmdp_synth", "scheduler=constant", "method.max_steps=2", "save_checkpoint=false"]
+    proc = torchrun("run.py", *args, "method.batch_size=2", env=env, timeout=400)  # 2 x 2 = 1 x 4
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    (path,) = (tmp_path / "out").rglob("record.json")
+    rec2 = json.loads(path.read_text())
+    assert rec2["status"] == "ok" and rec2["processes"]["count"] == 2 and rec2["unlearn"]["steps"] == 2
+    assert "lm-eval wmdp_forget_qa: acc" in (path.parent / "run.log").read_text()
+    from unlearn.config import compose_config
+    from unlearn.pipeline import run
+
+    rec1 = run(compose_config([*args, "method.batch_size=4", f"paths.root={tmp_path / 'one'}"]), run_dir=tmp_path / "one" / "run")
+    assert rec1["status"] == "ok" and not any(s["reused"] for s in rec1["stages"].values())
+    for name in ("target", "retain", "unlearned"):
+        s1, s2 = rec1["metrics"][name]["summary"], rec2["metrics"][name]["summary"]
+        assert (s2["forget_acc"], s2["general_acc"]) == (s1["forget_acc"], s1["general_acc"]), name
+        assert s2["n_items"] == s1["n_items"] == {"forget_qa": 16, "general_qa": 16, "loss_forget": s1["n_items"]["loss_forget"],
+                                                  "loss_retain": s1["n_items"]["loss_retain"]}
+        for qa in ("forget_qa", "general_qa"):
+            l1, l2 = rec1["metrics"][name]["logs"][qa], rec2["metrics"][name]["logs"][qa]
+            assert list(l2["choice_loglik"]) == list(l1["choice_loglik"])
+            for k in l1["choice_loglik"]:
+                assert l2["choice_loglik"][k] == pytest.approx(l1["choice_loglik"][k], abs=1e-4), (name, qa, k)
+
+
 @pytest.mark.slow  # a subprocess multirun / two processes: the slow tier (CI runs it)
 def test_a_one_process_record_is_not_reused_by_a_two_process_run(tmp_path):
     """``python run.py``, then ``torchrun --nproc_per_node 2 run.py``, the same command: with
