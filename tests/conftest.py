@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Sequence
 
@@ -72,3 +73,33 @@ def warm_cache(shared_cache, tmp_path):
     for art in built.values():  # the default debug stages only (others built in the session stay out)
         shutil.copytree(art.path, cache / art.stage / art.path.name)
     return cache
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """An empty Hugging Face cache, no proxy, the person's own HF_HUB_OFFLINE unset, and the
+    offline switches restored afterwards; ``hub(up)`` points the endpoint at a local port that
+    accepts connections (up) or refuses them."""
+    import datasets
+    from huggingface_hub import constants
+
+    from unlearn import sources
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "datasets"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", constants.HF_HUB_OFFLINE)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", datasets.config.HF_HUB_OFFLINE)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", datasets.config.HF_DATASETS_OFFLINE)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(sources, "_USER_OFFLINE", None)
+    monkeypatch.setattr(sources.urllib.request, "getproxies", lambda: {})
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+
+    def endpoint(up: bool) -> None:
+        if up:
+            listener.listen()
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{listener.getsockname()[1]}")
+
+    yield endpoint
+    listener.close()

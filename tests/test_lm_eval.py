@@ -247,12 +247,80 @@ def test_a_bad_task_name_fails_the_run_before_any_work(world, tmp_path, monkeypa
     assert not cache.exists()  # no world, no model: nothing was built
 
 
+def _entry(name, kind, cfg, tags=()):
+    from lm_eval.tasks._index import Entry, Kind
+
+    return Entry(name=name, kind=Kind[kind], yaml_path=None, cfg=cfg, tags=set(tags))
+
+
+def test_the_hub_data_a_task_group_or_tag_reads(monkeypatch, tmp_path):
+    """From the index alone (no data loaded): a task's dataset_path, a group's members (a nested group, an
+    inline config), a tag's tasks; each Hub id once, named by the first task asked for that reads it;
+    packaged builders (json) and local folders left out."""
+    (tmp_path / "folder").mkdir()
+    index = {
+        "qa": _entry("qa", "TASK", {"task": "qa", "dataset_path": "org/qa"}),
+        "qa_json": _entry("qa_json", "TASK", {"task": "qa_json", "dataset_path": "json"}, tags=["suite"]),
+        "qa_local": _entry("qa_local", "TASK", {"task": "qa_local", "dataset_path": str(tmp_path / "folder")}),
+        "sub_a": _entry("sub_a", "TASK", {"task": "sub_a", "dataset_path": "org/bench"}, tags=["suite"]),
+        "sub_b": _entry("sub_b", "TASK", {"task": "sub_b", "dataset_path": "org/bench"}),
+        "inner": _entry("inner", "GROUP", {"group": "inner", "task": ["sub_b", "suite"]}),
+        "outer": _entry("outer", "GROUP", {"group": "outer", "task": ["inner", {"task": "x", "dataset_path": "org/x"}]}),
+        "suite": _entry("suite", "TAG", {}),
+    }
+    monkeypatch.setattr(lm_tasks, "builtin_index", lambda: index)
+    assert lm_tasks.hub_datasets(["qa"]) == [("qa", "org/qa")]
+    assert lm_tasks.hub_datasets(["suite", "qa_json", "qa_local"]) == [("suite", "org/bench")]
+    assert lm_tasks.hub_datasets(["outer", "qa", "sub_a"]) == [("outer", "org/bench"), ("outer", "org/x"), ("qa", "org/qa")]
+
+
+def test_a_task_whose_hub_data_is_not_cached_fails_offline_before_any_work(world, hub, tmp_path, monkeypatch):
+    """A task YAML of include_path that reads a Hub data set, offline and not cached: one line naming the
+    task, its data and the way round; nothing built. The same task over a local file runs the check clean."""
+    from unlearn import sources
+
+    monkeypatch.setattr(sources, "_USER_OFFLINE", "1")
+    task = {**local_task("qa", world["data"], "cloze"), "dataset_path": "someorg/qa_data"}
+    task.pop("dataset_kwargs")
+    write_task(task, tmp_path / "tasks")
+    cache = tmp_path / "cache"
+    rec = run(compose_config(["debug=tiny", f"paths.root={tmp_path / 'out'}", f"paths.cache={cache}",
+                              "eval.lm_eval.tasks=[qa]", f"eval.lm_eval.include_path={tmp_path / 'tasks'}"]),
+              run_dir=tmp_path / "run")
+    assert rec["status"] == "failed" and rec["error"]["type"] == "ConfigError", rec.get("error")
+    message = rec["error"]["message"]
+    assert message.startswith("eval.lm_eval.tasks (qa)='someorg/qa_data' is not a local folder and not in the Hugging Face cache")
+    assert message.endswith("HF_HUB_OFFLINE=1 is set: unset it to download it, or give the task as a YAML over local "
+                            "files in its include_path (eval/lm_eval/tasks.py: local_task)")
+    assert not cache.exists()
+    write_task(local_task("qa", world["data"], "cloze"), tmp_path / "tasks")
+    assert step.check(step.requests(compose_config(["debug=tiny", "eval.lm_eval.tasks=[qa]",
+                                                    f"eval.lm_eval.include_path={tmp_path / 'tasks'}"]).eval)) == []
+
+
+def test_a_wmdp_question_task_is_checked_before_any_work(world, tmp_path):
+    """WMDP's eval.tasks names (the harness's tasks for its question sets) are checked as eval.lm_eval's are."""
+    write_task(local_task("bio_local", world["data"], "letter"), tmp_path / "tasks")
+    cache = tmp_path / "cache"
+    rec = run(compose_config(["debug=tiny", "dataset=wmdp_synth", f"paths.root={tmp_path / 'out'}",
+                              f"paths.cache={cache}", "eval.tasks.forget=bio_locl",
+                              f"eval.tasks.include_path={tmp_path / 'tasks'}"]), run_dir=tmp_path / "run")
+    assert rec["status"] == "failed" and rec["error"]["type"] == "ConfigError"
+    assert rec["error"]["message"].startswith("unknown lm-eval task 'bio_locl' (did you mean 'bio_local'?); tasks in "
+                                              f"eval.tasks.include_path={tmp_path / 'tasks'}: bio_local;")
+    assert not cache.exists()
+    scorer = compose_config(["debug=tiny", "dataset=wmdp_synth", "eval.tasks.forget=bio_locl", "eval.questions=scorer"])
+    assert get_benchmark("wmdp").lm_eval_requests(scorer) == []  # the scorer runs no task: nothing to check
+
+
 @pytest.mark.slow
 def test_a_misspelt_lm_eval_task_is_named_among_its_own():
     """lm-eval's own index (thousands of task files)."""
     lm_tasks.check_tasks(["wmdp_bio"], None)
     with pytest.raises(ValueError, match="unknown lm-eval task 'wmdp_bioo' \\(did you mean 'wmdp_bio'\\?\\); no "):
         lm_tasks.check_tasks(["wmdp_bioo"], None)
+    # the Hub data sets WMDP's real evaluation reads (a group's 57 subtasks: one repository)
+    assert lm_tasks.hub_datasets(["wmdp_cyber", "mmlu", "wmdp"]) == [("wmdp_cyber", "cais/wmdp"), ("mmlu", "cais/mmlu")]
 
 
 def test_the_eval_spec_keys_the_tasks_and_their_files(world, tmp_path):

@@ -2,8 +2,6 @@
 Hub is not retried: offline, a source must be cached or the run fails at once with one line."""
 from __future__ import annotations
 
-import socket
-
 import pytest
 from huggingface_hub import constants
 
@@ -12,33 +10,6 @@ from unlearn import sources
 from unlearn.pipeline import run
 from unlearn.schema import ConfigError
 from unlearn.sources import Source, classify_source, config_sources, ensure_hub_access
-
-
-@pytest.fixture
-def hub(monkeypatch, tmp_path):
-    """An empty Hugging Face cache, no proxy, the person's own HF_HUB_OFFLINE unset, and the
-    offline switches restored afterwards; ``hub(up)`` points the endpoint at a local port that
-    accepts connections (up) or refuses them."""
-    import datasets
-
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "datasets"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", constants.HF_HUB_OFFLINE)
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", datasets.config.HF_HUB_OFFLINE)
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", datasets.config.HF_DATASETS_OFFLINE)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(sources, "_USER_OFFLINE", None)
-    monkeypatch.setattr(sources.urllib.request, "getproxies", lambda: {})
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-
-    def endpoint(up: bool) -> None:
-        if up:
-            listener.listen()
-        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{listener.getsockname()[1]}")
-
-    yield endpoint
-    listener.close()
 
 
 def cache_model(repo_id: str, filename: str = "config.json", repo_type: str = "models") -> None:

@@ -53,6 +53,7 @@ class Source:
     local: bool  # a local folder (or file, where files are allowed); else a Hub id
     kind: str | None = "model"  # model | tokenizer | dataset (its Hub repository kind); None: local only
     revision: str | None = None  # the Hub revision (branch, tag or commit)
+    instead: str = "pass a local folder"  # what to do instead of downloading, in the one-line error
 
     @property
     def path(self) -> Path:
@@ -155,10 +156,10 @@ def _missing_message(missing: Sequence[Source], forced: bool) -> str:
     what = (f"{names} {'is not a local folder' if one else 'are not local folders'} and not in the Hugging Face "
             f"cache ({constants.HF_HUB_CACHE})")
     if forced:
-        return f"{what}, and {OFFLINE_ENV}=1 is set: unset it to download {'it' if one else 'them'}, or pass a local folder"
+        return f"{what}, and {OFFLINE_ENV}=1 is set: unset it to download {'it' if one else 'them'}, or {first.instead}"
     return (f"{what}, and the Hub ({constants.ENDPOINT}) is unreachable from here (offline): download "
-            f"{'it' if one else 'them'} where it is reachable (`{get}`{'' if one else ', ...'}) or pass a local "
-            "folder (HF_ENDPOINT: a reachable mirror)")
+            f"{'it' if one else 'them'} where it is reachable (`{get}`{'' if one else ', ...'}) or {first.instead} "
+            "(HF_ENDPOINT: a reachable mirror)")
 
 
 def in_hub_cache(source: Source) -> bool:

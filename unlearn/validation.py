@@ -11,6 +11,7 @@ from eval.lm_eval import step as lm_eval_step
 from eval.select import parse_criterion
 from unlearn.callbacks import resolve_callback
 from unlearn.batching import batch_plan, check_step_rule
+from unlearn.benchmarks import get_benchmark
 from unlearn.config import compose_isolated
 from unlearn.gradients import max_grad_norm
 from unlearn.methods import build_method
@@ -21,6 +22,10 @@ from unlearn.schedulers import SCHEDULERS, build_scheduler
 from unlearn.schema import ConfigError, base_config, check_overrides, check_ranges
 from unlearn.sources import Source
 from unlearn.trackers import check_logger
+
+
+# a named lm-eval task whose data is neither cached nor reachable: the way round it
+TASK_DATA_INSTEAD = "give the task as a YAML over local files in its include_path (eval/lm_eval/tasks.py: local_task)"
 
 
 def run_precision(cfg: DictConfig) -> Precision:
@@ -61,8 +66,8 @@ def check_evaluation(cfg: DictConfig, extra_sources: Sequence[Source] = ()) -> N
     tasks, the callbacks, the tracker, and every model and data location (the config's and ``extra_sources``, e.g. the
     checkpoint ``python -m eval.evaluate`` scores)."""
     check_compat(str(cfg.dataset.benchmark), cfg.eval)
-    try:
-        lm_eval_step.check(cfg.eval)  # the task names (and their folder); lm-eval imported only when there are some
+    try:  # the task names (and their folder); lm-eval imported only when there are some
+        asked = lm_eval_step.check(get_benchmark(str(cfg.dataset.benchmark)).lm_eval_requests(cfg))
     except ValueError as e:
         raise ConfigError(str(e)) from None
     for name in cfg.get("callbacks") or ():
@@ -71,7 +76,8 @@ def check_evaluation(cfg: DictConfig, extra_sources: Sequence[Source] = ()) -> N
         check_logger(cfg.get("logger"))
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    check_sources(cfg, extra_sources)  # last (it may take a connection check): local folders exist, Hub ids reachable or cached
+    tasks_data = [Source(key, dataset, False, "dataset", instead=TASK_DATA_INSTEAD) for key, dataset in asked]
+    check_sources(cfg, [*extra_sources, *tasks_data])  # last (it may take a connection check): local folders exist, Hub ids reachable or cached
 
 
 def check_selection(cfg: DictConfig):

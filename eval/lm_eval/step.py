@@ -24,13 +24,34 @@ def settings(eval_cfg: Mapping[str, Any]) -> dict[str, Any] | None:
     return {k: (list(node[k]) if k == "tasks" else node.get(k)) for k in SETTINGS}
 
 
-def check(eval_cfg: Mapping[str, Any]) -> None:
-    """The task names and folder, before any work (a ValueError: one line)."""
+def requests(eval_cfg: Mapping[str, Any]) -> list[tuple[str, list[str], str | None, str]]:
+    """The tasks ``eval.lm_eval`` asks for as (config key, names, include_path, its key); none without tasks."""
     s = settings(eval_cfg)
-    if s is not None:
-        from eval.lm_eval.tasks import check_tasks
+    return [] if s is None else [("eval.lm_eval.tasks", s["tasks"], s["include_path"], "eval.lm_eval.include_path")]
 
-        check_tasks(s["tasks"], s["include_path"])
+
+def check(asked: Iterable[tuple[str, list[str], str | None, str]]) -> list[tuple[str, str]]:
+    """Tasks asked for by name (:func:`requests`, a benchmark's own), before any work: each name
+    exists (a ValueError: one line) and, returned, the Hub data sets they read, as (``key (task)``,
+    dataset id), for the run's source check (cached when offline). lm-eval is imported only when
+    some task is asked for."""
+    out: dict[str, str] = {}
+    for key, names, include_path, path_key in asked:
+        from eval.lm_eval.tasks import check_tasks, hub_datasets
+
+        check_tasks(names, include_path, key, path_key)
+        for task, dataset in hub_datasets(names, include_path):
+            out.setdefault(dataset, f"{key} ({task})")
+    return [(where, dataset) for dataset, where in out.items()]
+
+
+def folder_spec(include_path: str | None, names: Iterable[str]) -> dict[str, Any]:
+    """A task folder's part of a cache key: its fingerprint and the data files its YAMLs of ``names`` read."""
+    from eval.lm_eval.tasks import data_files
+    from unlearn.stages import fingerprint
+
+    files = [] if include_path is None else data_files(include_path, list(names))
+    return {"folder": fingerprint(include_path), "data_files": {str(f): fingerprint(f) for f in files}}
 
 
 def spec(eval_cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -40,13 +61,8 @@ def spec(eval_cfg: Mapping[str, Any]) -> dict[str, Any]:
     s = settings(eval_cfg)
     if s is None:
         return {}
-    from eval.lm_eval.tasks import data_files
-    from unlearn.stages import fingerprint
-
-    path = s["include_path"]
-    files = {} if path is None else {str(f): fingerprint(f) for f in data_files(path, s["tasks"])}
     return {LOG_KEY: {**s, "version": EVAL_VERSION, "lm_eval": metadata.version("lm_eval"),
-                      "folder": fingerprint(path), "data_files": files}}
+                      **folder_spec(s["include_path"], s["tasks"])}}
 
 
 def evaluate(model, tokenizer, eval_cfg: Mapping[str, Any]) -> dict[str, Any]:

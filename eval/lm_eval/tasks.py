@@ -16,9 +16,10 @@ A question file holds JSON lines (or one JSON array) of ``{"question": str, "cho
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from eval.lm_eval.output import library_output
 
@@ -147,30 +148,42 @@ def data_files(include_path: str | Path, names: Sequence[str]) -> list[Path]:
 
 def local_names(include_path: str | Path | None) -> list[str]:
     """The task, group and tag names lm-eval finds in ``include_path``."""
-    if include_path is None:
-        return []
-    from lm_eval.tasks import TaskManager
-
-    with library_output():
-        return list(TaskManager(include_path=str(include_path), include_defaults=False).all_tasks)
+    return [] if include_path is None else list(_index(str(include_path)))
 
 
 def builtin_names() -> list[str]:
     """lm-eval's own task, group and tag names (thousands of YAML files: indexed in seconds)."""
+    return list(builtin_index())
+
+
+@functools.lru_cache(maxsize=1)
+def builtin_index() -> Mapping[str, Any]:
+    """lm-eval's index of its own tasks, once per process."""
+    return _index(None)
+
+
+def _index(include_path: str | None) -> Mapping[str, Any]:
+    """name -> lm-eval's index entry (its kind, its YAML's config, its tags) of the tasks in
+    ``include_path`` (None: lm-eval's own); an lm-eval without the index (``task_index``): name -> None."""
     from lm_eval.tasks import TaskManager
 
     with library_output():
-        return list(TaskManager().all_tasks)
+        manager = TaskManager() if include_path is None else TaskManager(include_path=include_path,
+                                                                         include_defaults=False)
+        index = getattr(manager, "task_index", None)
+        return dict(index) if index is not None else dict.fromkeys(manager.all_tasks)
 
 
-def check_tasks(names: Sequence[Any], include_path: str | Path | None) -> None:
+def check_tasks(names: Sequence[Any], include_path: str | Path | None, key: str = "eval.lm_eval.tasks",
+                path_key: str = "eval.lm_eval.include_path") -> None:
     """Every name is a task of ``include_path`` or one of lm-eval's; else one line naming what is
-    available. lm-eval's own tasks are indexed only for a name ``include_path`` lacks."""
+    available (``key`` / ``path_key``: where the config gives them). lm-eval's own tasks are indexed
+    only for a name ``include_path`` lacks."""
     bad = [n for n in names if not isinstance(n, str) or not n]
     if bad:
-        raise ValueError(f"eval.lm_eval.tasks must be task names, got {bad[0]!r}")
+        raise ValueError(f"{key} must be task names, got {bad[0]!r}")
     if include_path is not None and not Path(include_path).is_dir():
-        raise ValueError(f"eval.lm_eval.include_path={include_path} is not a folder (of lm-eval task YAMLs)")
+        raise ValueError(f"{path_key}={include_path} is not a folder (of lm-eval task YAMLs)")
     local = set(local_names(include_path))
     rest = [n for n in names if n not in local]
     if not rest:
@@ -178,12 +191,58 @@ def check_tasks(names: Sequence[Any], include_path: str | Path | None) -> None:
     known = set(builtin_names())
     unknown = [n for n in rest if n not in known]
     if unknown:
-        raise ValueError(_unknown_line(unknown[0], include_path, sorted(local), known))
+        raise ValueError(_unknown_line(unknown[0], include_path, sorted(local), known, path_key))
 
 
-def _unknown_line(name: str, include_path, local: list[str], builtin: Iterable[str]) -> str:
+def hub_datasets(names: Sequence[str], include_path: str | Path | None = None) -> list[tuple[str, str]]:
+    """(task, Hub dataset id) of each data set lm-eval would fetch from the Hub to run ``names``
+    (a group's or tag's tasks included; local files and packaged builders such as ``json`` left out),
+    read from the task index without loading any data: what must be cached to run offline."""
+    local = _index(str(include_path)) if include_path is not None else {}
+    found: dict[str, str] = {}
+    for name in names:
+        for path in _dataset_paths(local if name in local else builtin_index(), name, set()):
+            if _hub_id(path):
+                found.setdefault(path, name)
+    return [(task, path) for path, task in found.items()]
+
+
+def _dataset_paths(index: Mapping[str, Any], name: str, seen: set[str]) -> Iterator[str]:
+    entry = index.get(name)
+    if entry is None or name in seen:
+        return
+    seen.add(name)
+    cfg, kind = entry.cfg or {}, entry.kind.name
+    if kind == "TAG":
+        members = [n for n, e in index.items() if e is not None and name in (e.tags or ())]
+    elif kind == "GROUP":
+        task = cfg.get("task")
+        members = [task] if isinstance(task, (str, dict)) else list(task or [])
+    else:
+        members = []
+        if isinstance(cfg.get("dataset_path"), str):
+            yield cfg["dataset_path"]
+    for member in members:
+        if isinstance(member, dict):  # a group's inline task config
+            if isinstance(member.get("dataset_path"), str):
+                yield member["dataset_path"]
+            elif isinstance(member.get("task"), str):
+                yield from _dataset_paths(index, member["task"], seen)
+        elif isinstance(member, str):
+            yield from _dataset_paths(index, member, seen)
+
+
+def _hub_id(path: str) -> bool:
+    """Whether a task's ``dataset_path`` names a Hub repository (not a local folder or file, not one of
+    datasets' packaged builders)."""
+    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
+
+    return path not in _PACKAGED_DATASETS_MODULES and not Path(path).expanduser().exists()
+
+
+def _unknown_line(name: str, include_path, local: list[str], builtin: Iterable[str], path_key: str) -> str:
     close = difflib.get_close_matches(name, local + sorted(builtin), n=1, cutoff=0.75)
-    where = (f"tasks in eval.lm_eval.include_path={include_path}: {', '.join(local) or '(none)'}"
-             if include_path is not None else "no eval.lm_eval.include_path (a folder of task YAMLs) given")
+    where = (f"tasks in {path_key}={include_path}: {', '.join(local) or '(none)'}"
+             if include_path is not None else f"no {path_key} (a folder of task YAMLs) given")
     return (f"unknown lm-eval task {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "") +
             f"; {where}; lm-eval's own tasks: lm-eval ls tasks")

@@ -56,6 +56,11 @@ class Benchmark:
         )
         return context, forget, retain
 
+    def lm_eval_requests(self, cfg: DictConfig) -> list[tuple[str, list[str], str | None, str]]:
+        """The lm-eval tasks this run's evaluation asks for by name, as (config key, names, include_path,
+        its key): checked before any work, with the Hub data they read (:mod:`unlearn.validation`)."""
+        return lm_eval_step.requests(cfg.eval)
+
     def eval_spec(self, cfg: DictConfig) -> dict[str, Any]:
         """The eval settings that change results (part of the cached reference evals' key)."""
         cfg = apply_compat(cfg)

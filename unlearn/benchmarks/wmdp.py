@@ -39,8 +39,9 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
+from eval.lm_eval import step as lm_eval_step
 from eval.wmdp.choices import CHANCE, answer_feature
-from eval.wmdp.evaluate import EVAL_VERSION, evaluate_wmdp, summarize
+from eval.wmdp.evaluate import EVAL_VERSION, TASK_KEYS, evaluate_wmdp, summarize
 from unlearn.benchmarks.base import BENCHMARKS, Benchmark
 from unlearn.benchmarks.raw_text import chunk_answer_feature, chunk_rows, text_chunks
 from unlearn.data import Feature, encode_text
@@ -178,11 +179,20 @@ class Wmdp(Benchmark):
         """A chunk's prompt, then its continuation (``answer=None``) or ``answer`` (as on MUSE)."""
         return chunk_answer_feature(prepared.tokenizer, row, answer, prepared.data.chunk_length, prefix_tokens)
 
+    def lm_eval_requests(self, cfg: DictConfig) -> list[tuple[str, list[str], str | None, str]]:
+        """``eval.lm_eval``'s, and the tasks ``eval.tasks`` names for the question sets (when the harness scores them)."""
+        tasks = cfg.eval.get("tasks") or {}
+        own = [(f"eval.tasks.{k}", [str(tasks[k])], tasks.get("include_path"), "eval.tasks.include_path")
+               for k in TASK_KEYS.values() if tasks.get(k) and cfg.eval.get("questions", "harness") == "harness"]
+        return super().lm_eval_requests(cfg) + own
+
     def _eval_spec(self, cfg: DictConfig) -> dict[str, Any]:
+        tasks = OmegaConf.to_container(cfg.eval.tasks) if cfg.eval.get("tasks") else None
+        named = [tasks[k] for k in TASK_KEYS.values() if tasks and tasks.get(k)]
         return {"version": EVAL_VERSION, "retain_corpus": cfg.dataset.retain_corpus,
                 "chunk_length": cfg.dataset.chunk_length,
-                **{k: cfg.eval.get(k) for k in ("batch_size", "corpus_loss_chunks", "questions")},
-                "tasks": OmegaConf.to_container(cfg.eval.tasks) if cfg.eval.get("tasks") else None}
+                **{k: cfg.eval.get(k) for k in ("batch_size", "corpus_loss_chunks", "questions")}, "tasks": tasks,
+                **({"task_files": lm_eval_step.folder_spec(tasks.get("include_path"), named)} if named else {})}
 
     def _evaluate(self, model, prepared, cfg: DictConfig, *, cheap: bool) -> dict[str, Any]:
         return evaluate_wmdp(model, prepared, cfg.eval, cheap=cheap)
