@@ -97,10 +97,9 @@ def test_bad_choices_fail_clearly(cfg, debug_cfg, shared_cache, tmp_path):
         _data(compose_cfg(["dataset=wmdp", "dataset.split=chem", "model=hf", "model.target=x/y"]), None)
 
 
-@pytest.mark.parametrize("split, retain_corpus", sampled([("bio", "wikitext"), ("cyber", "corpus")], (("bio", "wikitext"),)))
-def test_real_layout_from_a_local_folder(split, retain_corpus, tmp_path):
-    """The published layouts (tests/wmdp_fixture.py) with a random tiny Llama as the model to unlearn
-    and no retain model, as real WMDP runs."""
+def local_mimic(tmp_path, split: str) -> list[str]:
+    """Overrides that swap a real WMDP run's Hub ids for the published layouts in a local folder
+    (tests/wmdp_fixture.py) and a random tiny Llama saved as the model to unlearn, at a few tokens a chunk."""
     data = write_real_layout(tmp_path / "data")
     if split == "cyber":  # the fixture's cyber questions: the bio ones under the cyber config
         (data / "wmdp/wmdp-bio").rename(data / "wmdp/wmdp-cyber")
@@ -108,14 +107,56 @@ def test_real_layout_from_a_local_folder(split, retain_corpus, tmp_path):
                               * 3, 300, tmp_path / "tok")
     build_tiny_llama(TINY_ARCH, tok, seed=0).save_pretrained(tmp_path / "target")
     tok.save_pretrained(tmp_path / "target")
-    rec = run(compose_cfg([f"paths.root={tmp_path}", "dataset=wmdp", "dataset.source=local", f"dataset.path={data}",
-                           f"dataset.split={split}", f"dataset.retain_corpus={retain_corpus}", "dataset.chunk_length=8",
-                           "model=hf", f"model.target={tmp_path / 'target'}", "model.max_length=64", "method=ga",
-                           "method.batch_size=2", "method.max_steps=1"]), run_dir=tmp_path / "r")
+    return [f"paths.root={tmp_path}", "dataset.source=local", f"dataset.path={data}", f"dataset.split={split}",
+            "dataset.chunk_length=8", f"model.target={tmp_path / 'target'}", "model.max_length=64",
+            "method.batch_size=2", "method.max_steps=1"]
+
+
+@pytest.mark.parametrize("split, retain_corpus", sampled([("bio", "wikitext"), ("cyber", "corpus")], (("bio", "wikitext"),)))
+def test_real_layout_from_a_local_folder(split, retain_corpus, tmp_path):
+    """The published layouts (tests/wmdp_fixture.py) with a random tiny Llama as the model to unlearn
+    and no retain model, as real WMDP runs."""
+    rec = run(compose_cfg([*local_mimic(tmp_path, split), "dataset=wmdp", f"dataset.retain_corpus={retain_corpus}",
+                           "model=hf", "method=ga"]), run_dir=tmp_path / "r")
     assert rec["status"] == "ok", rec.get("error")
     assert rec["stages"] == {} and set(rec["metrics"]) == {"target", "unlearned"}  # WMDP has no retain model
     n = rec["metrics"]["unlearned"]["summary"]["n_items"]
     assert n["forget_qa"] == n["general_qa"] == 2
+
+
+def test_the_zephyr_experiment_is_the_wmdp_authors_run(tmp_path):
+    """experiment=wmdp_zephyr_rmu composes the WMDP authors' RMU run and their lm-eval scoring; on a local
+    mimic (the tasks left to the dataset's own questions: lm-eval's need the Hub) it runs end to end."""
+    cfg = compose_cfg(["experiment=wmdp_zephyr_rmu"])
+    assert (cfg.model.target, cfg.model.dtype, cfg.model.precision) == ("HuggingFaceH4/zephyr-7b-beta", "bfloat16",
+                                                                         "bf16-true")
+    m = cfg.method
+    assert (m.name, m.layer, m.steering_coeff, m.retain_weight, m.lr, m.max_steps, m.batch_size, m.update_params) == (
+        "rmu", 7, 6.5, 1200.0, 5e-5, 150, 4, r"mlp\.down_proj\..*")
+    assert (cfg.dataset.name, cfg.dataset.split, cfg.scheduler.name) == ("wmdp", "cyber", "constant")
+    assert (cfg.eval.tasks.forget, cfg.eval.tasks.general, cfg.eval.batch_size) == ("wmdp_cyber", "mmlu", 16)
+    assert compose_cfg(["experiment=wmdp_zephyr_rmu", "dataset.split=bio"]).eval.tasks.forget == "wmdp_bio"
+    rec = run(compose_cfg(["experiment=wmdp_zephyr_rmu", *local_mimic(tmp_path, "cyber"), "eval.tasks.forget=null",
+                           "eval.tasks.general=null", "method.layer=null", "model.precision=32-true", "model.dtype=float32"]),
+              run_dir=tmp_path / "r")
+    assert rec["status"] == "ok", rec.get("error")
+    assert rec["config"]["method"]["steering_coeff"] == 6.5 and rec["unlearn"]["steps"] == 1
+
+
+def test_every_hub_repository_of_a_real_run_is_named_before_any_work(hub, tmp_path, monkeypatch):
+    """Offline and nothing cached: one line names every repository the run would read (the questions,
+    the corpora, WikiText, MMLU, lm-eval's tasks' data), not one at a time as each is reached."""
+    from unlearn import sources
+
+    monkeypatch.setattr(sources, "_USER_OFFLINE", "1")
+    (tmp_path / "model").mkdir()
+    cfg = compose_cfg([f"paths.root={tmp_path}", "dataset=wmdp", "model=hf", f"model.target={tmp_path / 'model'}"])
+    rec = run(cfg, run_dir=tmp_path / "r")
+    assert rec["status"] == "failed" and rec["error"]["type"] == "ConfigError"
+    assert rec["error"]["message"].startswith(
+        "dataset.hub_id='cais/wmdp', dataset.hub.corpora='cais/wmdp-corpora', dataset.hub.wikitext='Salesforce/wikitext', "
+        "dataset.hub.general='cais/mmlu' are not local folders and not in the Hugging Face cache")
+    assert not (tmp_path / "cache").exists()
 
 
 @pytest.mark.slow

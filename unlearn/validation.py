@@ -67,7 +67,8 @@ def check_evaluation(cfg: DictConfig, extra_sources: Sequence[Source] = ()) -> N
     checkpoint ``python -m eval.evaluate`` scores)."""
     check_compat(str(cfg.dataset.benchmark), cfg.eval)
     try:  # the task names (and their folder); lm-eval imported only when there are some
-        asked = lm_eval_step.check(get_benchmark(str(cfg.dataset.benchmark)).lm_eval_requests(cfg))
+        benchmark = get_benchmark(str(cfg.dataset.benchmark))
+        asked = lm_eval_step.check(benchmark.lm_eval_requests(cfg))
     except ValueError as e:
         raise ConfigError(str(e)) from None
     for name in cfg.get("callbacks") or ():
@@ -77,7 +78,7 @@ def check_evaluation(cfg: DictConfig, extra_sources: Sequence[Source] = ()) -> N
     except ValueError as e:
         raise ConfigError(str(e)) from None
     tasks_data = [Source(key, dataset, False, "dataset", instead=TASK_DATA_INSTEAD) for key, dataset in asked]
-    check_sources(cfg, [*extra_sources, *tasks_data])  # last (it may take a connection check): local folders exist, Hub ids reachable or cached
+    check_sources(cfg, [*extra_sources, *benchmark.sources(cfg), *tasks_data])  # last (it may take a connection check): local folders exist, Hub ids reachable or cached
 
 
 def check_selection(cfg: DictConfig):

@@ -56,6 +56,11 @@ class Benchmark:
         )
         return context, forget, retain
 
+    def sources(self, cfg: DictConfig) -> list:
+        """The data locations this benchmark reads besides those every run names (``dataset.path`` /
+        ``dataset.hub_id``, the models): :class:`unlearn.sources.Source` s checked before any work."""
+        return []
+
     def lm_eval_requests(self, cfg: DictConfig) -> list[tuple[str, list[str], str | None, str]]:
         """The lm-eval tasks this run's evaluation asks for by name, as (config key, names, include_path,
         its key): checked before any work, with the Hub data they read (:mod:`unlearn.validation`)."""

@@ -179,6 +179,9 @@ class Wmdp(Benchmark):
         """A chunk's prompt, then its continuation (``answer=None``) or ``answer`` (as on MUSE)."""
         return chunk_answer_feature(prepared.tokenizer, row, answer, prepared.data.chunk_length, prefix_tokens)
 
+    def sources(self, cfg: DictConfig) -> list:
+        return hub_sources(cfg)
+
     def lm_eval_requests(self, cfg: DictConfig) -> list[tuple[str, list[str], str | None, str]]:
         """``eval.lm_eval``'s, and the tasks ``eval.tasks`` names for the question sets (when the harness scores them)."""
         tasks = cfg.eval.get("tasks") or {}
