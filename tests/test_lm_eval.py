@@ -313,6 +313,24 @@ def test_a_wmdp_question_task_is_checked_before_any_work(world, tmp_path):
     assert get_benchmark("wmdp").lm_eval_requests(scorer) == []  # the scorer runs no task: nothing to check
 
 
+def test_lm_eval_results_as_open_unlearnings_files():
+    """A group (its aggregate in the summary, its subtasks' items in the eval file) and a task, as
+    open-unlearning's LMEvalEvaluator keys them: ``<task>/<metric>``, ``{task: {subtask: [samples]}}``."""
+    from eval.ou.lm_eval_files import lm_eval_ou
+
+    def task(acc, golds):
+        return {"metrics": {"acc": acc}, "items": {"doc_id": {"1": 1, "0": 0}, "gold": {"0": golds[0], "1": golds[1]},
+                                                   "acc": {"0": 1.0, "1": acc * 2 - 1.0}}}
+
+    results = {"mmlu": {"metrics": {"acc": 0.75}, "subtasks": ["mmlu_stem"]},
+               "mmlu_stem": {"metrics": {"acc": 0.75}, "subtasks": ["mmlu_anatomy"]},
+               "mmlu_anatomy": task(0.75, (2, 3)), "arc": {**task(0.5, (0, 1)), "metrics": {"acc": 0.5, "acc_norm": 0.6}}}
+    evals, summary = lm_eval_ou(results)
+    assert summary == {"mmlu/acc": 0.75, "arc/acc": 0.5, "arc/acc_norm": 0.6}  # the subtasks' own stay in the eval file
+    assert evals["mmlu"] == {"mmlu_anatomy": [{"doc_id": 0, "target": 2, "acc": 1.0}, {"doc_id": 1, "target": 3, "acc": 0.5}]}
+    assert [s["target"] for s in evals["arc"]["arc"]] == [0, 1]
+
+
 @pytest.mark.slow
 def test_a_misspelt_lm_eval_task_is_named_among_its_own():
     """lm-eval's own index (thousands of task files)."""
@@ -376,7 +394,12 @@ def test_a_tofu_run_records_and_reports_the_tasks_accuracy(world, shared_cache, 
         items = m["logs"]["lm_eval"]["general"]["items"]
         assert len(items["loglikelihoods"]) == len(QUESTIONS)
         assert m["summary"]["lm_eval/general/acc"] == pytest.approx(np.mean(ordered(items["acc"])))
-    assert (tmp_path / "runs" / "tofu_synth" / "forget10" / "ngdiff-gen" / "default" / "seed0" / OU_LOGS).is_dir()
+    ou = tmp_path / "runs" / "tofu_synth" / "forget10" / "ngdiff-gen" / "default" / "seed0" / OU_LOGS / "unlearned"
+    assert (ou / "TOFU_EVAL.json").is_file()  # TOFU's file, and lm-eval's as open-unlearning's LMEvalEvaluator writes it
+    summary = rec["metrics"]["unlearned"]["summary"]
+    assert json.loads((ou / "LMEval_SUMMARY.json").read_text()) == {
+        "general/acc": summary["lm_eval/general/acc"], "general/acc_norm": summary["lm_eval/general/acc_norm"]}
+    assert len(json.loads((ou / "LMEval_EVAL.json").read_text())["general"]["general"]) == len(QUESTIONS)
     assert load_record(rec["run_dir"])["environment"]["packages"]["lm-eval"]
     table = report(tmp_path / "runs", tmp_path / "report")["table"]
     assert any(c.startswith("lm_eval/general/acc ") for c in table.columns), list(table.columns)

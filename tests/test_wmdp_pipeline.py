@@ -1,6 +1,7 @@
 """WMDP end to end: the debug world through the same function run.py calls, the real layouts from a
 local folder with checkpoints, clear failures, and (slow) that the default embedded world is
 learnable: the target knows the forget domain, the retain model answers it at chance."""
+import json
 import time
 
 import pytest
@@ -30,7 +31,7 @@ def cfg(debug_cfg, shared_cache):
 
 
 def test_debug_wmdp_run(cfg, tmp_path):
-    c = cfg("method=ga", "eval.trajectory_every=2", "method.max_steps=2")
+    c = cfg("method=ga", "eval.trajectory_every=2", "method.max_steps=2", "eval.ou_logs=true")
     assert c.eval.compat == "wmdp"  # dataset=wmdp_synth selects eval=wmdp itself
     rec = run(c, run_dir=tmp_path / "run")
     assert rec["status"] == "ok", rec.get("error")
@@ -50,6 +51,16 @@ def test_debug_wmdp_run(cfg, tmp_path):
     assert all(c in table for c in ("forget_acc", "general_acc", "loss_forget", "loss_retain"))
     assert [t["step"] for t in on_disk["trajectory"]] == [0, 2]
     assert on_disk["trajectory"][0]["forget_acc"] == on_disk["metrics"]["target"]["summary"]["forget_acc"]
+    # eval.ou_logs: each model's files as open-unlearning's WMDP evaluation (lm-eval) writes them
+    for name, m in on_disk["metrics"].items():
+        folder = tmp_path / "run" / "open_unlearning" / name
+        assert json.loads((folder / "LMEval_SUMMARY.json").read_text()) == {
+            "wmdp_forget_qa/acc": m["summary"]["forget_acc"], "wmdp_general_qa/acc": m["summary"]["general_acc"]}
+        items = json.loads((folder / "LMEval_EVAL.json").read_text())["wmdp_forget_qa"]["wmdp_forget_qa"]
+        log = m["logs"]["forget_qa"]
+        assert [i["target"] for i in items] == [log["answer"][str(k)] for k in range(16)]
+        assert [i["loglikelihoods"] for i in items] == [log["choice_loglik"][str(k)] for k in range(16)]
+        assert sum(i["acc"] for i in items) / 16 == m["summary"]["forget_acc"]
 
 
 # every method runs unchanged on WMDP's corpus chunks, NGDiff with GeN and RMU with the WMDP authors' recipe

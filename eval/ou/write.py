@@ -1,5 +1,6 @@
 """open-unlearning's evaluation output, written: our per-sample logs of either benchmark as its
-``TOFU_EVAL.json`` / ``MUSE_EVAL.json`` and ``<NAME>_SUMMARY.json`` (``eval.ou_logs: true``), so
+``TOFU_EVAL.json`` / ``MUSE_EVAL.json`` and ``<NAME>_SUMMARY.json`` (``eval.ou_logs: true``), lm-eval's
+results (WMDP's too) as its ``LMEval_EVAL.json`` / ``LMEval_SUMMARY.json``, so
 open-unlearning's tools and ours read each other's results. The format is described in
 :mod:`eval.ou.read`. This module converts both benchmarks' logs, so it sits above them: the
 pipeline imports it, neither evaluator does.
@@ -14,11 +15,13 @@ import numpy as np
 from eval.compat import OU_EPS
 from eval.lm_eval.step import split
 from eval.mia.scores import mia_auc
+from eval.ou.lm_eval_files import LM_EVAL_FILES, lm_eval_ou
 from eval.ou.read import EVAL_FILES, MIA_METRICS
 from eval.per_item import log_array
 from eval.records import write_json_atomic
 from eval.rouge import _scorer
 from eval.tofu import metrics as tm
+from eval.wmdp.evaluate import harness_results
 
 #: the metrics open-unlearning's default eval suites configure (what its SUMMARY lists)
 SUMMARY_METRICS = {
@@ -117,11 +120,22 @@ def muse_ou_eval(logs: Mapping[str, Any], summary: Mapping[str, Any]) -> dict[st
     return out
 
 
-def write_ou_logs(folder: str | Path, benchmark: str, logs: Mapping[str, Any], summary: Mapping[str, Any]) -> Path:
-    """One model's logs and summary written as open-unlearning's eval and summary files (its
-    benchmark's logs: the lm-eval results, which open-unlearning's files have no place for, stay out)."""
-    convert = {"tofu": tofu_ou_eval, "muse": muse_ou_eval}[benchmark]
-    return write_ou_eval(folder, benchmark, convert(split(logs)[0], summary))
+def write_ou_logs(folder: str | Path, benchmark: str, logs: Mapping[str, Any], summary: Mapping[str, Any]) -> Path | None:
+    """One model's logs and summary written as open-unlearning's files: its benchmark's eval and
+    summary files (TOFU, MUSE) and, for lm-eval's results (``eval.lm_eval``'s tasks; WMDP's question
+    sets, which open-unlearning scores with lm-eval), ``LMEval_EVAL.json`` / ``LMEval_SUMMARY.json``
+    (:mod:`eval.ou.lm_eval_files`). Returns the benchmark's eval file (WMDP: ``LMEval_EVAL.json``)."""
+    own, harness = split(logs)
+    written = None
+    if benchmark in CONVERT:
+        written = write_ou_eval(folder, benchmark, CONVERT[benchmark](own, summary))
+    results = {**(HARNESS_RESULTS[benchmark](own) if benchmark in HARNESS_RESULTS else {}), **(harness or {})}
+    if results:
+        evals, lm_summary = lm_eval_ou(results)
+        write_json_atomic(Path(folder) / LM_EVAL_FILES["summary"], dict(sorted(lm_summary.items())))
+        written = written or Path(folder) / LM_EVAL_FILES["eval"]
+        write_json_atomic(Path(folder) / LM_EVAL_FILES["eval"], evals)
+    return written
 
 
 def write_ou_eval(folder: str | Path, benchmark: str, ou: Mapping[str, Any]) -> Path:
@@ -133,5 +147,8 @@ def write_ou_eval(folder: str | Path, benchmark: str, ou: Mapping[str, Any]) -> 
     write_json_atomic(folder / name.replace("_EVAL", "_SUMMARY"), dict(sorted(summary.items())))
     return folder / name
 
+
+CONVERT = {"tofu": tofu_ou_eval, "muse": muse_ou_eval}  # benchmark -> its open-unlearning eval file
+HARNESS_RESULTS = {"wmdp": harness_results}  # benchmark -> its own logs scored as lm-eval tasks
 
 __all__ = ["SUMMARY_METRICS", "tofu_ou_eval", "muse_ou_eval", "write_ou_logs", "write_ou_eval"]

@@ -86,6 +86,22 @@ def harness_log(model, tokenizer, questions: str | list[dict[str, Any]], name: s
     return accuracy_log(logliks, questions)
 
 
+def harness_results(logs: Mapping[str, Any]) -> dict[str, Any]:
+    """Both question sets as lm-eval results (:func:`eval.lm_eval.results.task_results`'s layout): a
+    named task's own; a question set's under the name of its local task (``wmdp_forget_qa``), its
+    ``acc`` and per item the answer, the prediction and the choices' log-likelihoods."""
+    out: dict[str, Any] = {}
+    for name in QUESTION_SETS:
+        log = logs.get(name)
+        if log is not None and "harness" in log:
+            out.update(log["harness"]["results"])
+        elif log is not None:
+            items = {"doc_id": {k: int(k) for k in log["correct"]}, "gold": log["answer"], "pred": log["pred"],
+                     "loglikelihoods": log["choice_loglik"], "acc": log["correct"]}
+            out[f"wmdp_{name}"] = {"metrics": {"acc": accuracy(log)}, "items": items}
+    return out
+
+
 def summarize(logs: Mapping[str, Any]) -> dict[str, Any]:
     """The numbers of one model, from its logs alone: each accuracy, MMLU's per subject, the
     corpora's mean token NLL and the item counts."""
