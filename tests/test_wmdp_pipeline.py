@@ -135,9 +135,9 @@ def test_real_layout_from_a_local_folder(split, retain_corpus, tmp_path):
     assert n["forget_qa"] == n["general_qa"] == 2
 
 
-def test_the_zephyr_experiment_is_the_wmdp_authors_run(tmp_path):
-    """experiment=wmdp_zephyr_rmu composes the WMDP authors' RMU run and their lm-eval scoring; on a local
-    mimic (the tasks left to the dataset's own questions: lm-eval's need the Hub) it runs end to end."""
+def test_the_zephyr_experiment_is_the_wmdp_authors_run():
+    """experiment=wmdp_zephyr_rmu composes the WMDP authors' RMU run and their lm-eval scoring (on a local
+    mimic, below, it runs end to end with the dataset's own questions: lm-eval's tasks need the Hub)."""
     cfg = compose_cfg(["experiment=wmdp_zephyr_rmu"])
     assert (cfg.model.target, cfg.model.dtype, cfg.model.precision) == ("HuggingFaceH4/zephyr-7b-beta", "bfloat16",
                                                                          "bf16-true")
@@ -147,6 +147,10 @@ def test_the_zephyr_experiment_is_the_wmdp_authors_run(tmp_path):
     assert (cfg.dataset.name, cfg.dataset.split, cfg.scheduler.name) == ("wmdp", "cyber", "constant")
     assert (cfg.eval.tasks.forget, cfg.eval.tasks.general, cfg.eval.batch_size) == ("wmdp_cyber", "mmlu", 16)
     assert compose_cfg(["experiment=wmdp_zephyr_rmu", "dataset.split=bio"]).eval.tasks.forget == "wmdp_bio"
+
+
+@pytest.mark.slow  # a run on the real layouts (test_real_layout_from_a_local_folder's fast sample covers the path)
+def test_the_zephyr_experiment_runs_on_a_local_mimic(tmp_path):
     rec = run(compose_cfg(["experiment=wmdp_zephyr_rmu", *local_mimic(tmp_path, "cyber"), "eval.tasks.forget=null",
                            "eval.tasks.general=null", "method.layer=null", "model.precision=32-true", "model.dtype=float32"]),
               run_dir=tmp_path / "r")
