@@ -8,7 +8,8 @@ answers as options (the answer's place drawn per item), written as a local quest
 (:func:`eval.lm_eval.local_task`). Timed, best of ``--reps`` after a warm-up each, on the target model:
 
 * **lm-eval**: :func:`eval.lm_eval.run_tasks` -- HFLM over the model object, ``simple_evaluate``
-  (its task loading, request building and environment report included: what a run pays);
+  (its task loading and request building included -- what a run pays; not torch's environment
+  report, which run_tasks leaves out);
 * **ours**: :func:`eval.likelihood.score` over the very (context, continuation) token pairs lm-eval
   builds (HFLM's ``_encode_pair``), prompts shared (``share_prefixes``), as our TOFU evaluator runs.
 """

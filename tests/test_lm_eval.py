@@ -158,6 +158,11 @@ def test_the_model_tokenizer_and_random_states_are_as_before(world, tmp_path, ca
     padless = copy.deepcopy(tok)
     padless.pad_token = None  # HFLM would give it one
     monkeypatch.setenv("LOCAL_RANK", "1")  # the second process of a torchrun launch answers too
+    import lm_eval.evaluator
+    from torch.utils import collect_env
+
+    report = lm_eval.evaluator.add_env_info
+    monkeypatch.setattr(collect_env, "get_pretty_env_info", lambda: pytest.fail("environment report ran"))
     log_file = logging.FileHandler(tmp_path / "run.log")  # what a run attaches (unlearn/run_logs.py)
     log_file.setFormatter(logging.Formatter(FORMAT))
     logging.getLogger().addHandler(log_file)
@@ -168,6 +173,7 @@ def test_the_model_tokenizer_and_random_states_are_as_before(world, tmp_path, ca
         log_file.close()
     try:
         assert res["qa"]["n"] == 3  # limit: the first 3 items
+        assert lm_eval.evaluator.add_env_info is report  # its environment report left out during the call only
         assert os.environ["LOCAL_RANK"] == "1"
         assert [m.training for m in model.modules()] == modes
         assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
@@ -298,8 +304,9 @@ def test_a_task_whose_hub_data_is_not_cached_fails_offline_before_any_work(world
                                                     f"eval.lm_eval.include_path={tmp_path / 'tasks'}"]).eval)) == []
 
 
-def test_a_wmdp_question_task_is_checked_before_any_work(world, tmp_path):
+def test_a_wmdp_question_task_is_checked_before_any_work(world, tmp_path, monkeypatch):
     """WMDP's eval.tasks names (the harness's tasks for its question sets) are checked as eval.lm_eval's are."""
+    monkeypatch.setattr(lm_tasks, "builtin_names", lambda: ["mmlu"])  # lm-eval's own index: seconds
     write_task(local_task("bio_local", world["data"], "letter"), tmp_path / "tasks")
     cache = tmp_path / "cache"
     rec = run(compose_config(["debug=tiny", "dataset=wmdp_synth", f"paths.root={tmp_path / 'out'}",

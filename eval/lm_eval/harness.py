@@ -12,6 +12,7 @@ import os
 import random
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -44,7 +45,7 @@ def run_tasks(model: torch.nn.Module, tokenizer, tasks: Sequence[str | dict[str,
     while isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
         model = model.module  # HFLM reads the model's config and device; the wrapper has neither
     t = time.perf_counter()
-    with (untouched(model), library_output(), every_process_answered(),
+    with (untouched(model), library_output(), every_process_answered(), no_environment_report(),
           tempfile.TemporaryDirectory(prefix="lm_eval_tasks_") as given):
         # a task config goes in as a YAML file of a folder lm-eval searches: lm-eval 0.4.10 and
         # 0.4.11 fail on configs passed as dicts, and every version reads a folder
@@ -94,6 +95,26 @@ def every_process_answered() -> Iterator[None]:
             os.environ.pop("LOCAL_RANK", None)
         else:
             os.environ["LOCAL_RANK"] = saved
+
+
+@contextlib.contextmanager
+def no_environment_report() -> Iterator[None]:
+    """``simple_evaluate`` ends by adding torch's environment report to its results
+    (``torch.utils.collect_env``: ``pip list``, ``nvidia-smi`` ... in subprocesses, ~1.3 s a call, most
+    of a small task's time), which nothing here reads: the run's record has its own environment. During
+    the call only the versions are added."""
+    import lm_eval.evaluator as evaluator
+
+    saved = evaluator.add_env_info
+
+    def versions(storage: dict[str, Any]) -> None:
+        storage.update({f"{name}_version": metadata.version(name) for name in ("lm_eval", "transformers")})
+
+    evaluator.add_env_info = versions
+    try:
+        yield
+    finally:
+        evaluator.add_env_info = saved
 
 
 @contextlib.contextmanager
