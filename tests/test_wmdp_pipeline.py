@@ -31,7 +31,7 @@ def cfg(debug_cfg, shared_cache):
 
 
 def test_debug_wmdp_run(cfg, tmp_path):
-    c = cfg("method=ga", "eval.trajectory_every=2", "method.max_steps=2", "eval.ou_logs=true")
+    c = cfg("eval.trajectory_every=2", "method.max_steps=2", "eval.ou_logs=true")  # NGDiff + GeN, the defaults
     assert c.eval.compat == "wmdp"  # dataset=wmdp_synth selects eval=wmdp itself
     rec = run(c, run_dir=tmp_path / "run")
     assert rec["status"] == "ok", rec.get("error")
@@ -64,12 +64,12 @@ def test_debug_wmdp_run(cfg, tmp_path):
 
 
 # every method runs unchanged on WMDP's corpus chunks, NGDiff with GeN and RMU with the WMDP authors' recipe
-# among them; the fast tier runs NGDiff + GeN (test_debug_wmdp_run runs GA), the slow tier all
+# among them, in the slow tier (the fast tier runs NGDiff + GeN in test_debug_wmdp_run)
 @pytest.mark.parametrize("method,extra", sampled(
     # Zephyr's layer 7 of 32: the same depth here (open-unlearning's recipe, batch 16, needs more than
     # the debug world's forget chunks; tests/test_wmdp_world.py checks its values)
     [(m, ()) for m in METHODS] + [("rmu", ("recipe=wmdp", "method.layer=null"))],
-    (("ngdiff", ()),)))
+    ()))
 def test_every_method_runs_on_wmdp(cfg, tmp_path, method, extra):
     c = cfg(f"method={method}", *extra, "method.max_steps=1", "save_checkpoint=false",
             "model.precision=32-true")  # the recipe's bf16-true is a GPU's; CPU runs it in fp32 here
