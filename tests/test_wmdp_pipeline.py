@@ -146,7 +146,9 @@ def test_the_zephyr_experiment_is_the_wmdp_authors_run():
         "rmu", 7, 6.5, 1200.0, 5e-5, 150, 4, r"mlp\.down_proj\..*")
     assert (cfg.dataset.name, cfg.dataset.split, cfg.scheduler.name) == ("wmdp", "cyber", "constant")
     assert (cfg.eval.tasks.forget, cfg.eval.tasks.general, cfg.eval.batch_size) == ("wmdp_cyber", "mmlu", 16)
-    assert compose_cfg(["experiment=wmdp_zephyr_rmu", "dataset.split=bio"]).eval.tasks.forget == "wmdp_bio"
+    bio = compose_cfg(["experiment=wmdp_zephyr_rmu", "dataset.split=bio"])
+    assert bio.eval.tasks.forget == "wmdp_bio"
+    assert get_benchmark("wmdp").eval_spec(bio)["tasks"]["forget"] == "wmdp_bio"  # the evaluations' key: resolved
 
 
 @pytest.mark.slow  # a run on the real layouts (test_real_layout_from_a_local_folder's fast sample covers the path)

@@ -190,7 +190,7 @@ class Wmdp(Benchmark):
         return super().lm_eval_requests(cfg) + own
 
     def _eval_spec(self, cfg: DictConfig) -> dict[str, Any]:
-        tasks = OmegaConf.to_container(cfg.eval.tasks) if cfg.eval.get("tasks") else None
+        tasks = OmegaConf.to_container(cfg.eval.tasks, resolve=True) if cfg.eval.get("tasks") else None
         named = [tasks[k] for k in TASK_KEYS.values() if tasks and tasks.get(k)]
         return {"version": EVAL_VERSION, "retain_corpus": cfg.dataset.retain_corpus,
                 "chunk_length": cfg.dataset.chunk_length,
