@@ -24,22 +24,25 @@ def settings(eval_cfg: Mapping[str, Any]) -> dict[str, Any] | None:
     return {k: (list(node[k]) if k == "tasks" else node.get(k)) for k in SETTINGS}
 
 
-def requests(eval_cfg: Mapping[str, Any]) -> list[tuple[str, list[str], str | None, str]]:
-    """The tasks ``eval.lm_eval`` asks for as (config key, names, include_path, its key); none without tasks."""
+def requests(eval_cfg: Mapping[str, Any]) -> list[tuple[str, list[str], str | None]]:
+    """The tasks ``eval.lm_eval`` asks for as (config key, names, include_path); none without tasks."""
     s = settings(eval_cfg)
-    return [] if s is None else [("eval.lm_eval.tasks", s["tasks"], s["include_path"], "eval.lm_eval.include_path")]
+    return [] if s is None else [("eval.lm_eval.tasks", s["tasks"], s["include_path"])]
 
 
-def check(asked: Iterable[tuple[str, list[str], str | None, str]]) -> list[tuple[str, str]]:
+def check(asked: Iterable[tuple[str, list[str], str | None]]) -> list[tuple[str, str]]:
     """Tasks asked for by name (:func:`requests`, a benchmark's own), before any work: each name
     exists (a ValueError: one line) and, returned, the Hub data sets they read, as (``key (task)``,
     dataset id), for the run's source check (cached when offline). lm-eval is imported only when
     some task is asked for."""
-    out: dict[str, str] = {}
-    for key, names, include_path, path_key in asked:
-        from eval.lm_eval.tasks import check_tasks, hub_datasets
+    asked = list(asked)
+    if not asked:
+        return []
+    from eval.lm_eval.tasks import check_tasks, hub_datasets
 
-        check_tasks(names, include_path, key, path_key)
+    out: dict[str, str] = {}
+    for key, names, include_path in asked:
+        check_tasks(names, include_path, key)
         for task, dataset in hub_datasets(names, include_path):
             out.setdefault(dataset, f"{key} ({task})")
     return [(where, dataset) for dataset, where in out.items()]

@@ -174,11 +174,11 @@ def _index(include_path: str | None) -> Mapping[str, Any]:
         return dict(index) if index is not None else dict.fromkeys(manager.all_tasks)
 
 
-def check_tasks(names: Sequence[Any], include_path: str | Path | None, key: str = "eval.lm_eval.tasks",
-                path_key: str = "eval.lm_eval.include_path") -> None:
+def check_tasks(names: Sequence[Any], include_path: str | Path | None, key: str = "eval.lm_eval.tasks") -> None:
     """Every name is a task of ``include_path`` or one of lm-eval's; else one line naming what is
-    available (``key`` / ``path_key``: where the config gives them). lm-eval's own tasks are indexed
-    only for a name ``include_path`` lacks."""
+    available (``key``: where the config gives the names; ``include_path`` beside it, under the same node).
+    lm-eval's own tasks are indexed only for a name ``include_path`` lacks."""
+    path_key = f"{key.rpartition('.')[0]}.include_path"
     bad = [n for n in names if not isinstance(n, str) or not n]
     if bad:
         raise ValueError(f"{key} must be task names, got {bad[0]!r}")

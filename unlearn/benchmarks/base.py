@@ -61,9 +61,10 @@ class Benchmark:
         ``dataset.hub_id``, the models): :class:`unlearn.sources.Source` s checked before any work."""
         return []
 
-    def lm_eval_requests(self, cfg: DictConfig) -> list[tuple[str, list[str], str | None, str]]:
-        """The lm-eval tasks this run's evaluation asks for by name, as (config key, names, include_path,
-        its key): checked before any work, with the Hub data they read (:mod:`unlearn.validation`)."""
+    def lm_eval_requests(self, cfg: DictConfig) -> list[tuple[str, list[str], str | None]]:
+        """The lm-eval tasks this run's evaluation asks for by name, as (config key, names, the
+        include_path beside that key): checked before any work, with the Hub data they read
+        (:mod:`unlearn.validation`)."""
         return lm_eval_step.requests(cfg.eval)
 
     def eval_spec(self, cfg: DictConfig) -> dict[str, Any]:

@@ -182,10 +182,10 @@ class Wmdp(Benchmark):
     def sources(self, cfg: DictConfig) -> list:
         return hub_sources(cfg)
 
-    def lm_eval_requests(self, cfg: DictConfig) -> list[tuple[str, list[str], str | None, str]]:
+    def lm_eval_requests(self, cfg: DictConfig) -> list[tuple[str, list[str], str | None]]:
         """``eval.lm_eval``'s, and the tasks ``eval.tasks`` names for the question sets (when the harness scores them)."""
         tasks = cfg.eval.get("tasks") or {}
-        own = [(f"eval.tasks.{k}", [str(tasks[k])], tasks.get("include_path"), "eval.tasks.include_path")
+        own = [(f"eval.tasks.{k}", [str(tasks[k])], tasks.get("include_path"))
                for k in TASK_KEYS.values() if tasks.get(k) and cfg.eval.get("questions", "harness") == "harness"]
         return super().lm_eval_requests(cfg) + own
 
